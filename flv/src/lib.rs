@@ -1,0 +1,3 @@
+//! FLV format.
+#![forbid(unsafe_code)]
+#![deny(missing_docs)]

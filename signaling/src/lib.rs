@@ -1,0 +1,3 @@
+//! Signaling.
+#![forbid(unsafe_code)]
+#![deny(missing_docs)]

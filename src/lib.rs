@@ -1,0 +1,1 @@
+//! wsrelay server library.

@@ -1,0 +1,3 @@
+fn main() {
+    println!("wsrelay {}", env!("CARGO_PKG_VERSION"));
+}
