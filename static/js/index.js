@@ -1,0 +1,109 @@
+// The index page: live streams from /api/streams, publish URLs, call-room form.
+import { el, liveUrls, copyRow, formatDuration, DEFAULT_RTMP_PORT } from './common.js';
+
+const REFRESH_MS = 2000;
+let rtmpPort = DEFAULT_RTMP_PORT;
+
+const $ = (id) => document.getElementById(id);
+$('refresh-s').textContent = String(REFRESH_MS / 1000);
+
+function videoText(v) {
+  if (!v) return '–';
+  const size = v.width && v.height ? ` ${v.width}×${v.height}` : '';
+  const fps = v.fps ? ` @ ${Number(v.fps).toFixed(v.fps % 1 ? 2 : 0)} fps` : '';
+  return `${v.codec || '?'}${size}${fps}`;
+}
+
+function audioText(a) {
+  if (!a) return '–';
+  const rate = a.sample_rate ? ` ${(a.sample_rate / 1000).toFixed(1)} kHz` : '';
+  const ch = a.channels ? (a.channels === 1 ? ' mono' : a.channels === 2 ? ' stereo' : ` ${a.channels} ch`) : '';
+  return `${a.codec || '?'}${rate}${ch}`;
+}
+
+function stateBadge(state) {
+  const cls = state === 'live' ? 'ok' : state === 'reconnecting' || state === 'grace' ? 'warn' : '';
+  return el('span', { class: `badge ${cls}` }, state || 'unknown');
+}
+
+function streamRows(s) {
+  const play = `/player.html?stream=${encodeURIComponent(s.name)}`;
+  const main = el('tr', { dataset: { stream: s.name } },
+    el('td', {}, el('a', { href: play }, el('strong', {}, s.name)), ' ', stateBadge(s.state)),
+    el('td', {}, videoText(s.video)),
+    el('td', {}, audioText(s.audio)),
+    el('td', {}, Number.isFinite(s.bitrate_kbps) ? `${Math.round(s.bitrate_kbps)} kb/s` : '–'),
+    el('td', {}, String(s.players ?? '–')),
+    el('td', {}, formatDuration(s.uptime_s)),
+    el('td', {},
+      el('a', { class: 'button primary', href: play }, 'Play'), ' ',
+      el('a', { class: 'button', href: `${play}&lib=flvjs`, title: 'Play with flv.js instead of mpegts.js' }, 'flv.js')),
+  );
+  const u = liveUrls(s.name, rtmpPort);
+  const urls = el('tr', { class: 'urls' },
+    el('td', { colspan: 7 },
+      copyRow('WS-FLV', u.ws),
+      copyRow('HTTP-FLV', u.http),
+      u.rtmp ? copyRow('RTMP', u.rtmp) : null));
+  return [main, urls];
+}
+
+async function refreshStreams() {
+  try {
+    const res = await fetch('/api/streams', { cache: 'no-store' });
+    if (!res.ok) throw new Error(`/api/streams answered ${res.status}`);
+    const data = await res.json();
+    // The server may tell its RTMP port (null when RTMP is off).
+    if (data.rtmp_port !== undefined) rtmpPort = data.rtmp_port;
+    const streams = Array.isArray(data.streams) ? data.streams : [];
+    streams.sort((a, b) => String(a.name).localeCompare(String(b.name)));
+    $('streams').replaceChildren(...streams.flatMap(streamRows));
+    $('no-streams').hidden = streams.length > 0;
+    $('api-error').hidden = true;
+    $('updated').textContent = `updated ${new Date().toLocaleTimeString()}`;
+    renderPublish();
+  } catch (err) {
+    $('api-error').hidden = false;
+    $('api-error').textContent = `Cannot load the stream list: ${err.message}. Retrying…`;
+  }
+}
+
+async function refreshRooms() {
+  try {
+    const res = await fetch('/api/rooms', { cache: 'no-store' });
+    if (!res.ok) return;
+    const data = await res.json();
+    const rooms = Array.isArray(data) ? data : Array.isArray(data.rooms) ? data.rooms : [];
+    const links = rooms.map((r) => {
+      const name = r.name ?? r.room;
+      const peers = r.peers ?? r.peer_count ?? r.count;
+      return el('a', { href: `/call.html?room=${encodeURIComponent(name)}` },
+        `${name}${peers !== undefined ? ` (${peers})` : ''}`);
+    });
+    const box = $('rooms');
+    if (links.length === 0) box.replaceChildren('none');
+    else box.replaceChildren(...links.flatMap((a, i) => (i ? [', ', a] : [a])));
+  } catch {
+    // Rooms are a nicety on this page; the form works without them.
+  }
+}
+
+function renderPublish() {
+  const name = $('publish-name').value.trim() || 'cam1';
+  const u = liveUrls(name, rtmpPort);
+  $('publish-urls').replaceChildren(
+    copyRow('HTTP POST', u.http),
+    u.rtmp ? copyRow('RTMP', u.rtmp) : null,
+    copyRow('Play', `${location.origin}/player.html?stream=${encodeURIComponent(name)}`));
+  $('ffmpeg-cmd').textContent =
+    `ffmpeg -re -i input.mp4 -c copy -f flv -method POST ${u.http}` +
+    (u.rtmp ? `\n# or over RTMP (OBS: server rtmp://${location.hostname}:${rtmpPort}/live, key ${name})\n` +
+      `ffmpeg -re -i input.mp4 -c copy -f flv ${u.rtmp}` : '');
+}
+
+$('publish-name').addEventListener('input', renderPublish);
+renderPublish();
+refreshStreams();
+refreshRooms();
+setInterval(refreshStreams, REFRESH_MS);
+setInterval(refreshRooms, REFRESH_MS * 2);

@@ -1,0 +1,96 @@
+// The call page: two (then three) headless Chromium pages with fake camera and mic join
+// one room through the real server's /signal and see each other's video over WebRTC.
+// Run: node --test tests/browser/
+import { after, before, describe, it } from 'node:test';
+import assert from 'node:assert/strict';
+import { launchBrowser, openPage, requireTools, screenshot, startServer, waitFor } from './harness.js';
+
+describe('call page', { timeout: 180000 }, () => {
+  let server;
+  let browser;
+  const contexts = [];
+
+  before(async () => {
+    requireTools();
+    server = await startServer();
+    browser = await launchBrowser();
+  });
+
+  after(async () => {
+    if (browser) await browser.close();
+    if (server) await server.stop();
+  });
+
+  /** A page in its own browser context (own camera, own storage), like another person. */
+  async function join(room, name) {
+    const context = await browser.newContext({ viewport: { width: 1000, height: 700 } });
+    contexts.push(context);
+    await context.grantPermissions(['camera', 'microphone'], { origin: server.http });
+    return openPage(context, `${server.http}/call.html?room=${room}&name=${name}`, name);
+  }
+
+  const callStats = (page) => page.evaluate(() => window.wsrelayCall.stats());
+
+  /** Wait until `page` decodes video from `count` peers. */
+  async function seesVideoFrom(page, count, logs, what) {
+    return waitFor(async () => {
+      const s = await callStats(page);
+      return s.length === count && s.every((p) => p.framesDecoded > 0 && p.videoFrames > 0 && p.videoWidth > 0) ? s : null;
+    }, 20000, what, 250).catch(async (err) => {
+      const s = await callStats(page).catch(() => 'n/a');
+      throw new Error(`${err.message}\nstats: ${JSON.stringify(s)}\n${logs.slice(-30).join('\n')}\n--- server ---\n${server.log}`);
+    });
+  }
+
+  it('two peers see each other; when one leaves the other\'s peer list updates', async () => {
+    const alice = await join('r1', 'alice');
+    const bob = await join('r1', 'bob');
+
+    const a = await seesVideoFrom(alice.page, 1, alice.logs, 'alice to decode bob\'s video');
+    const b = await seesVideoFrom(bob.page, 1, bob.logs, 'bob to decode alice\'s video');
+    assert.equal(a[0].name, 'bob');
+    assert.equal(b[0].name, 'alice');
+    assert.notEqual(a[0].polite, b[0].polite, 'exactly one side of the pair is polite');
+    assert.equal(a[0].connectionState, 'connected');
+    await screenshot(alice.page, 'call-alice');
+    console.log(`# call: alice decoded ${a[0].framesDecoded} frames (${a[0].videoWidth}×${a[0].videoHeight}), ` +
+      `bob decoded ${b[0].framesDecoded}`);
+
+    // The peer list shows bob; then bob leaves and alice's list empties.
+    const bobId = await bob.page.evaluate(() => window.wsrelayCall.client.peerId);
+    await alice.page.locator(`#peers li[data-peer="${bobId}"]`).waitFor({ timeout: 2000 });
+    await bob.page.click('#leave');
+    await alice.page.locator(`#peers li[data-peer="${bobId}"]`).waitFor({ state: 'detached', timeout: 5000 });
+    await alice.page.locator(`.tile[data-peer="${bobId}"]`).waitFor({ state: 'detached', timeout: 1000 });
+    assert.equal(await alice.page.locator('#peers li').count(), 0);
+    assert.equal(await bob.page.evaluate(() => window.wsrelayCall.client.state), 'closed');
+    await alice.page.close();
+    await bob.page.close();
+  });
+
+  it('three peers form a mesh: everyone decodes video from both others', async () => {
+    const peers = [await join('r3', 'p1'), await join('r3', 'p2'), await join('r3', 'p3')];
+    for (const [i, p] of peers.entries()) {
+      await seesVideoFrom(p.page, 2, p.logs, `p${i + 1} to decode video from both others`);
+    }
+    await screenshot(peers[2].page, 'call-mesh');
+    for (const p of peers) await p.page.close();
+  });
+
+  it('mute and camera off stop sending without renegotiation', async () => {
+    const x = await join('r4', 'x');
+    const y = await join('r4', 'y');
+    await seesVideoFrom(x.page, 1, x.logs, 'x to decode y');
+    await x.page.click('#mute');
+    await x.page.click('#camera');
+    const enabled = await x.page.evaluate(() => {
+      const v = document.querySelector('#local-video');
+      return v.srcObject.getTracks().map((t) => `${t.kind}:${t.enabled}`).sort();
+    });
+    assert.deepEqual(enabled, ['audio:false', 'video:false']);
+    assert.equal(await x.page.locator('#mute').textContent(), 'Unmute');
+    assert.equal(await x.page.locator('#camera').textContent(), 'Camera on');
+    await x.page.close();
+    await y.page.close();
+  });
+});
