@@ -1,0 +1,47 @@
+#!/usr/bin/env bash
+# The test command (see README.md). On a fresh Debian machine it installs what the
+# tests need (ffmpeg, chromium, the npm packages), then runs the formatter and linter
+# checks, every Rust test (unit, property, integration with real clients) and the
+# headless-Chromium browser tests. Any missing tool is a failure, never a skip.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+log() { printf '\n== %s\n' "$*"; }
+
+apt_install() {
+    local missing=()
+    for pair in "$@"; do
+        local cmd=${pair%%:*} pkg=${pair##*:}
+        command -v "$cmd" >/dev/null 2>&1 || missing+=("$pkg")
+    done
+    if ((${#missing[@]})); then
+        log "installing ${missing[*]}"
+        local sudo=""
+        [[ $(id -u) -ne 0 ]] && sudo="sudo"
+        $sudo apt-get update -qq
+        DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}"
+    fi
+}
+
+apt_install ffmpeg:ffmpeg ffprobe:ffmpeg chromium:chromium
+
+if [[ -f static/package.json ]]; then
+    log "npm packages for the pages"
+    npm ci --prefix static --no-audit --no-fund
+fi
+if [[ -f tests/browser/package.json ]]; then
+    log "npm packages for the browser tests"
+    npm ci --prefix tests/browser --no-audit --no-fund
+fi
+
+log "cargo fmt --check"
+cargo fmt --all --check
+log "cargo clippy"
+cargo clippy --workspace --all-targets -- -D warnings
+log "cargo test"
+cargo test --workspace
+if [[ -d tests/browser ]] && ls tests/browser/*.test.mjs >/dev/null 2>&1; then
+    log "browser tests (headless Chromium)"
+    cargo build --bin wsrelay
+    node --test --test-concurrency=1 tests/browser/
+fi

@@ -1,0 +1,149 @@
+//! Command line: every flag overrides the matching config key.
+
+use std::path::PathBuf;
+
+use clap::Parser;
+
+use crate::config::{Config, ConfigError, Listen};
+
+/// wsrelay: live FLV relay (WebSocket-FLV, HTTP-FLV; RTMP/HTTP/WebSocket publish)
+/// and WebRTC signaling server.
+#[derive(Debug, Parser)]
+#[command(version, about)]
+pub struct Cli {
+    /// TOML config file; flags override its values.
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// HTTP/WebSocket listen address, or `off` [default: 0.0.0.0:8080].
+    #[arg(long, value_name = "ADDR")]
+    pub http: Option<Listen>,
+    /// RTMP listen address, or `off` [default: 0.0.0.0:1935].
+    #[arg(long, value_name = "ADDR")]
+    pub rtmp: Option<Listen>,
+    /// Directory of the web pages [default: static].
+    #[arg(long, value_name = "DIR")]
+    pub static_dir: Option<PathBuf>,
+    /// Access-Control-Allow-Origin for HTTP-FLV and the API [default: *].
+    #[arg(long, value_name = "ORIGIN")]
+    pub cors_origin: Option<String>,
+    /// Maximum TCP connections on the HTTP listener.
+    #[arg(long, value_name = "N")]
+    pub max_connections: Option<usize>,
+    /// Players wait this long for a dropped publisher to come back (live.publisher_grace_ms).
+    #[arg(long, value_name = "MS")]
+    pub grace_ms: Option<u64>,
+    /// A publisher silent this long is cut off (live.publisher_idle_timeout_ms).
+    #[arg(long, value_name = "MS")]
+    pub publisher_idle_timeout_ms: Option<u64>,
+    /// Largest FLV tag accepted (live.max_tag_bytes).
+    #[arg(long, value_name = "BYTES")]
+    pub max_tag_bytes: Option<usize>,
+    /// GOP cache bound in bytes (live.gop_max_bytes).
+    #[arg(long, value_name = "BYTES")]
+    pub gop_max_bytes: Option<usize>,
+    /// GOP cache bound in stream time (live.gop_max_duration_ms).
+    #[arg(long, value_name = "MS")]
+    pub gop_max_ms: Option<u32>,
+    /// Tags a player may lag before skipping to the next keyframe (live.player_backlog_tags).
+    #[arg(long, value_name = "N")]
+    pub player_backlog_tags: Option<usize>,
+    /// Disconnect a player behind the live edge this long (live.player_max_behind_ms).
+    #[arg(long, value_name = "MS")]
+    pub player_max_behind_ms: Option<u64>,
+    /// Disconnect a player whose single write takes this long (live.player_write_timeout_ms).
+    #[arg(long, value_name = "MS")]
+    pub player_write_timeout_ms: Option<u64>,
+    /// Maximum live streams (live.max_streams).
+    #[arg(long, value_name = "N")]
+    pub max_streams: Option<usize>,
+    /// Maximum players across streams (live.max_players).
+    #[arg(long, value_name = "N")]
+    pub max_players: Option<usize>,
+    /// Maximum players per stream (live.max_players_per_stream).
+    #[arg(long, value_name = "N")]
+    pub max_players_per_stream: Option<usize>,
+    /// A new publisher replaces a live one instead of getting 409 (live.allow_takeover).
+    #[arg(long)]
+    pub allow_takeover: bool,
+}
+
+impl Cli {
+    /// Builds the effective config: defaults, then the file, then the flags.
+    pub fn into_config(self) -> Result<Config, ConfigError> {
+        let mut c = match &self.config {
+            Some(path) => Config::from_file(path)?,
+            None => Config::default(),
+        };
+        fn set<T>(slot: &mut T, value: Option<T>) {
+            if let Some(v) = value {
+                *slot = v;
+            }
+        }
+        set(&mut c.http, self.http);
+        set(&mut c.rtmp, self.rtmp);
+        set(&mut c.static_dir, self.static_dir);
+        set(&mut c.cors_origin, self.cors_origin);
+        set(&mut c.max_connections, self.max_connections);
+        let live = &mut c.live;
+        set(&mut live.publisher_grace_ms, self.grace_ms);
+        set(
+            &mut live.publisher_idle_timeout_ms,
+            self.publisher_idle_timeout_ms,
+        );
+        set(&mut live.max_tag_bytes, self.max_tag_bytes);
+        set(&mut live.gop_max_bytes, self.gop_max_bytes);
+        set(&mut live.gop_max_duration_ms, self.gop_max_ms);
+        set(&mut live.player_backlog_tags, self.player_backlog_tags);
+        set(&mut live.player_max_behind_ms, self.player_max_behind_ms);
+        set(
+            &mut live.player_write_timeout_ms,
+            self.player_write_timeout_ms,
+        );
+        set(&mut live.max_streams, self.max_streams);
+        set(&mut live.max_players, self.max_players);
+        set(
+            &mut live.max_players_per_stream,
+            self.max_players_per_stream,
+        );
+        if self.allow_takeover {
+            live.allow_takeover = true;
+        }
+        c.validate()?;
+        Ok(c)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn flags_override_file_and_defaults() {
+        let dir = std::env::temp_dir().join(format!("wsrelay-cli-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("c.toml");
+        std::fs::write(
+            &file,
+            "cors_origin = \"https://a.example\"\n[live]\nmax_streams = 7\n",
+        )
+        .unwrap();
+        let cli = Cli::parse_from([
+            "wsrelay",
+            "--config",
+            file.to_str().unwrap(),
+            "--http",
+            "127.0.0.1:0",
+            "--rtmp",
+            "off",
+            "--grace-ms",
+            "250",
+        ]);
+        let c = cli.into_config().unwrap();
+        assert_eq!(c.http, Listen::On("127.0.0.1:0".parse().unwrap()));
+        assert_eq!(c.rtmp, Listen::Off);
+        assert_eq!(c.cors_origin, "https://a.example");
+        assert_eq!(c.live.max_streams, 7);
+        assert_eq!(c.live.publisher_grace_ms, 250);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}

@@ -1,0 +1,256 @@
+//! Server configuration: embedded defaults, an optional TOML file, CLI flags on top.
+//!
+//! Every limit the server enforces is a named field here with its default and the
+//! reason for it. Durations are milliseconds (`*_ms`) so the TOML stays plain.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+
+use serde::{Deserialize, Serialize};
+
+/// Where a listener binds, or `off`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Listen {
+    /// Listen on this address (port 0 picks a free port).
+    On(SocketAddr),
+    /// The listener is disabled.
+    Off,
+}
+
+impl FromStr for Listen {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        if s.eq_ignore_ascii_case("off") {
+            return Ok(Listen::Off);
+        }
+        s.parse()
+            .map(Listen::On)
+            .map_err(|e| format!("`{s}` is not `off` or an address like 127.0.0.1:8080: {e}"))
+    }
+}
+
+impl std::fmt::Display for Listen {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Listen::On(addr) => write!(f, "{addr}"),
+            Listen::Off => f.write_str("off"),
+        }
+    }
+}
+
+impl Serialize for Listen {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for Listen {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        s.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+/// The whole server configuration (`--config FILE`, TOML).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// HTTP/WebSocket listener. Default `0.0.0.0:8080`.
+    pub http: Listen,
+    /// RTMP listener. Default `0.0.0.0:1935`.
+    pub rtmp: Listen,
+    /// Directory served at `/` (pages) and `/vendor/` (its `node_modules`).
+    /// Default `static`, relative to the working directory.
+    pub static_dir: PathBuf,
+    /// `Access-Control-Allow-Origin` for HTTP-FLV and the API. Default `*`: browsers
+    /// fetch HTTP-FLV cross-origin from pages hosted elsewhere.
+    pub cors_origin: String,
+    /// Maximum simultaneous TCP connections on the HTTP listener; past it new
+    /// connections get `503`. Default 10,000: far above what a 2-core box serves at
+    /// real-time bitrates, low enough to keep file descriptors and memory bounded.
+    pub max_connections: usize,
+    /// Time allowed to finish a graceful shutdown before connections are dropped.
+    /// Default 5,000 ms.
+    pub shutdown_timeout_ms: u64,
+    /// Live relay settings (`[live]`).
+    pub live: LiveConfig,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            http: Listen::On(([0, 0, 0, 0], 8080).into()),
+            rtmp: Listen::On(([0, 0, 0, 0], 1935).into()),
+            static_dir: PathBuf::from("static"),
+            cors_origin: "*".to_owned(),
+            max_connections: 10_000,
+            shutdown_timeout_ms: 5_000,
+            live: LiveConfig::default(),
+        }
+    }
+}
+
+/// Live relay limits and timings (`[live]` in TOML).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LiveConfig {
+    /// How long players stay connected after their publisher drops, waiting for it to
+    /// come back. Default 10,000 ms: covers an encoder restart or an OBS reconnect.
+    pub publisher_grace_ms: u64,
+    /// A publisher that sends no bytes for this long is cut off. Default 30,000 ms.
+    pub publisher_idle_timeout_ms: u64,
+    /// Largest FLV tag body accepted from a publisher. Default 8 MiB: a 4K keyframe
+    /// is well under that; more is garbage or an attack.
+    pub max_tag_bytes: usize,
+    /// Largest WebSocket message a WebSocket publisher may send. Default 4 MiB.
+    pub max_publish_message_bytes: usize,
+    /// GOP cache bound in bytes (whole GOPs are evicted). Default 16 MiB: one GOP of
+    /// a 20 Mbit/s stream with a 4 s keyframe interval.
+    pub gop_max_bytes: usize,
+    /// GOP cache bound in stream time. Default 10,000 ms.
+    pub gop_max_duration_ms: u32,
+    /// Tags a player may be behind the live edge before it skips to the next
+    /// keyframe. This is the length of the stream's shared ring (tags are stored once
+    /// for all players). Default 1,024: about 15 s of a 25 fps + AAC stream.
+    pub player_backlog_tags: usize,
+    /// A player that has not caught up with the live edge for this long is
+    /// disconnected. Default 10,000 ms.
+    pub player_max_behind_ms: u64,
+    /// A single write to a player that takes longer than this disconnects it (a
+    /// stalled reader). Default 10,000 ms.
+    pub player_write_timeout_ms: u64,
+    /// Bytes of tags gathered into one write to a player. Default 64 KiB: amortizes
+    /// syscalls without delaying a live tag (only what is already queued is merged).
+    pub player_write_batch_bytes: usize,
+    /// Maximum live streams. Default 1,000.
+    pub max_streams: usize,
+    /// Maximum players across all streams. Default 10,000.
+    pub max_players: usize,
+    /// Maximum players on one stream. Default 5,000.
+    pub max_players_per_stream: usize,
+    /// Let a new publisher take over a name that is live (the old one is cut off)
+    /// instead of refusing it with 409. Default false.
+    pub allow_takeover: bool,
+}
+
+impl Default for LiveConfig {
+    fn default() -> Self {
+        LiveConfig {
+            publisher_grace_ms: 10_000,
+            publisher_idle_timeout_ms: 30_000,
+            max_tag_bytes: 8 << 20,
+            max_publish_message_bytes: 4 << 20,
+            gop_max_bytes: 16 << 20,
+            gop_max_duration_ms: 10_000,
+            player_backlog_tags: 1_024,
+            player_max_behind_ms: 10_000,
+            player_write_timeout_ms: 10_000,
+            player_write_batch_bytes: 64 << 10,
+            max_streams: 1_000,
+            max_players: 10_000,
+            max_players_per_stream: 5_000,
+            allow_takeover: false,
+        }
+    }
+}
+
+/// Errors loading the configuration.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// The config file could not be read.
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The config file is not valid TOML for [`Config`].
+    #[error("invalid config file {path}: {source}")]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: Box<toml::de::Error>,
+    },
+    /// A value is out of range.
+    #[error("invalid config: {0}")]
+    Invalid(String),
+}
+
+impl Config {
+    /// Reads a TOML config file; missing keys keep their defaults.
+    pub fn from_file(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        toml::from_str(&text).map_err(|source| ConfigError::Parse {
+            path: path.to_owned(),
+            source: Box::new(source),
+        })
+    }
+
+    /// Checks values that would make the server misbehave.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let live = &self.live;
+        let positive = [
+            ("live.max_tag_bytes", live.max_tag_bytes),
+            (
+                "live.max_publish_message_bytes",
+                live.max_publish_message_bytes,
+            ),
+            ("live.player_backlog_tags", live.player_backlog_tags),
+            (
+                "live.player_write_batch_bytes",
+                live.player_write_batch_bytes,
+            ),
+            ("live.max_streams", live.max_streams),
+            ("live.max_players", live.max_players),
+            ("live.max_players_per_stream", live.max_players_per_stream),
+            ("max_connections", self.max_connections),
+        ];
+        for (name, value) in positive {
+            if value == 0 {
+                return Err(ConfigError::Invalid(format!(
+                    "{name} must be greater than 0"
+                )));
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_round_trip_through_toml() {
+        let text = toml::to_string(&Config::default()).unwrap();
+        let back: Config = toml::from_str(&text).unwrap();
+        assert_eq!(back.http, Config::default().http);
+        assert_eq!(back.live.publisher_grace_ms, 10_000);
+    }
+
+    #[test]
+    fn partial_file_keeps_defaults_and_rejects_unknown_keys() {
+        let c: Config =
+            toml::from_str("http = \"127.0.0.1:0\"\n[live]\npublisher_grace_ms = 5\n").unwrap();
+        assert_eq!(c.http, Listen::On("127.0.0.1:0".parse().unwrap()));
+        assert_eq!(c.rtmp, Config::default().rtmp);
+        assert_eq!(c.live.publisher_grace_ms, 5);
+        assert!(toml::from_str::<Config>("htp = \"x\"").is_err());
+        assert!(toml::from_str::<Config>("rtmp = \"off\"").unwrap().rtmp == Listen::Off);
+        assert!(toml::from_str::<Config>("rtmp = \"nonsense\"").is_err());
+    }
+
+    #[test]
+    fn zero_limits_are_rejected() {
+        let mut c = Config::default();
+        c.live.max_players = 0;
+        assert!(c.validate().is_err());
+    }
+}

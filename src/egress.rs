@@ -1,0 +1,356 @@
+//! Players: WebSocket-FLV and HTTP-FLV.
+//!
+//! A player task writes the FLV header and the stream's preamble (metadata, sequence
+//! headers, cached GOP), then follows the stream's broadcast ring, gathering whatever
+//! is already queued into one write. It owns no payload: every chunk it writes is a
+//! `Bytes` shared with all other players.
+//!
+//! Slow players: a player that falls behind the ring's length is told how many tags
+//! it missed; it then skips to the next keyframe ([`SkipGate`]). A player that has not
+//! caught up with the live edge for `live.player_max_behind_ms`, or whose single
+//! write stalls for `live.player_write_timeout_ms`, is disconnected with a logged
+//! reason. The publisher and the other players never wait for it.
+
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use flv::{Tag, TagType};
+use futures_util::stream::{SplitSink, SplitStream};
+use futures_util::{SinkExt, StreamExt};
+use hyper::upgrade::Upgraded;
+use hyper_tungstenite::WebSocketStream;
+use hyper_tungstenite::tungstenite::Message;
+use hyper_tungstenite::tungstenite::protocol::CloseFrame;
+use hyper_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use hyper_util::rt::TokioIo;
+use tokio::sync::broadcast::error::{RecvError, TryRecvError};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::LiveConfig;
+use crate::hub::{EndReason, Event, Subscription};
+
+/// The WebSocket type after an upgrade.
+pub type Ws = WebSocketStream<TokioIo<Upgraded>>;
+
+/// Why a player's connection ended.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum PlayerEnd {
+    /// The stream ended or the server is shutting down (clean close 1000/1001).
+    #[error("{}", .0.as_str())]
+    Stream(EndReason),
+    /// The client closed the connection.
+    #[error("client closed the connection")]
+    ClientGone,
+    /// The client stayed behind the live edge too long (close 1008).
+    #[error("player too slow: behind the live edge for more than {0} ms")]
+    TooSlow(u64),
+    /// One write did not complete in time (close 1008).
+    #[error("player stalled: a write took more than {0} ms")]
+    WriteStalled(u64),
+    /// Writing failed (connection reset).
+    #[error("write failed: {0}")]
+    WriteFailed(String),
+}
+
+impl PlayerEnd {
+    /// The WebSocket close frame for this end, if one can still be sent.
+    fn close_frame(&self) -> Option<CloseFrame> {
+        let code = match self {
+            PlayerEnd::Stream(EndReason::PublisherGone) => CloseCode::Normal,
+            PlayerEnd::Stream(EndReason::Shutdown) => CloseCode::Away,
+            PlayerEnd::TooSlow(_) | PlayerEnd::WriteStalled(_) => CloseCode::Policy,
+            PlayerEnd::ClientGone | PlayerEnd::WriteFailed(_) => return None,
+        };
+        Some(CloseFrame {
+            code,
+            reason: self.to_string().into(),
+        })
+    }
+}
+
+/// Decides which tags a player forwards after it fell behind: nothing but metadata
+/// and sequence headers until the next video keyframe (or, for audio-only streams,
+/// the next audio tag), so the decoder restarts on a clean frame and audio resumes
+/// with the video it belongs to.
+#[derive(Debug)]
+pub struct SkipGate {
+    has_video: bool,
+    skipping: bool,
+}
+
+impl SkipGate {
+    /// A gate for a stream with or without video, open or waiting for a keyframe.
+    pub fn new(has_video: bool, wait_for_keyframe: bool) -> SkipGate {
+        SkipGate {
+            has_video,
+            skipping: has_video && wait_for_keyframe,
+        }
+    }
+
+    /// The player missed tags: wait for the next point where decoding can restart.
+    pub fn lagged(&mut self) {
+        self.skipping = true;
+    }
+
+    /// Whether the player is currently skipping.
+    pub fn is_skipping(&self) -> bool {
+        self.skipping
+    }
+
+    /// Whether to forward `tag`.
+    pub fn pass(&mut self, tag: &Tag) -> bool {
+        if !self.skipping || tag.is_sequence_header() || tag.is_metadata() {
+            return true;
+        }
+        let restart = if self.has_video {
+            tag.is_keyframe()
+        } else {
+            tag.tag_type == TagType::Audio
+        };
+        if restart {
+            self.skipping = false;
+        }
+        restart
+    }
+}
+
+/// Where a player's bytes go.
+pub(crate) trait PlayerSink {
+    /// Writes the chunks, in order.
+    async fn write(&mut self, chunks: &[Bytes]) -> Result<(), String>;
+    /// Resolves when the client has gone away. Must be cancel-safe.
+    async fn closed(&mut self);
+    /// Ends the connection cleanly for `end`.
+    async fn finish(self, end: &PlayerEnd);
+}
+
+/// A WebSocket-FLV player connection.
+pub(crate) struct WsSink {
+    tx: SplitSink<Ws, Message>,
+    rx: SplitStream<Ws>,
+}
+
+impl WsSink {
+    pub(crate) fn new(ws: Ws) -> WsSink {
+        let (tx, rx) = ws.split();
+        WsSink { tx, rx }
+    }
+}
+
+impl PlayerSink for WsSink {
+    async fn write(&mut self, chunks: &[Bytes]) -> Result<(), String> {
+        for chunk in chunks {
+            self.tx
+                .feed(Message::Binary(chunk.clone()))
+                .await
+                .map_err(|e| e.to_string())?;
+        }
+        self.tx.flush().await.map_err(|e| e.to_string())
+    }
+
+    async fn closed(&mut self) {
+        // Players send nothing we need; read to see pings answered and the close.
+        while let Some(Ok(msg)) = self.rx.next().await {
+            if msg.is_close() {
+                return;
+            }
+        }
+    }
+
+    async fn finish(mut self, end: &PlayerEnd) {
+        if let Some(frame) = end.close_frame() {
+            let close = async {
+                self.tx.send(Message::Close(Some(frame))).await?;
+                // Wait briefly for the client's close reply, as the RFC asks.
+                while let Some(msg) = self.rx.next().await {
+                    if msg?.is_close() {
+                        break;
+                    }
+                }
+                Ok::<_, hyper_tungstenite::tungstenite::Error>(())
+            };
+            let _ = tokio::time::timeout(Duration::from_secs(2), close).await;
+        }
+    }
+}
+
+/// An HTTP-FLV player: the response body's channel.
+pub(crate) struct HttpSink {
+    pub(crate) tx: mpsc::Sender<Bytes>,
+}
+
+impl PlayerSink for HttpSink {
+    async fn write(&mut self, chunks: &[Bytes]) -> Result<(), String> {
+        for chunk in chunks {
+            self.tx
+                .send(chunk.clone())
+                .await
+                .map_err(|_| "client went away".to_owned())?;
+        }
+        Ok(())
+    }
+
+    async fn closed(&mut self) {
+        self.tx.closed().await;
+    }
+
+    async fn finish(self, _end: &PlayerEnd) {
+        // Dropping the sender ends the chunked body with its terminator.
+    }
+}
+
+/// Bytes and tags a player got, for the log line at its end.
+#[derive(Debug, Default)]
+pub struct PlayerStats {
+    /// Bytes written.
+    pub bytes: u64,
+    /// Tags dropped because the player fell behind.
+    pub skipped: u64,
+    /// Times it fell behind.
+    pub lags: u64,
+}
+
+/// Runs one player until the stream ends, the client leaves or is cut off.
+pub(crate) async fn run_player<S: PlayerSink>(
+    mut sink: S,
+    mut sub: Subscription,
+    config: &LiveConfig,
+    shutdown: CancellationToken,
+) -> (PlayerEnd, PlayerStats) {
+    let mut stats = PlayerStats::default();
+    let write_timeout = Duration::from_millis(config.player_write_timeout_ms);
+    let max_behind = Duration::from_millis(config.player_max_behind_ms);
+
+    let has_keyframe = sub.preamble.iter().any(|f| f.tag.is_keyframe());
+    let mut gate = SkipGate::new(sub.header.video, !has_keyframe);
+    let mut batch: Vec<Bytes> = Vec::with_capacity(sub.preamble.len() + 1);
+    batch.push(Bytes::copy_from_slice(&sub.header.encode()));
+    batch.extend(sub.preamble.drain(..).map(|f| f.wire));
+
+    let mut behind_since: Option<Instant> = None;
+    let end = loop {
+        // Write what we have; a stalled client cannot hold us longer than the timeout.
+        if !batch.is_empty() {
+            stats.bytes += batch.iter().map(|b| b.len() as u64).sum::<u64>();
+            match tokio::time::timeout(write_timeout, sink.write(&batch)).await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => break PlayerEnd::WriteFailed(e),
+                Err(_) => break PlayerEnd::WriteStalled(config.player_write_timeout_ms),
+            }
+            batch.clear();
+        }
+        if sub.rx.is_empty() {
+            behind_since = None;
+        } else {
+            let since = *behind_since.get_or_insert_with(Instant::now);
+            if since.elapsed() > max_behind {
+                break PlayerEnd::TooSlow(config.player_max_behind_ms);
+            }
+        }
+
+        let first = tokio::select! {
+            biased;
+            _ = shutdown.cancelled() => break PlayerEnd::Stream(EndReason::Shutdown),
+            _ = sink.closed() => break PlayerEnd::ClientGone,
+            event = sub.rx.recv() => event,
+        };
+        let mut pending = Some(first);
+        let mut batch_bytes = 0;
+        let mut ended = None;
+        // Gather what is already queued (never wait for more) into one write.
+        while let Some(event) = pending.take() {
+            match event {
+                Ok(Event::Frame(frame)) => {
+                    if gate.pass(&frame.tag) {
+                        batch_bytes += frame.wire.len();
+                        batch.push(frame.wire);
+                    } else {
+                        stats.skipped += 1;
+                    }
+                }
+                Ok(Event::End(reason)) => {
+                    ended = Some(PlayerEnd::Stream(reason));
+                    break;
+                }
+                Err(RecvError::Lagged(missed)) => {
+                    stats.lags += 1;
+                    stats.skipped += missed;
+                    gate.lagged();
+                    tracing::debug!(missed, "player fell behind; skipping to the next keyframe");
+                }
+                Err(RecvError::Closed) => {
+                    ended = Some(PlayerEnd::Stream(EndReason::PublisherGone));
+                    break;
+                }
+            }
+            if batch_bytes < config.player_write_batch_bytes {
+                pending = match sub.rx.try_recv() {
+                    Ok(event) => Some(Ok(event)),
+                    Err(TryRecvError::Lagged(n)) => Some(Err(RecvError::Lagged(n))),
+                    Err(TryRecvError::Closed) => Some(Err(RecvError::Closed)),
+                    Err(TryRecvError::Empty) => None,
+                };
+            }
+        }
+        if let Some(end) = ended {
+            if !batch.is_empty() {
+                let _ = tokio::time::timeout(write_timeout, sink.write(&batch)).await;
+                stats.bytes += batch.iter().map(|b| b.len() as u64).sum::<u64>();
+            }
+            break end;
+        }
+    };
+    sink.finish(&end).await;
+    (end, stats)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn video(key: bool, seq: bool) -> Tag {
+        let frame = if key { 0x17 } else { 0x27 };
+        let packet = if seq { 0 } else { 1 };
+        Tag::new(
+            TagType::Video,
+            0,
+            Bytes::from(vec![frame, packet, 0, 0, 0, 1, 2, 3]),
+        )
+    }
+
+    fn audio() -> Tag {
+        Tag::new(TagType::Audio, 0, Bytes::from_static(&[0xaf, 1, 9, 9]))
+    }
+
+    #[test]
+    fn gate_waits_for_a_keyframe_after_lag_but_keeps_sequence_headers() {
+        let mut gate = SkipGate::new(true, false);
+        assert!(gate.pass(&video(false, false)));
+        gate.lagged();
+        assert!(!gate.pass(&video(false, false)));
+        assert!(!gate.pass(&audio()));
+        assert!(gate.pass(&video(true, true)), "sequence header passes");
+        assert!(gate.is_skipping());
+        assert!(gate.pass(&video(true, false)));
+        assert!(gate.pass(&audio()));
+        assert!(gate.pass(&video(false, false)));
+    }
+
+    #[test]
+    fn audio_only_gate_restarts_on_the_next_audio_tag() {
+        let mut gate = SkipGate::new(false, true);
+        assert!(!gate.is_skipping());
+        gate.lagged();
+        assert!(gate.pass(&audio()));
+        assert!(!gate.is_skipping());
+    }
+
+    #[test]
+    fn video_gate_can_start_closed_when_no_keyframe_is_cached() {
+        let mut gate = SkipGate::new(true, true);
+        assert!(!gate.pass(&video(false, false)));
+        assert!(gate.pass(&video(true, false)));
+    }
+}
