@@ -537,3 +537,375 @@ impl AudioInfo {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn video(body: &[u8]) -> VideoInfo {
+        VideoInfo::parse(body).expect("parses")
+    }
+
+    fn audio(body: &[u8]) -> AudioInfo {
+        AudioInfo::parse(body).expect("parses")
+    }
+
+    #[test]
+    fn legacy_avc() {
+        let seq = video(&[0x17, 0x00, 0, 0, 0, 0x01, 0x64, 0x00, 0x1f]);
+        assert_eq!(
+            seq,
+            VideoInfo {
+                frame_type: FrameType::Key,
+                codec: VideoCodec::Avc,
+                packet_type: VideoPacketType::SequenceStart,
+                composition_time: 0,
+                enhanced: false,
+                multitrack: false,
+            }
+        );
+        assert!(seq.is_sequence_header());
+        assert!(!seq.is_keyframe());
+
+        let key = video(&[0x17, 0x01, 0x00, 0x00, 0x50, 0, 0, 0, 1, 0x65]);
+        assert!(key.is_keyframe());
+        assert!(!key.is_sequence_header());
+        assert_eq!(key.composition_time, 80);
+
+        let inter = video(&[0x27, 0x01, 0xFF, 0xFF, 0xD8, 0x41]);
+        assert_eq!(inter.frame_type, FrameType::Inter);
+        assert_eq!(inter.composition_time, -40, "SI24 is sign-extended");
+        assert!(!inter.is_keyframe());
+
+        let eos = video(&[0x17, 0x02, 0, 0, 0]);
+        assert_eq!(eos.packet_type, VideoPacketType::SequenceEnd);
+        assert!(!eos.is_keyframe() && !eos.is_sequence_header());
+
+        assert_eq!(
+            video(&[0x17, 0x09, 0, 0, 0]).packet_type,
+            VideoPacketType::Other(9)
+        );
+        assert_eq!(seq.codec.name(), "h264");
+    }
+
+    #[test]
+    fn legacy_hevc_codec_id_12() {
+        let seq = video(&[0x1C, 0x00, 0, 0, 0, 0x01]);
+        assert_eq!(seq.codec, VideoCodec::Hevc);
+        assert!(seq.is_sequence_header());
+        let key = video(&[0x1C, 0x01, 0, 0, 0x21, 0xAA]);
+        assert!(key.is_keyframe());
+        assert_eq!(key.composition_time, 0x21);
+        assert_eq!(key.codec.name(), "hevc");
+    }
+
+    #[test]
+    fn legacy_other_codecs_and_commands() {
+        let h263 = video(&[0x22, 0xAA]);
+        assert_eq!(h263.codec, VideoCodec::Legacy(2));
+        assert_eq!(h263.packet_type, VideoPacketType::CodedFrames);
+        assert_eq!(h263.codec.name(), "h263");
+        assert_eq!(video(&[0x34, 0xAA]).frame_type, FrameType::DisposableInter);
+        assert!(
+            video(&[0x14]).is_keyframe(),
+            "VP6 keyframe needs no extra header"
+        );
+        assert_eq!(video(&[0x4A]).frame_type, FrameType::Generated);
+        assert!(
+            !video(&[0x47, 1, 0, 0, 0]).is_keyframe(),
+            "generated keyframes excluded"
+        );
+        assert_eq!(video(&[0x0F]).frame_type, FrameType::Other(0));
+        assert_eq!(video(&[0x0F]).codec.name(), "unknown");
+
+        // Command frame (start seek) with AVC: no packet type / CT.
+        let cmd = video(&[0x57, 0x00]);
+        assert_eq!(cmd.frame_type, FrameType::Command);
+        assert!(!cmd.is_keyframe() && !cmd.is_sequence_header());
+    }
+
+    #[test]
+    fn truncated_video_is_none() {
+        assert_eq!(VideoInfo::parse(&[]), None);
+        assert_eq!(VideoInfo::parse(&[0x17]), None);
+        assert_eq!(VideoInfo::parse(&[0x17, 0x01, 0x00]), None);
+        assert_eq!(VideoInfo::parse(&[0x90, b'h', b'v', b'c']), None);
+        // hvc1 CodedFrames needs its composition time.
+        assert_eq!(VideoInfo::parse(&[0x91, b'h', b'v', b'c', b'1', 0]), None);
+        // ModEx with a size running past the end.
+        assert_eq!(VideoInfo::parse(&[0x97, 0x05, 1, 2]), None);
+        assert_eq!(VideoInfo::parse(&[0x97, 0xFF, 0x01]), None);
+        // Multitrack without its track header.
+        assert_eq!(
+            VideoInfo::parse(&[0x96, 0x00, b'a', b'v', b'0', b'1']),
+            None
+        );
+        // Enhanced command frame without its command byte.
+        assert_eq!(VideoInfo::parse(&[0xD1]), None);
+    }
+
+    #[test]
+    fn enhanced_hevc() {
+        // hvc1 SequenceStart, keyframe: HEVCDecoderConfigurationRecord follows.
+        let seq = video(&[0x90, b'h', b'v', b'c', b'1', 0x01, 0x01, 0x60]);
+        assert_eq!(
+            seq,
+            VideoInfo {
+                frame_type: FrameType::Key,
+                codec: VideoCodec::Hevc,
+                packet_type: VideoPacketType::SequenceStart,
+                composition_time: 0,
+                enhanced: true,
+                multitrack: false,
+            }
+        );
+        assert!(seq.is_sequence_header() && !seq.is_keyframe());
+
+        let key = video(&[
+            0x91, b'h', b'v', b'c', b'1', 0x00, 0x00, 0x28, 0, 0, 0, 5, 0x26,
+        ]);
+        assert!(key.is_keyframe());
+        assert_eq!(key.packet_type, VideoPacketType::CodedFrames);
+        assert_eq!(key.composition_time, 40);
+
+        let x = video(&[0xA3, b'h', b'v', b'c', b'1', 0, 0, 0, 5, 0x02]);
+        assert_eq!(x.frame_type, FrameType::Inter);
+        assert_eq!(x.packet_type, VideoPacketType::CodedFramesX);
+        assert_eq!(x.composition_time, 0);
+        assert!(!x.is_keyframe());
+        assert!(video(&[0x93, b'h', b'v', b'c', b'1', 0xAA]).is_keyframe());
+
+        let end = video(&[0x92, b'h', b'v', b'c', b'1']);
+        assert_eq!(end.packet_type, VideoPacketType::SequenceEnd);
+        assert!(!end.is_keyframe() && !end.is_sequence_header());
+    }
+
+    #[test]
+    fn enhanced_av1_vp9_vp8_avc() {
+        let av1 = video(&[0x90, b'a', b'v', b'0', b'1', 0x81, 0x08, 0x0C, 0x00]);
+        assert_eq!(av1.codec, VideoCodec::Av1);
+        assert!(av1.is_sequence_header());
+        assert_eq!(av1.codec.name(), "av1");
+        let ts = video(&[0x95, b'a', b'v', b'0', b'1', 0x00]);
+        assert_eq!(ts.packet_type, VideoPacketType::Mpeg2TsSequenceStart);
+        assert!(ts.is_sequence_header());
+        // AV1 CodedFrames carries no composition time: the OBU starts right away.
+        let av1_key = video(&[0x91, b'a', b'v', b'0', b'1', 0x12, 0x00]);
+        assert!(av1_key.is_keyframe());
+        assert_eq!(av1_key.composition_time, 0);
+
+        let vp9 = video(&[0x90, b'v', b'p', b'0', b'9', 0x01, 0x00]);
+        assert_eq!(vp9.codec, VideoCodec::Vp9);
+        assert!(vp9.is_sequence_header());
+        assert!(video(&[0x91, b'v', b'p', b'0', b'9', 0x82]).is_keyframe());
+        assert!(!video(&[0xA1, b'v', b'p', b'0', b'9', 0x86]).is_keyframe());
+        assert_eq!(vp9.codec.name(), "vp9");
+
+        assert_eq!(
+            video(&[0x91, b'v', b'p', b'0', b'8', 0]).codec,
+            VideoCodec::Vp8
+        );
+        let avc = video(&[0x91, b'a', b'v', b'c', b'1', 0xFF, 0xFF, 0xFF, 0]);
+        assert_eq!(avc.codec, VideoCodec::Avc);
+        assert_eq!(avc.composition_time, -1);
+
+        let vvc = video(&[0x90, b'v', b'v', b'c', b'1']);
+        assert_eq!(vvc.codec, VideoCodec::FourCc(*b"vvc1"));
+        assert_eq!(vvc.codec.name(), "vvc");
+        assert_eq!(
+            video(&[0x90, b'x', b'y', b'z', b'w']).codec.name(),
+            "unknown"
+        );
+    }
+
+    #[test]
+    fn enhanced_metadata_and_command() {
+        // Metadata packet (HDR colorInfo): carries a FourCC, is neither key nor header.
+        let meta = video(&[0x94, b'h', b'v', b'c', b'1', 0x02, 0x00, 0x09]);
+        assert_eq!(meta.packet_type, VideoPacketType::Metadata);
+        assert_eq!(meta.codec, VideoCodec::Hevc);
+        assert!(!meta.is_keyframe() && !meta.is_sequence_header());
+        // Command frame: frame type 5, a command byte, no FourCC.
+        let cmd = video(&[0xD1, 0x00]);
+        assert_eq!(cmd.frame_type, FrameType::Command);
+        assert_eq!(cmd.codec, VideoCodec::FourCc([0; 4]));
+        assert!(!cmd.is_keyframe() && !cmd.is_sequence_header());
+        // Reserved packet types.
+        assert_eq!(
+            video(&[0x98, b'h', b'v', b'c', b'1']).packet_type,
+            VideoPacketType::Other(8)
+        );
+    }
+
+    #[test]
+    fn enhanced_mod_ex_prefix() {
+        // ModEx (7), size 3 (UI8 2 + 1), TimestampOffsetNano, then CodedFrames hvc1.
+        let body = [
+            0x97, 0x02, 0x00, 0x01, 0x00, 0x01, b'h', b'v', b'c', b'1', 0, 0, 0x10, 0xAA,
+        ];
+        let v = video(&body);
+        assert!(v.is_keyframe());
+        assert_eq!(v.codec, VideoCodec::Hevc);
+        assert_eq!(v.composition_time, 16);
+        // Two chained ModEx, the second with the 16-bit size escape (0xFF => UI16 + 1).
+        let mut body = vec![0x97, 0x00, 0xEE, 0x07, 0xFF, 0x00, 0x02];
+        body.extend_from_slice(&[1, 2, 3]); // 3 bytes of data
+        body.extend_from_slice(&[0x00, b'a', b'v', b'0', b'1']);
+        let v = video(&body);
+        assert!(v.is_sequence_header());
+        assert_eq!(v.codec, VideoCodec::Av1);
+    }
+
+    #[test]
+    fn enhanced_multitrack() {
+        // OneTrack (0), inner CodedFrames (1), shared FourCC, trackId, then the CT.
+        let one = video(&[0x96, 0x01, b'h', b'v', b'c', b'1', 0x00, 0, 0, 0x05, 0xAA]);
+        assert!(one.multitrack);
+        assert_eq!(one.packet_type, VideoPacketType::CodedFrames);
+        assert_eq!(one.codec, VideoCodec::Hevc);
+        assert_eq!(one.composition_time, 5);
+        assert!(one.is_keyframe());
+        // ManyTracks (1), SequenceStart, shared av01, trackId 0, size UI24, config...
+        let many = video(&[
+            0x96, 0x10, b'a', b'v', b'0', b'1', 0x00, 0, 0, 2, 0x81, 0x00,
+        ]);
+        assert!(many.multitrack && many.is_sequence_header());
+        assert_eq!(many.codec, VideoCodec::Av1);
+        // ManyTracksManyCodecs (2): per-track FourCC.
+        let mixed = video(&[0x96, 0x21, b'v', b'p', b'0', b'9', 0x01, 0, 0, 1, 0x82]);
+        assert_eq!(mixed.codec, VideoCodec::Vp9);
+        assert!(mixed.is_keyframe());
+        // The enum still maps raw value 6.
+        assert_eq!(VideoPacketType::from(6), VideoPacketType::Multitrack);
+    }
+
+    #[test]
+    fn legacy_audio() {
+        let seq = audio(&[0xAF, 0x00, 0x12, 0x10]);
+        assert_eq!(
+            seq,
+            AudioInfo {
+                codec: AudioCodec::Aac,
+                packet_type: AudioPacketType::SequenceStart,
+                enhanced: false,
+                multitrack: false,
+                sound_rate: Some(3),
+                sound_16bit: Some(true),
+                stereo: Some(true),
+            }
+        );
+        assert!(seq.is_sequence_header());
+        assert_eq!(seq.sample_rate_hz(), Some(44100));
+        let raw = audio(&[0xAF, 0x01, 0x21, 0x10]);
+        assert_eq!(raw.packet_type, AudioPacketType::CodedFrames);
+        assert!(!raw.is_sequence_header());
+        assert_eq!(audio(&[0xAF, 0x05]).packet_type, AudioPacketType::Other(5));
+        assert_eq!(AudioInfo::parse(&[0xAF]), None, "AAC needs its packet type");
+        assert_eq!(AudioInfo::parse(&[]), None);
+
+        let mp3 = audio(&[0x2E, 0xFF, 0xFB]);
+        assert_eq!(mp3.codec, AudioCodec::Mp3);
+        assert_eq!(mp3.packet_type, AudioPacketType::CodedFrames);
+        assert_eq!(mp3.stereo, Some(false));
+        assert_eq!(mp3.sample_rate_hz(), Some(44100));
+        assert_eq!(audio(&[0xE2]).codec, AudioCodec::Mp3);
+        assert_eq!(audio(&[0x02]).codec, AudioCodec::Pcm);
+        assert_eq!(audio(&[0x32]).codec, AudioCodec::Pcm);
+        assert_eq!(audio(&[0xB2]).codec, AudioCodec::Speex);
+        assert_eq!(audio(&[0x72]).codec.name(), "pcm_alaw");
+        assert_eq!(audio(&[0x82]).codec.name(), "pcm_mulaw");
+        assert_eq!(audio(&[0x52]).codec.name(), "nellymoser");
+        assert_eq!(audio(&[0x12]).codec.name(), "adpcm");
+        assert_eq!(audio(&[0xF2]).codec.name(), "unknown");
+        assert_eq!(audio(&[0x02]).sample_rate_hz(), Some(5512));
+        assert_eq!(audio(&[0x06]).sample_rate_hz(), Some(11025));
+        assert_eq!(audio(&[0x0A]).sample_rate_hz(), Some(22050));
+        assert_eq!(seq.codec.name(), "aac");
+    }
+
+    #[test]
+    fn enhanced_audio() {
+        let cases: [(&[u8; 4], AudioCodec, &str); 6] = [
+            (b"Opus", AudioCodec::Opus, "opus"),
+            (b"fLaC", AudioCodec::Flac, "flac"),
+            (b"mp4a", AudioCodec::Aac, "aac"),
+            (b"ac-3", AudioCodec::Ac3, "ac3"),
+            (b"ec-3", AudioCodec::Eac3, "eac3"),
+            (b".mp3", AudioCodec::Mp3, "mp3"),
+        ];
+        for (fourcc, codec, name) in cases {
+            let mut seq = vec![0x90];
+            seq.extend_from_slice(fourcc);
+            seq.extend_from_slice(b"OpusHead");
+            let info = audio(&seq);
+            assert_eq!(info.codec, codec);
+            assert_eq!(info.codec.name(), name);
+            assert!(info.enhanced);
+            assert!(info.is_sequence_header());
+            assert_eq!(info.sample_rate_hz(), None);
+            let mut frame = vec![0x91];
+            frame.extend_from_slice(fourcc);
+            frame.push(0xFC);
+            let info = audio(&frame);
+            assert_eq!(info.packet_type, AudioPacketType::CodedFrames);
+            assert!(!info.is_sequence_header());
+        }
+        let mc = audio(&[0x94, b'O', b'p', b'u', b's', 0x01, 0x02]);
+        assert_eq!(mc.packet_type, AudioPacketType::MultichannelConfig);
+        assert!(mc.is_multichannel_config() && !mc.is_sequence_header());
+        assert_eq!(
+            audio(&[0x92, b'f', b'L', b'a', b'C']).packet_type,
+            AudioPacketType::SequenceEnd
+        );
+        assert_eq!(
+            audio(&[0x93, b'f', b'L', b'a', b'C']).packet_type,
+            AudioPacketType::Other(3)
+        );
+        assert_eq!(
+            audio(&[0x90, b'a', b'b', b'c', b'd']).codec.name(),
+            "unknown"
+        );
+        assert_eq!(AudioInfo::parse(&[0x90, b'O', b'p', b'u']), None);
+
+        // ModEx then CodedFrames.
+        let m = audio(&[0x97, 0x02, 0, 0, 1, 0x01, b'O', b'p', b'u', b's', 0xFC]);
+        assert_eq!(m.codec, AudioCodec::Opus);
+        assert_eq!(m.packet_type, AudioPacketType::CodedFrames);
+        // Multitrack, OneTrack, SequenceStart, Opus, track 0.
+        let mt = audio(&[0x95, 0x00, b'O', b'p', b'u', b's', 0x00, b'O']);
+        assert!(mt.multitrack && mt.is_sequence_header());
+        assert_eq!(mt.codec, AudioCodec::Opus);
+        // ManyTracks: needs the UI24 size.
+        assert_eq!(
+            AudioInfo::parse(&[0x95, 0x11, b'O', b'p', b'u', b's', 0x00, 0]),
+            None
+        );
+        assert_eq!(AudioPacketType::from(5), AudioPacketType::Multitrack);
+    }
+
+    #[test]
+    fn never_panics_on_short_bodies() {
+        // Every prefix of every fixture, and every single byte.
+        let fixtures: [&[u8]; 5] = [
+            &[
+                0x97, 0xFF, 0x00, 0x02, 1, 2, 3, 0x06, 0x21, b'v', b'p', b'0', b'9', 1, 0, 0, 1,
+            ],
+            &[0x96, 0x11, b'h', b'v', b'c', b'1', 0, 0, 0, 9, 0, 0, 0],
+            &[
+                0x97, 0x02, 0, 0, 1, 0x05, 0x10, b'O', b'p', b'u', b's', 0, 0, 0, 1,
+            ],
+            &[0x17, 0x01, 0x00, 0x00, 0x50],
+            &[0xAF, 0x00, 0x12, 0x10],
+        ];
+        for f in fixtures {
+            for end in 0..=f.len() {
+                let _ = VideoInfo::parse(&f[..end]);
+                let _ = AudioInfo::parse(&f[..end]);
+            }
+        }
+        for b in 0..=255u8 {
+            let _ = VideoInfo::parse(&[b]);
+            let _ = AudioInfo::parse(&[b]);
+        }
+    }
+}

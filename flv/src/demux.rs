@@ -242,3 +242,328 @@ impl Demuxer {
         Err(e)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use bytes::Bytes;
+
+    use super::*;
+
+    fn tags() -> Vec<Tag> {
+        vec![
+            Tag::new(
+                TagType::Script,
+                0,
+                Bytes::from_static(b"\x02\x00\x0aonMetaData"),
+            ),
+            Tag::new(
+                TagType::Video,
+                0,
+                Bytes::from_static(&[0x17, 0, 0, 0, 0, 1]),
+            ),
+            Tag::new(
+                TagType::Audio,
+                0,
+                Bytes::from_static(&[0xAF, 0, 0x12, 0x10]),
+            ),
+            Tag::new(
+                TagType::Video,
+                40,
+                Bytes::from_static(&[0x17, 1, 0, 0, 0, 0x65]),
+            ),
+            Tag::new(TagType::Audio, 0x0123_4567, Bytes::new()),
+            Tag {
+                tag_type: TagType::Unknown(0x2A),
+                timestamp: 0xFF00_0001,
+                stream_id: 5,
+                body: Bytes::from_static(b"opaque"),
+            },
+        ]
+    }
+
+    fn stream(tags: &[Tag]) -> Vec<u8> {
+        let mut out = Header {
+            audio: true,
+            video: true,
+        }
+        .encode()
+        .to_vec();
+        for t in tags {
+            t.write_to(&mut out);
+        }
+        out
+    }
+
+    fn demux_all(d: &mut Demuxer) -> Result<Vec<Tag>, Error> {
+        let mut out = Vec::new();
+        while let Some(t) = d.next_tag()? {
+            out.push(t);
+        }
+        Ok(out)
+    }
+
+    #[test]
+    fn whole_stream() {
+        let tags = tags();
+        let bytes = stream(&tags);
+        let mut d = Demuxer::new(DemuxerConfig::default());
+        assert_eq!(d.header(), None);
+        assert_eq!(d.next_tag(), Ok(None));
+        d.push(&bytes);
+        assert_eq!(d.buffered(), bytes.len());
+        assert_eq!(demux_all(&mut d).unwrap(), tags);
+        assert_eq!(
+            d.header(),
+            Some(Header {
+                audio: true,
+                video: true
+            })
+        );
+        assert_eq!(d.offset(), bytes.len() as u64);
+        assert_eq!(d.buffered(), 0);
+        assert_eq!(d.finish(), Ok(()));
+    }
+
+    #[test]
+    fn byte_by_byte_and_zero_copy() {
+        let tags = tags();
+        let bytes = stream(&tags);
+        let mut d = Demuxer::new(DemuxerConfig::default());
+        let mut got = Vec::new();
+        for b in &bytes {
+            d.push(std::slice::from_ref(b));
+            got.extend(demux_all(&mut d).unwrap());
+        }
+        assert_eq!(got, tags);
+        d.finish().unwrap();
+
+        // A body is a view into the pushed buffer, not a copy: two tags pushed together
+        // share one allocation, adjacent in memory.
+        let mut d = Demuxer::new(DemuxerConfig::default());
+        d.push(&bytes);
+        let got = demux_all(&mut d).unwrap();
+        let (kf, seq) = (&got[3].body, &got[2].body);
+        let gap = kf.as_ptr() as usize - seq.as_ptr() as usize;
+        assert_eq!(gap, seq.len() + Tag::TRAILER_LEN + Tag::HEADER_LEN);
+    }
+
+    #[test]
+    fn header_only_stream_and_empty_input() {
+        let mut d = Demuxer::new(DemuxerConfig::default());
+        assert_eq!(
+            d.finish(),
+            Err(Error::Truncated {
+                offset: 0,
+                buffered: 0
+            })
+        );
+        d.push(&Header::default().encode());
+        assert_eq!(d.next_tag(), Ok(None));
+        assert_eq!(d.finish(), Ok(()));
+        assert_eq!(d.header(), Some(Header::default()));
+    }
+
+    #[test]
+    fn truncation_is_reported_with_offset() {
+        let tags = tags();
+        let bytes = stream(&tags);
+        // Cut inside the header.
+        let mut d = Demuxer::new(DemuxerConfig::default());
+        d.push(&bytes[..5]);
+        assert_eq!(d.next_tag(), Ok(None));
+        assert_eq!(
+            d.finish(),
+            Err(Error::Truncated {
+                offset: 0,
+                buffered: 5
+            })
+        );
+        // Cut inside PreviousTagSize0.
+        let mut d = Demuxer::new(DemuxerConfig::default());
+        d.push(&bytes[..11]);
+        assert_eq!(d.next_tag(), Ok(None));
+        assert_eq!(
+            d.finish(),
+            Err(Error::Truncated {
+                offset: 9,
+                buffered: 2
+            })
+        );
+        // Cut inside the second tag's body: offset is that tag's start.
+        let first = 13 + tags[0].encoded_len();
+        let mut d = Demuxer::new(DemuxerConfig::default());
+        d.push(&bytes[..first + 14]);
+        assert_eq!(demux_all(&mut d).unwrap(), tags[..1]);
+        assert_eq!(
+            d.finish(),
+            Err(Error::Truncated {
+                offset: first as u64,
+                buffered: 14
+            })
+        );
+        // Cut right after a tag body, before its PreviousTagSize.
+        let mut d = Demuxer::new(DemuxerConfig::default());
+        d.push(&bytes[..first - 4]);
+        assert_eq!(demux_all(&mut d).unwrap(), tags[..1]);
+        assert_eq!(
+            d.finish(),
+            Err(Error::Truncated {
+                offset: first as u64 - 4,
+                buffered: 0
+            })
+        );
+    }
+
+    #[test]
+    fn not_flv() {
+        let mut d = Demuxer::new(DemuxerConfig::default());
+        // Rejected on the first wrong byte, without waiting for 9 bytes.
+        d.push(b"GET");
+        assert_eq!(d.next_tag(), Err(Error::NotFlv { offset: 0 }));
+        let mut d = Demuxer::new(DemuxerConfig::default());
+        d.push(b"FL");
+        assert_eq!(d.next_tag(), Ok(None));
+        d.push(b"A");
+        assert_eq!(d.next_tag(), Err(Error::NotFlv { offset: 2 }));
+    }
+
+    #[test]
+    fn bad_version_and_data_offset() {
+        let mut d = Demuxer::new(DemuxerConfig::default());
+        d.push(b"FLV\x02\x05\0\0\0\x09\0\0\0\0");
+        assert_eq!(
+            d.next_tag(),
+            Err(Error::UnsupportedVersion {
+                offset: 3,
+                version: 2
+            })
+        );
+        let mut d = Demuxer::new(DemuxerConfig::default());
+        d.push(b"FLV\x01\x05\0\0\0\x00\0\0\0\0");
+        assert_eq!(
+            d.next_tag(),
+            Err(Error::BadHeader {
+                offset: 5,
+                data_offset: 0
+            })
+        );
+    }
+
+    #[test]
+    fn data_offset_padding_is_skipped() {
+        let tag = Tag::new(TagType::Video, 1, Bytes::from_static(&[0x27, 1, 0, 0, 0]));
+        let mut bytes = b"FLV\x01\x01\0\0\0\x0C".to_vec();
+        bytes.extend_from_slice(b"pad\0\0\0\0");
+        tag.write_to(&mut bytes);
+        let mut d = Demuxer::new(DemuxerConfig::default());
+        for chunk in bytes.chunks(2) {
+            d.push(chunk);
+            if let Some(t) = d.next_tag().unwrap() {
+                assert_eq!(t, tag);
+            }
+        }
+        assert_eq!(
+            d.header(),
+            Some(Header {
+                audio: false,
+                video: true
+            })
+        );
+        assert_eq!(d.finish(), Ok(()));
+        assert_eq!(d.offset(), bytes.len() as u64);
+    }
+
+    #[test]
+    fn tag_too_large() {
+        let tags = tags();
+        let bytes = stream(&tags);
+        let config = DemuxerConfig {
+            max_tag_size: 5,
+            ..DemuxerConfig::default()
+        };
+        let mut d = Demuxer::new(config);
+        d.push(&bytes);
+        // The metadata tag (13-byte body) is the first one, at byte 13.
+        assert_eq!(
+            d.next_tag(),
+            Err(Error::TagTooLarge {
+                offset: 13,
+                size: 13,
+                max: 5
+            })
+        );
+        // Refused from the header alone, before the body arrives.
+        let mut d = Demuxer::new(DemuxerConfig {
+            max_tag_size: 1000,
+            ..Default::default()
+        });
+        d.push(&Header::default().encode());
+        d.push(&[9, 0x01, 0x00, 0x00]);
+        assert_eq!(d.next_tag(), Ok(None));
+        d.push(&[0; 7]);
+        assert_eq!(
+            d.next_tag(),
+            Err(Error::TagTooLarge {
+                offset: 13,
+                size: 65536,
+                max: 1000
+            })
+        );
+    }
+
+    #[test]
+    fn prev_tag_size_checked_with_zero_tolerated() {
+        let tags = tags();
+        let mut bytes = stream(&tags);
+        let first_trailer = 13 + tags[0].encoded_len() - 4;
+        // Zero is tolerated.
+        bytes[first_trailer..first_trailer + 4].copy_from_slice(&[0; 4]);
+        let mut d = Demuxer::new(DemuxerConfig::default());
+        d.push(&bytes);
+        assert_eq!(demux_all(&mut d).unwrap(), tags);
+        // A wrong non-zero value is not.
+        bytes[first_trailer + 3] = 99;
+        let mut d = Demuxer::new(DemuxerConfig::default());
+        d.push(&bytes);
+        assert_eq!(d.next_tag().unwrap().unwrap(), tags[0]);
+        let e = Error::PrevTagSizeMismatch {
+            offset: first_trailer as u64,
+            expected: 24,
+            found: 99,
+        };
+        assert_eq!(d.next_tag(), Err(e.clone()));
+        // The demuxer stays failed: same error, pushes ignored, finish reports it.
+        assert_eq!(d.next_tag(), Err(e.clone()));
+        assert_eq!(d.buffered(), 0);
+        d.push(&bytes);
+        assert_eq!(d.buffered(), 0);
+        assert_eq!(d.next_tag(), Err(e.clone()));
+        assert_eq!(d.finish(), Err(e));
+        // PreviousTagSize0 must be 0 too.
+        let mut d = Demuxer::new(DemuxerConfig::default());
+        d.push(b"FLV\x01\x05\0\0\0\x09\0\0\0\x07");
+        assert_eq!(
+            d.next_tag(),
+            Err(Error::PrevTagSizeMismatch {
+                offset: 9,
+                expected: 0,
+                found: 7
+            })
+        );
+        // Ignore policy: anything goes.
+        let mut d = Demuxer::new(DemuxerConfig {
+            prev_tag_size: PrevTagSizePolicy::Ignore,
+            ..DemuxerConfig::default()
+        });
+        d.push(&bytes);
+        assert_eq!(demux_all(&mut d).unwrap(), tags);
+    }
+
+    #[test]
+    fn defaults() {
+        let c = DemuxerConfig::default();
+        assert_eq!(c.max_tag_size, 16 * 1024 * 1024);
+        assert_eq!(c.prev_tag_size, PrevTagSizePolicy::Check);
+        assert_eq!(PrevTagSizePolicy::default(), PrevTagSizePolicy::Check);
+    }
+}

@@ -272,3 +272,342 @@ impl<T: AsRef<Tag> + Clone> GopCache<T> {
         *self = GopCache::new(self.config.clone());
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use bytes::Bytes;
+
+    use super::*;
+
+    fn meta(audio: bool, video: bool) -> Tag {
+        let mut props = Vec::new();
+        if video {
+            props.push(("videocodecid".to_string(), amf::amf0::Value::Number(7.0)));
+        }
+        if audio {
+            props.push(("audiocodecid".to_string(), amf::amf0::Value::Number(10.0)));
+        }
+        Tag::new(
+            TagType::Script,
+            0,
+            Metadata::from_properties(props).encode(),
+        )
+    }
+    fn vseq(ts: u32) -> Tag {
+        Tag::new(
+            TagType::Video,
+            ts,
+            Bytes::from_static(&[0x17, 0, 0, 0, 0, 1, 0x64]),
+        )
+    }
+    fn key(ts: u32, size: usize) -> Tag {
+        let mut b = vec![0x17, 1, 0, 0, 0];
+        b.resize(5 + size, 0x65);
+        Tag::new(TagType::Video, ts, Bytes::from(b))
+    }
+    fn inter(ts: u32) -> Tag {
+        Tag::new(
+            TagType::Video,
+            ts,
+            Bytes::from_static(&[0x27, 1, 0, 0, 0, 0x41]),
+        )
+    }
+    fn aseq(ts: u32) -> Tag {
+        Tag::new(
+            TagType::Audio,
+            ts,
+            Bytes::from_static(&[0xAF, 0, 0x12, 0x10]),
+        )
+    }
+    fn aac(ts: u32) -> Tag {
+        Tag::new(TagType::Audio, ts, Bytes::from_static(&[0xAF, 1, 0x21]))
+    }
+
+    fn joined<T: AsRef<Tag> + Clone>(c: &GopCache<T>) -> Vec<Tag> {
+        c.join().map(|t| t.as_ref().clone()).collect()
+    }
+
+    #[test]
+    fn join_order_and_gop_replacement() {
+        let mut c = GopCache::new(GopCacheConfig::default());
+        assert_eq!(c.join().count(), 0);
+        assert_eq!(c.header(), Header::default());
+        assert!(!c.has_keyframe());
+        // Before the first keyframe, media is not kept.
+        for t in [meta(true, true), vseq(0), aseq(0), aac(0), inter(0)] {
+            c.push(t);
+        }
+        assert_eq!(joined(&c), vec![meta(true, true), vseq(0), aseq(0)]);
+        c.push(key(40, 10));
+        c.push(aac(46));
+        c.push(inter(80));
+        assert!(c.has_keyframe());
+        assert_eq!(
+            joined(&c),
+            vec![
+                meta(true, true),
+                vseq(0),
+                aseq(0),
+                key(40, 10),
+                aac(46),
+                inter(80)
+            ]
+        );
+        assert_eq!(c.gop().count(), 3);
+        assert_eq!(c.duration_ms(), 40);
+        assert_eq!(
+            c.bytes(),
+            key(40, 10).encoded_len() + aac(46).encoded_len() + inter(80).encoded_len()
+        );
+        // The next keyframe replaces the GOP.
+        c.push(key(1040, 10));
+        c.push(aac(1046));
+        assert_eq!(
+            joined(&c),
+            vec![meta(true, true), vseq(0), aseq(0), key(1040, 10), aac(1046)]
+        );
+        assert_eq!(
+            c.header(),
+            Header {
+                audio: true,
+                video: true
+            }
+        );
+    }
+
+    #[test]
+    fn sequence_header_and_metadata_change() {
+        let mut c: GopCache = GopCache::new(GopCacheConfig::default());
+        c.push(meta(true, true));
+        c.push(vseq(0));
+        c.push(aseq(0));
+        c.push(key(0, 4));
+        let new_vseq = Tag::new(
+            TagType::Video,
+            500,
+            Bytes::from_static(&[0x17, 0, 0, 0, 0, 2]),
+        );
+        let new_aseq = Tag::new(
+            TagType::Audio,
+            500,
+            Bytes::from_static(&[0xAF, 0, 0x11, 0x90]),
+        );
+        c.push(new_vseq.clone());
+        c.push(new_aseq.clone());
+        c.push(meta(false, true));
+        assert_eq!(c.video_sequence_header(), Some(&new_vseq));
+        assert_eq!(c.audio_sequence_header(), Some(&new_aseq));
+        assert_eq!(c.metadata(), Some(&meta(false, true)));
+        // Sequence headers are not part of the GOP.
+        assert_eq!(c.gop().cloned().collect::<Vec<_>>(), vec![key(0, 4)]);
+        assert_eq!(
+            joined(&c),
+            vec![meta(false, true), new_vseq, new_aseq, key(0, 4)]
+        );
+        // clear_gop keeps metadata and headers.
+        c.clear_gop();
+        assert!(!c.has_keyframe());
+        assert_eq!(c.bytes(), 0);
+        assert_eq!(c.join().count(), 3);
+        // Until the next keyframe nothing is cached.
+        c.push(inter(600));
+        assert_eq!(c.gop().count(), 0);
+        c.reset();
+        assert_eq!(c.join().count(), 0);
+        assert_eq!(c.header(), Header::default());
+    }
+
+    #[test]
+    fn eviction_by_bytes_drops_the_whole_gop() {
+        let config = GopCacheConfig {
+            max_bytes: 1000,
+            max_duration_ms: 10_000,
+        };
+        let mut c: GopCache = GopCache::new(config);
+        c.push(vseq(0));
+        c.push(key(0, 500));
+        c.push(inter(40));
+        assert_eq!(c.gop().count(), 2);
+        // Crossing the byte limit drops the GOP; inter frames then wait for a keyframe.
+        c.push(key(80, 0));
+        c.push(Tag::new(TagType::Video, 120, Bytes::from(vec![0x27; 600])));
+        assert!(c.bytes() <= 1000);
+        c.push(Tag::new(TagType::Video, 160, Bytes::from(vec![0x27; 600])));
+        assert_eq!(c.gop().count(), 0);
+        assert_eq!(c.bytes(), 0);
+        assert!(!c.has_keyframe());
+        c.push(inter(200));
+        assert_eq!(c.gop().count(), 0);
+        assert_eq!(c.join().count(), 1, "the sequence header survives");
+        c.push(key(240, 10));
+        assert_eq!(c.gop().count(), 1);
+        // A keyframe that alone exceeds the bound is not cached.
+        c.push(key(280, 2000));
+        assert_eq!(c.gop().count(), 0);
+    }
+
+    #[test]
+    fn eviction_by_duration() {
+        let config = GopCacheConfig {
+            max_bytes: usize::MAX,
+            max_duration_ms: 1000,
+        };
+        let mut c: GopCache = GopCache::new(config);
+        c.push(key(0, 1));
+        for ts in (40..=1000).step_by(40) {
+            c.push(inter(ts));
+        }
+        assert_eq!(c.duration_ms(), 1000);
+        assert!(c.has_keyframe());
+        c.push(inter(1040));
+        assert!(!c.has_keyframe());
+        assert_eq!(c.duration_ms(), 0);
+        assert_eq!(c.gop().count(), 0);
+    }
+
+    #[test]
+    fn audio_only_stream() {
+        let config = GopCacheConfig {
+            max_bytes: usize::MAX,
+            max_duration_ms: 100,
+        };
+        let mut c: GopCache = GopCache::new(config);
+        c.push(meta(true, false));
+        assert_eq!(
+            c.header(),
+            Header {
+                audio: true,
+                video: false
+            }
+        );
+        c.push(aseq(0));
+        for ts in (0..=230).step_by(23) {
+            c.push(aac(ts));
+        }
+        assert_eq!(
+            c.header(),
+            Header {
+                audio: true,
+                video: false
+            }
+        );
+        assert!(!c.has_keyframe());
+        // Trimmed tag by tag to 100 ms.
+        let kept: Vec<u32> = c.gop().map(|t| t.timestamp).collect();
+        assert_eq!(kept, vec![138, 161, 184, 207, 230]);
+        assert_eq!(c.duration_ms(), 92);
+        assert_eq!(c.join().count(), 2 + 5);
+        // Video shows up: the audio buffer goes, audio waits for a keyframe.
+        c.push(vseq(240));
+        assert_eq!(c.gop().count(), 0);
+        c.push(aac(253));
+        assert_eq!(c.gop().count(), 0);
+        c.push(key(260, 1));
+        c.push(aac(276));
+        assert_eq!(c.gop().count(), 2);
+        assert_eq!(
+            c.header(),
+            Header {
+                audio: true,
+                video: true
+            }
+        );
+    }
+
+    #[test]
+    fn video_only_stream() {
+        let mut c: GopCache = GopCache::new(GopCacheConfig::default());
+        c.push(vseq(0));
+        c.push(key(0, 1));
+        c.push(inter(40));
+        assert_eq!(
+            c.header(),
+            Header {
+                audio: false,
+                video: true
+            }
+        );
+        assert_eq!(c.audio_sequence_header(), None);
+        assert_eq!(joined(&c), vec![vseq(0), key(0, 1), inter(40)]);
+    }
+
+    #[test]
+    fn header_flags_from_metadata_hints() {
+        let mut c: GopCache = GopCache::new(GopCacheConfig::default());
+        c.push(meta(true, true));
+        assert_eq!(
+            c.header(),
+            Header {
+                audio: true,
+                video: true
+            }
+        );
+        // Metadata without hints, no media yet.
+        let mut c: GopCache = GopCache::new(GopCacheConfig::default());
+        c.push(meta(false, false));
+        assert_eq!(c.header(), Header::default());
+        c.push(aac(0));
+        assert_eq!(
+            c.header(),
+            Header {
+                audio: true,
+                video: false
+            }
+        );
+    }
+
+    #[test]
+    fn enhanced_stream_with_multichannel_config() {
+        let mut c: GopCache = GopCache::new(GopCacheConfig::default());
+        let hseq = Tag::new(TagType::Video, 0, Bytes::from_static(b"\x90hvc1\x01"));
+        let hkey = Tag::new(TagType::Video, 0, Bytes::from_static(b"\x91hvc1\0\0\0\x26"));
+        let oseq = Tag::new(TagType::Audio, 0, Bytes::from_static(b"\x90OpusOpusHead"));
+        let omc = Tag::new(TagType::Audio, 0, Bytes::from_static(b"\x94Opus\x01\x02"));
+        let opus = Tag::new(TagType::Audio, 20, Bytes::from_static(b"\x91Opus\xfc"));
+        for t in [&hseq, &omc, &oseq, &hkey, &opus] {
+            c.push(t.clone());
+        }
+        assert_eq!(c.audio_multichannel_config(), Some(&omc));
+        assert_eq!(joined(&c), vec![hseq, omc, oseq, hkey, opus]);
+    }
+
+    /// The server's own item type: a tag plus its pre-encoded wire bytes.
+    #[derive(Clone, Debug, PartialEq)]
+    struct Wire {
+        tag: Tag,
+        wire: Bytes,
+    }
+    impl AsRef<Tag> for Wire {
+        fn as_ref(&self) -> &Tag {
+            &self.tag
+        }
+    }
+
+    #[test]
+    fn generic_item_type() {
+        let wrap = |tag: Tag| {
+            let mut w = Vec::new();
+            tag.write_to(&mut w);
+            Wire {
+                tag,
+                wire: Bytes::from(w),
+            }
+        };
+        let mut c = GopCache::new(GopCacheConfig::default());
+        c.push(wrap(vseq(0)));
+        c.push(wrap(key(0, 3)));
+        let wire: Vec<u8> = c.join().flat_map(|w| w.wire.to_vec()).collect();
+        let mut expected = Vec::new();
+        vseq(0).write_to(&mut expected);
+        key(0, 3).write_to(&mut expected);
+        assert_eq!(wire, expected);
+        assert!(format!("{c:?}").contains("gop_tags: 1"));
+    }
+
+    #[test]
+    fn defaults() {
+        let c = GopCacheConfig::default();
+        assert_eq!(c.max_bytes, 8 * 1024 * 1024);
+        assert_eq!(c.max_duration_ms, 10_000);
+    }
+}

@@ -473,3 +473,326 @@ fn write_value(out: &mut BytesMut, v: &Value) {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ffmpeg_like_metadata() -> Metadata {
+        Metadata::from_properties(vec![
+            ("duration".into(), Value::Number(0.0)),
+            ("width".into(), Value::Number(640.0)),
+            ("height".into(), Value::Number(360.0)),
+            ("videodatarate".into(), Value::Number(0.0)),
+            ("framerate".into(), Value::Number(25.0)),
+            ("videocodecid".into(), Value::Number(7.0)),
+            ("audiodatarate".into(), Value::Number(125.0)),
+            ("audiosamplerate".into(), Value::Number(44100.0)),
+            ("audiosamplesize".into(), Value::Number(16.0)),
+            ("stereo".into(), Value::Boolean(false)),
+            ("audiocodecid".into(), Value::Number(10.0)),
+            ("encoder".into(), Value::String("Lavf59.27.100".into())),
+            ("filesize".into(), Value::Number(0.0)),
+        ])
+    }
+
+    #[test]
+    fn encode_parse_round_trip() {
+        let m = ffmpeg_like_metadata();
+        assert_eq!(m.width, Some(640.0));
+        assert_eq!(m.height, Some(360.0));
+        assert_eq!(m.framerate, Some(25.0));
+        assert_eq!(m.video_codec_id, Some(7.0));
+        assert_eq!(m.audio_codec_id, Some(10.0));
+        assert_eq!(m.audio_data_rate, Some(125.0));
+        assert_eq!(m.video_data_rate, Some(0.0));
+        assert_eq!(m.audio_sample_rate, Some(44100.0));
+        assert_eq!(m.stereo, Some(false));
+        assert_eq!(m.encoder.as_deref(), Some("Lavf59.27.100"));
+        assert!(m.has_audio() && m.has_video());
+        let body = m.encode();
+        assert!(body.starts_with(b"\x02\x00\x0aonMetaData\x08\x00\x00\x00\x0d"));
+        assert!(body.ends_with(b"\x00\x00\x09"));
+        assert!(is_metadata(&body));
+        let back = Metadata::parse(&body).unwrap();
+        assert_eq!(back, m);
+        // Byte-exact re-encoding.
+        assert_eq!(back.encode(), body);
+        // The amf crate decodes what we write.
+        let mut r = &body[..];
+        assert_eq!(
+            Value::read_from(&mut r).unwrap(),
+            Value::String("onMetaData".into())
+        );
+        match Value::read_from(&mut r).unwrap() {
+            Value::EcmaArray { entries } => assert_eq!(entries.len(), 13),
+            other => panic!("not an ECMA array: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn all_value_kinds_round_trip() {
+        let nested = Value::Object {
+            class_name: None,
+            entries: vec![Pair {
+                key: "filepositions".into(),
+                value: Value::Array {
+                    entries: vec![Value::Number(1.0), Value::Number(2.0)],
+                },
+            }],
+        };
+        let props = vec![
+            ("keyframes".to_string(), nested),
+            (
+                "typed".into(),
+                Value::Object {
+                    class_name: Some("Cls".into()),
+                    entries: vec![Pair {
+                        key: "a".into(),
+                        value: Value::Null,
+                    }],
+                },
+            ),
+            (
+                "ecma".into(),
+                Value::EcmaArray {
+                    entries: vec![Pair {
+                        key: "u".into(),
+                        value: Value::Undefined,
+                    }],
+                },
+            ),
+            (
+                "date".into(),
+                Value::Date {
+                    unix_time: std::time::Duration::from_millis(1_700_000_000_000),
+                    time_zone: 0,
+                },
+            ),
+            ("xml".into(), Value::XmlDocument("<a/>".into())),
+            ("long".into(), Value::String("x".repeat(70_000))),
+            ("t".into(), Value::Boolean(true)),
+            (
+                "videocodecid".into(),
+                Value::Number(f64::from(u32::from_be_bytes(*b"hvc1"))),
+            ),
+        ];
+        let m = Metadata::from_properties(props);
+        assert_eq!(m.video_codec_id, Some(1_752_589_105.0));
+        let back = Metadata::parse(&m.encode()).unwrap();
+        assert_eq!(back, m);
+    }
+
+    #[test]
+    fn set_data_frame_wrapper() {
+        let plain = ffmpeg_like_metadata().encode();
+        let mut wrapped = SET_DATA_FRAME_AMF.to_vec();
+        wrapped.extend_from_slice(&plain);
+        let wrapped = Bytes::from(wrapped);
+        assert!(is_metadata(&wrapped));
+        assert_eq!(Metadata::parse(&wrapped).unwrap(), ffmpeg_like_metadata());
+        let stripped = strip_set_data_frame(wrapped.clone());
+        assert_eq!(stripped, plain);
+        // Zero-copy: the result points into the same allocation.
+        assert_eq!(stripped.as_ptr(), wrapped[16..].as_ptr());
+        // Unchanged when there is no wrapper.
+        assert_eq!(strip_set_data_frame(plain.clone()), plain);
+        // The rml_rtmp case: @setDataFrame and nothing else.
+        assert_eq!(
+            strip_set_data_frame(Bytes::from_static(SET_DATA_FRAME_AMF)),
+            Bytes::new()
+        );
+        // Truncated wrappers, empty input: unchanged, no panic.
+        for n in 0..SET_DATA_FRAME_AMF.len() {
+            let b = Bytes::copy_from_slice(&SET_DATA_FRAME_AMF[..n]);
+            assert_eq!(strip_set_data_frame(b.clone()), b);
+        }
+        // @setDataFrame + onMetaData without an object: empty metadata.
+        let mut bare = SET_DATA_FRAME_AMF.to_vec();
+        bare.extend_from_slice(b"\x02\x00\x0aonMetaData");
+        assert_eq!(Metadata::parse(&bare).unwrap(), Metadata::default());
+        assert!(is_metadata(&bare));
+        assert!(!is_metadata(SET_DATA_FRAME_AMF));
+    }
+
+    #[test]
+    fn is_metadata_cases() {
+        assert!(!is_metadata(b""));
+        assert!(!is_metadata(b"\x02\x00\x0aonCuePoint"));
+        assert!(!is_metadata(b"\x02\x00\x0aonMetaDat"));
+        assert!(!is_metadata(b"\x00\x00\x0aonMetaData"));
+        assert!(is_metadata(b"\x02\x00\x0aonMetaData"));
+        assert!(!is_metadata(
+            b"\x02\x00\x0d@setDataFrame\x02\x00\x0aonTextData"
+        ));
+    }
+
+    #[test]
+    fn object_instead_of_ecma_array_and_missing_end_marker() {
+        let mut body = b"\x02\x00\x0aonMetaData\x03".to_vec();
+        body.extend_from_slice(b"\x00\x05width\x00");
+        body.extend_from_slice(&320f64.to_be_bytes());
+        body.extend_from_slice(b"\x00\x00\x09");
+        assert_eq!(Metadata::parse(&body).unwrap().width, Some(320.0));
+        // Without the end marker, ending on a key boundary.
+        body.truncate(body.len() - 3);
+        assert_eq!(Metadata::parse(&body).unwrap().width, Some(320.0));
+    }
+
+    #[test]
+    fn errors_carry_offsets() {
+        let err = |body: &[u8]| Metadata::parse(body).unwrap_err();
+        assert_eq!(
+            err(b""),
+            Error::Script {
+                offset: 0,
+                reason: "truncated value"
+            }
+        );
+        assert_eq!(
+            err(b"\x00"),
+            Error::Script {
+                offset: 0,
+                reason: "script tag does not start with a name string"
+            }
+        );
+        assert_eq!(err(b"\x02\x00\x0aonCuePoint\x03\x00\x00\x09").offset(), 0);
+        assert_eq!(
+            err(b"\x02\x00\x0aonMetaData\x00\x00\x00\x00\x00\x00\x00\x00\x00"),
+            Error::Script {
+                offset: 13,
+                reason: "onMetaData value is not an object or ECMA array"
+            }
+        );
+        // A key whose value is truncated: offset of the value's missing bytes.
+        let e = err(b"\x02\x00\x0aonMetaData\x08\x00\x00\x00\x01\x00\x01w\x00\x40");
+        assert_eq!(
+            e,
+            Error::Script {
+                offset: 22,
+                reason: "truncated value"
+            }
+        );
+        let e = err(b"\x02\x00\x0aonMetaData\x08\x00\x00\x00\x01\x00\x01w\x07\x00\x00");
+        assert_eq!(
+            e,
+            Error::Script {
+                offset: 21,
+                reason: "AMF0 references are not supported"
+            }
+        );
+        let e = err(b"\x02\x00\x0aonMetaData\x08\x00\x00\x00\x01\x00\x01w\x11\x01");
+        assert_eq!(e.offset(), 21);
+        let e = err(b"\x02\x00\x0aonMetaData\x08\x00\x00\x00\x01\x00\x01w\x0D");
+        assert_eq!(
+            e,
+            Error::Script {
+                offset: 21,
+                reason: "unknown or unsupported AMF0 marker"
+            }
+        );
+        let e = err(b"\x02\x00\x0aonMetaData\x08\x00\x00\x00\x01\x00\x01w\x09");
+        assert_eq!(
+            e,
+            Error::Script {
+                offset: 21,
+                reason: "unexpected object end"
+            }
+        );
+        let mut date = b"\x02\x00\x0aonMetaData\x03\x00\x01d\x0B".to_vec();
+        date.extend_from_slice(&(-1f64).to_be_bytes());
+        date.extend_from_slice(&[0, 0]);
+        assert_eq!(
+            err(&date),
+            Error::Script {
+                offset: 17,
+                reason: "invalid date"
+            }
+        );
+    }
+
+    #[test]
+    fn hostile_lengths_do_not_allocate() {
+        // A long string claiming 4 GiB: rejected before allocating.
+        let e = Metadata::parse(b"\x02\x00\x0aonMetaData\x03\x00\x01s\x0C\xFF\xFF\xFF\xFF abc");
+        assert_eq!(
+            e,
+            Err(Error::Script {
+                offset: 22,
+                reason: "truncated value"
+            })
+        );
+        // A strict array claiming 4 billion entries.
+        let e = Metadata::parse(b"\x02\x00\x0aonMetaData\x03\x00\x01s\x0A\xFF\xFF\xFF\xFF\x05");
+        assert_eq!(
+            e,
+            Err(Error::Script {
+                offset: 17,
+                reason: "strict array count exceeds the data"
+            })
+        );
+    }
+
+    #[test]
+    fn deep_nesting_and_value_count_are_bounded() {
+        // 100 000 nested objects: would overflow the stack of a naive recursive decoder.
+        let mut body = b"\x02\x00\x0aonMetaData".to_vec();
+        for _ in 0..100_000 {
+            body.extend_from_slice(b"\x03\x00\x01k");
+        }
+        let e = Metadata::parse(&body).unwrap_err();
+        assert!(
+            matches!(
+                e,
+                Error::Script {
+                    reason: "nested too deeply",
+                    ..
+                }
+            ),
+            "{e:?}"
+        );
+        // Nesting within the limit is fine.
+        let mut ok = b"\x02\x00\x0aonMetaData".to_vec();
+        for _ in 0..MAX_DEPTH - 1 {
+            ok.extend_from_slice(b"\x03\x00\x01k");
+        }
+        ok.push(marker::NULL);
+        assert!(Metadata::parse(&ok).is_ok());
+        // More than MAX_VALUES nulls in one array.
+        let mut many = b"\x02\x00\x0aonMetaData\x03\x00\x01a\x0A".to_vec();
+        let n = MAX_VALUES as u32 + 10;
+        many.extend_from_slice(&n.to_be_bytes());
+        many.resize(many.len() + n as usize, marker::NULL);
+        let e = Metadata::parse(&many).unwrap_err();
+        assert!(
+            matches!(
+                e,
+                Error::Script {
+                    reason: "too many values",
+                    ..
+                }
+            ),
+            "{e:?}"
+        );
+    }
+
+    #[test]
+    fn invalid_utf8_is_replaced_not_rejected() {
+        let body = b"\x02\x00\x0aonMetaData\x03\x00\x07encoder\x02\x00\x02\xFF\xFE\x00\x00\x09";
+        let m = Metadata::parse(body).unwrap();
+        assert_eq!(m.encoder.as_deref(), Some("\u{FFFD}\u{FFFD}"));
+    }
+
+    #[test]
+    fn long_keys_are_skipped_on_encode() {
+        let m = Metadata::from_properties(vec![
+            ("k".repeat(70_000), Value::Null),
+            ("width".into(), Value::Number(2.0)),
+        ]);
+        let back = Metadata::parse(&m.encode()).unwrap();
+        assert_eq!(
+            back.properties,
+            vec![("width".to_string(), Value::Number(2.0))]
+        );
+    }
+}
