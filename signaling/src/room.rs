@@ -1,0 +1,742 @@
+//! The room state machine: every rule of the protocol, no I/O.
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use base64::Engine as _;
+use rand::rngs::StdRng;
+use rand::{RngCore, SeedableRng};
+use serde::Serialize;
+use serde_json::value::RawValue;
+
+use crate::auth::{self, Verifier, WallClock};
+use crate::config::Config;
+use crate::protocol::{
+    self, AuthError, ClientMessage, CloseReason, ErrorCode, Join, LeaveReason, PeerEntry, Rejected,
+    Request, ServerMessage, SignalError,
+};
+
+/// A connection id chosen by the shell, unique within a room for the room's
+/// lifetime (the shell typically uses a global counter).
+pub type ConnId = u64;
+
+/// Something that happened to the room, fed to [`Room::handle`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Input {
+    /// A WebSocket was accepted for this room; its `join` deadline starts.
+    Connect {
+        /// The new connection.
+        conn: ConnId,
+    },
+    /// A text frame.
+    Text {
+        /// Sender.
+        conn: ConnId,
+        /// The frame's text.
+        text: String,
+    },
+    /// A binary frame (refused: `bad-json`, close 4003).
+    Binary {
+        /// Sender.
+        conn: ConnId,
+    },
+    /// A text frame that was not UTF-8 (refused: `bad-json`, close 4007).
+    NotUtf8 {
+        /// Sender.
+        conn: ConnId,
+    },
+    /// A frame over the size limit that the shell did not read in full
+    /// (refused: `too-large`, close 4009).
+    TooLarge {
+        /// Sender.
+        conn: ConnId,
+    },
+    /// The socket is gone without `leave` (error, idle timeout, client close).
+    /// A joined peer becomes reconnecting. Emits no `Close` for this conn.
+    Disconnect {
+        /// The lost connection.
+        conn: ConnId,
+    },
+    /// Time passed; deliver when [`Room::poll_timeout`] is reached.
+    Tick,
+}
+
+/// What the shell must do, drained with [`Room::poll_output`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Output {
+    /// Send this JSON text frame to `conn`, in order with all earlier `Send`s to it.
+    Send {
+        /// Receiver.
+        conn: ConnId,
+        /// Serialized server message.
+        text: String,
+    },
+    /// Send a close frame to `conn` after its pending messages, then drop it.
+    /// The room has already forgotten `conn`.
+    Close {
+        /// The connection to close.
+        conn: ConnId,
+        /// Code and reason of the close frame.
+        reason: CloseReason,
+    },
+    /// For logs and metrics only.
+    Event(Event),
+}
+
+/// Notable changes, for the shell's tracing and metrics.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Event {
+    /// `conn` joined as `peer`.
+    Joined {
+        /// The connection.
+        conn: ConnId,
+        /// Its peer id.
+        peer: String,
+    },
+    /// `conn` resumed the session of `peer`.
+    Resumed {
+        /// The connection.
+        conn: ConnId,
+        /// Its peer id.
+        peer: String,
+    },
+    /// `peer` lost its connection and may resume within the grace period.
+    Reconnecting {
+        /// The peer.
+        peer: String,
+    },
+    /// `peer` left the room.
+    Left {
+        /// The peer.
+        peer: String,
+        /// Why.
+        reason: LeaveReason,
+    },
+    /// `conn` was sent an `error`.
+    Rejected {
+        /// The connection.
+        conn: ConnId,
+        /// The error code sent.
+        code: ErrorCode,
+    },
+}
+
+/// A room's state for `/api/rooms`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct RoomSummary {
+    /// Room name.
+    pub room: String,
+    /// Peers in the room, reconnecting ones included.
+    pub peers: usize,
+    /// Of those, peers whose connection dropped and may still resume.
+    pub reconnecting: usize,
+    /// Open connections, including ones that have not joined yet.
+    pub connections: usize,
+    /// Peer ids in join order.
+    pub peer_ids: Vec<String>,
+}
+
+/// Token bucket with exact integer arithmetic: one token is [`UNIT`] units,
+/// refilled at `rate_per_second` units per nanosecond.
+#[derive(Debug)]
+struct Bucket {
+    level: u128,
+    at: Instant,
+    /// Rate-limited messages since the bucket was last full.
+    violations: u32,
+}
+
+const UNIT: u128 = 1_000_000_000;
+
+impl Bucket {
+    fn full(now: Instant, burst: u32) -> Self {
+        Bucket {
+            level: u128::from(burst) * UNIT,
+            at: now,
+            violations: 0,
+        }
+    }
+
+    fn take(&mut self, now: Instant, burst: u32, per_second: u32) -> bool {
+        let cap = u128::from(burst) * UNIT;
+        let gained = now
+            .saturating_duration_since(self.at)
+            .as_nanos()
+            .saturating_mul(u128::from(per_second));
+        self.level = cap.min(self.level.saturating_add(gained));
+        self.at = self.at.max(now);
+        if self.level == cap {
+            self.violations = 0;
+        }
+        if self.level >= UNIT {
+            self.level -= UNIT;
+            true
+        } else {
+            self.violations = self.violations.saturating_add(1);
+            false
+        }
+    }
+}
+
+#[derive(Debug)]
+struct Conn {
+    /// The peer this connection joined as.
+    peer: Option<String>,
+    /// Close if not joined by then.
+    join_deadline: Instant,
+    bucket: Bucket,
+}
+
+#[derive(Debug)]
+struct Peer {
+    /// Join order; the later joiner of a pair is the polite side.
+    seq: u64,
+    session: String,
+    meta: Option<Box<RawValue>>,
+    /// `None` while reconnecting.
+    conn: Option<ConnId>,
+    /// Set while reconnecting: removed with `peer-left {timeout}` at this time.
+    grace_until: Option<Instant>,
+    /// Messages for a reconnecting peer: (sender, text), oldest first.
+    queue: VecDeque<(String, String)>,
+    queued_bytes: usize,
+}
+
+/// One signaling room: peers, sessions, queues and limits, as a state machine.
+///
+/// Feed inputs with [`handle`](Self::handle), then drain
+/// [`poll_output`](Self::poll_output) until `None`; call `handle(now, Input::Tick)`
+/// when [`poll_timeout`](Self::poll_timeout) is reached. Outputs of one call are
+/// in the order they must be performed. The room never panics on input.
+#[derive(Debug)]
+pub struct Room {
+    name: String,
+    config: Arc<Config>,
+    verifier: Option<Verifier>,
+    clock: WallClock,
+    rng: StdRng,
+    conns: BTreeMap<ConnId, Conn>,
+    peers: BTreeMap<String, Peer>,
+    /// Session token → peer id.
+    sessions: HashMap<String, String>,
+    next_seq: u64,
+    out: VecDeque<Output>,
+}
+
+impl Room {
+    /// A new, empty room. `seed` seeds the CSPRNG for peer ids and session
+    /// tokens: the shell passes 32 bytes from the OS, tests a constant.
+    pub fn new(
+        name: impl Into<String>,
+        config: Arc<Config>,
+        clock: WallClock,
+        seed: [u8; 32],
+    ) -> Self {
+        let verifier = config
+            .jwt_secret
+            .as_ref()
+            .map(|s| Verifier::new(s, config.jwt_leeway_ms));
+        Room {
+            name: name.into(),
+            config,
+            verifier,
+            clock,
+            rng: StdRng::from_seed(seed),
+            conns: BTreeMap::new(),
+            peers: BTreeMap::new(),
+            sessions: HashMap::new(),
+            next_seq: 0,
+            out: VecDeque::new(),
+        }
+    }
+
+    /// The room name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// No connections and no peers (not even reconnecting ones): the shell may
+    /// drop the room.
+    pub fn is_empty(&self) -> bool {
+        self.conns.is_empty() && self.peers.is_empty()
+    }
+
+    /// Number of open connections, joined or not.
+    pub fn connections(&self) -> usize {
+        self.conns.len()
+    }
+
+    /// Peer count and ids, for `/api/rooms`.
+    pub fn summary(&self) -> RoomSummary {
+        let mut peers: Vec<(&String, &Peer)> = self.peers.iter().collect();
+        peers.sort_by_key(|(_, p)| p.seq);
+        RoomSummary {
+            room: self.name.clone(),
+            peers: peers.len(),
+            reconnecting: peers.iter().filter(|(_, p)| p.conn.is_none()).count(),
+            connections: self.conns.len(),
+            peer_ids: peers.into_iter().map(|(id, _)| id.clone()).collect(),
+        }
+    }
+
+    /// The next instant at which `handle(now, Input::Tick)` has work to do: a
+    /// join deadline or the end of a grace period.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        let joins = self
+            .conns
+            .values()
+            .filter(|c| c.peer.is_none())
+            .map(|c| c.join_deadline);
+        let graces = self.peers.values().filter_map(|p| p.grace_until);
+        joins.chain(graces).min()
+    }
+
+    /// The next output, oldest first.
+    pub fn poll_output(&mut self) -> Option<Output> {
+        self.out.pop_front()
+    }
+
+    /// All pending outputs, oldest first.
+    pub fn drain_outputs(&mut self) -> impl Iterator<Item = Output> + '_ {
+        self.out.drain(..)
+    }
+
+    /// Process one input at `now`. Deadlines that passed by `now` are applied
+    /// first, so a `resume` after the grace period fails even if no `Tick` came.
+    pub fn handle(&mut self, now: Instant, input: Input) {
+        self.expire(now);
+        match input {
+            Input::Connect { conn } => {
+                let join_deadline = now + Duration::from_millis(self.config.join_timeout_ms);
+                self.conns.entry(conn).or_insert_with(|| Conn {
+                    peer: None,
+                    join_deadline,
+                    bucket: Bucket::full(now, self.config.rate_burst),
+                });
+            }
+            Input::Text { conn, text } => self.on_text(now, conn, &text),
+            Input::Binary { conn } => self.reject(conn, None, SignalError::Binary),
+            Input::NotUtf8 { conn } => self.reject(conn, None, SignalError::NotUtf8),
+            Input::TooLarge { conn } => {
+                let limit = self.config.max_message_bytes;
+                self.reject(conn, None, SignalError::TooLarge { limit });
+            }
+            Input::Disconnect { conn } => self.disconnect(now, conn),
+            Input::Tick => {}
+        }
+    }
+
+    fn expire(&mut self, now: Instant) {
+        let late: Vec<ConnId> = self
+            .conns
+            .iter()
+            .filter(|(_, c)| c.peer.is_none() && c.join_deadline <= now)
+            .map(|(id, _)| *id)
+            .collect();
+        for conn in late {
+            self.conns.remove(&conn);
+            self.out.push_back(Output::Close {
+                conn,
+                reason: CloseReason::JoinTimeout,
+            });
+        }
+        let mut gone: Vec<(Instant, u64, String)> = self
+            .peers
+            .iter()
+            .filter_map(|(id, p)| {
+                p.grace_until
+                    .filter(|t| *t <= now)
+                    .map(|t| (t, p.seq, id.clone()))
+            })
+            .collect();
+        gone.sort();
+        for (_, _, peer) in gone {
+            self.remove_peer(&peer, LeaveReason::Timeout);
+        }
+    }
+
+    fn on_text(&mut self, now: Instant, conn: ConnId, text: &str) {
+        let Some(c) = self.conns.get_mut(&conn) else {
+            return;
+        };
+        if text.len() > self.config.max_message_bytes {
+            let limit = self.config.max_message_bytes;
+            return self.reject(conn, None, SignalError::TooLarge { limit });
+        }
+        let (burst, per_second) = (self.config.rate_burst, self.config.rate_per_second);
+        if !c.bucket.take(now, burst, per_second) {
+            // Rate-limited messages are not parsed: a flood costs the server
+            // as little as possible.
+            let err = if c.bucket.violations > self.config.flood_limit {
+                SignalError::Flood(c.bucket.violations)
+            } else {
+                SignalError::RateLimited { per_second, burst }
+            };
+            return self.reject(conn, None, err);
+        }
+        let joined = c.peer.clone();
+        let Request { id, message } = match protocol::parse(text) {
+            Ok(r) => r,
+            Err(Rejected { id, error }) => return self.reject(conn, id.as_deref(), error),
+        };
+        let id = id.as_deref();
+        match (message, joined) {
+            (ClientMessage::Ping, _) => self.send(conn, &ServerMessage::Pong { id }),
+            (ClientMessage::Join(join), None) => self.join(now, conn, id, join),
+            (ClientMessage::Join(_), Some(peer)) => {
+                self.reject(conn, id, SignalError::AlreadyJoined(peer))
+            }
+            (_, None) => self.reject(conn, id, SignalError::NotJoined),
+            (ClientMessage::Leave, Some(_)) => {
+                self.close(conn, CloseReason::Left, LeaveReason::Leave)
+            }
+            (ClientMessage::Offer { to, sdp }, Some(from)) => {
+                let text = ServerMessage::Offer {
+                    from: &from,
+                    sdp: &sdp,
+                }
+                .to_json();
+                self.relay(conn, id, &from, Some(to), text);
+            }
+            (ClientMessage::Answer { to, sdp }, Some(from)) => {
+                let text = ServerMessage::Answer {
+                    from: &from,
+                    sdp: &sdp,
+                }
+                .to_json();
+                self.relay(conn, id, &from, Some(to), text);
+            }
+            (ClientMessage::Candidate { to, candidate }, Some(from)) => {
+                let text = ServerMessage::Candidate {
+                    from: &from,
+                    candidate: &candidate,
+                }
+                .to_json();
+                self.relay(conn, id, &from, Some(to), text);
+            }
+            (ClientMessage::Message { to, data }, Some(from)) => {
+                let text = ServerMessage::Message {
+                    from: &from,
+                    data: &data,
+                }
+                .to_json();
+                self.relay(conn, id, &from, to, text);
+            }
+        }
+    }
+
+    fn join(&mut self, now: Instant, conn: ConnId, id: Option<&RawValue>, join: Join) {
+        if let Some(peer) = join
+            .resume
+            .as_ref()
+            .and_then(|s| self.sessions.get(s))
+            .cloned()
+        {
+            return self.resume(now, conn, peer);
+        }
+        let mut wanted = join.peer;
+        if let Some(verifier) = &self.verifier {
+            let Some(token) = &join.token else {
+                return self.reject(conn, id, SignalError::Unauthorized(AuthError::MissingToken));
+            };
+            match verifier.verify(token, &self.name, self.clock.unix_ms(now)) {
+                Err(e) => return self.reject(conn, id, SignalError::Unauthorized(e)),
+                Ok(claims) => match (claims.peer, &wanted) {
+                    (Some(p), _) if !protocol::is_valid_id(&p) => {
+                        return self.reject(
+                            conn,
+                            id,
+                            SignalError::Unauthorized(AuthError::Invalid),
+                        );
+                    }
+                    (Some(p), Some(w)) if p != *w => {
+                        return self.reject(
+                            conn,
+                            id,
+                            SignalError::Unauthorized(AuthError::WrongPeer),
+                        );
+                    }
+                    (Some(p), _) => wanted = Some(p),
+                    (None, _) => {}
+                },
+            }
+        }
+        if let Some(meta) = &join.meta {
+            let (size, limit) = (meta.get().len(), self.config.max_meta_bytes);
+            if size > limit {
+                return self.reject(conn, id, SignalError::MetaTooLarge { size, limit });
+            }
+        }
+        if let Some(p) = &wanted
+            && self.peers.contains_key(p)
+        {
+            return self.reject(conn, id, SignalError::PeerIdTaken(p.clone()));
+        }
+        if self.peers.len() >= self.config.max_peers_per_room {
+            let max = self.config.max_peers_per_room;
+            return self.reject(conn, id, SignalError::RoomFull { max });
+        }
+        let peer = match wanted {
+            Some(p) => p,
+            None => self.fresh_peer_id(),
+        };
+        let session = self.fresh_session();
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        self.sessions.insert(session.clone(), peer.clone());
+        self.peers.insert(
+            peer.clone(),
+            Peer {
+                seq,
+                session,
+                meta: join.meta,
+                conn: Some(conn),
+                grace_until: None,
+                queue: VecDeque::new(),
+                queued_bytes: 0,
+            },
+        );
+        if let Some(c) = self.conns.get_mut(&conn) {
+            c.peer = Some(peer.clone());
+        }
+        self.welcome(now, conn, &peer, false);
+        let me = &self.peers[&peer];
+        for (other_id, other) in &self.peers {
+            if let (Some(c), true) = (other.conn, *other_id != peer) {
+                let msg = ServerMessage::PeerJoined {
+                    peer: &peer,
+                    meta: me.meta.as_deref(),
+                    polite: other.seq > me.seq,
+                };
+                self.out.push_back(Output::Send {
+                    conn: c,
+                    text: msg.to_json(),
+                });
+            }
+        }
+        self.out
+            .push_back(Output::Event(Event::Joined { conn, peer }));
+    }
+
+    fn resume(&mut self, now: Instant, conn: ConnId, peer_id: String) {
+        let Some(peer) = self.peers.get_mut(&peer_id) else {
+            return;
+        };
+        if let Some(old) = peer.conn.replace(conn) {
+            // The old socket is half-open or still alive (e.g. the page was
+            // reloaded before the server noticed): the session moves here.
+            self.conns.remove(&old);
+            self.out.push_back(Output::Close {
+                conn: old,
+                reason: CloseReason::Replaced,
+            });
+        }
+        peer.grace_until = None;
+        let queued = std::mem::take(&mut peer.queue);
+        peer.queued_bytes = 0;
+        if let Some(c) = self.conns.get_mut(&conn) {
+            c.peer = Some(peer_id.clone());
+        }
+        self.welcome(now, conn, &peer_id, true);
+        for (_, text) in queued {
+            self.out.push_back(Output::Send { conn, text });
+        }
+        let text = ServerMessage::PeerResumed { peer: &peer_id }.to_json();
+        self.broadcast_event(&peer_id, &text);
+        self.out.push_back(Output::Event(Event::Resumed {
+            conn,
+            peer: peer_id,
+        }));
+    }
+
+    fn welcome(&mut self, now: Instant, conn: ConnId, peer: &str, resumed: bool) {
+        let me = &self.peers[peer];
+        let mut others: Vec<(&String, &Peer)> =
+            self.peers.iter().filter(|(id, _)| *id != peer).collect();
+        others.sort_by_key(|(_, p)| p.seq);
+        let msg = ServerMessage::Welcome {
+            protocol: protocol::PROTOCOL_VERSION,
+            peer,
+            session: &me.session,
+            resumed,
+            peers: others
+                .into_iter()
+                .map(|(id, p)| PeerEntry {
+                    peer: id,
+                    meta: p.meta.as_deref(),
+                    polite: me.seq > p.seq,
+                    reconnecting: p.conn.is_none(),
+                })
+                .collect(),
+            heartbeat_ms: self.config.heartbeat_interval_ms,
+            ice_servers: auth::ice_servers(&self.config, peer, self.clock.unix_ms(now)),
+        };
+        let text = msg.to_json();
+        self.out.push_back(Output::Send { conn, text });
+    }
+
+    /// Deliver `text` from `from` to `to`, or to every other peer when `to` is `None`.
+    fn relay(
+        &mut self,
+        conn: ConnId,
+        id: Option<&RawValue>,
+        from: &str,
+        to: Option<String>,
+        text: String,
+    ) {
+        let targets: Vec<String> = match to {
+            Some(to) if to != from && self.peers.contains_key(&to) => vec![to],
+            Some(to) => return self.reject(conn, id, SignalError::UnknownPeer(to)),
+            None => self.peers.keys().filter(|p| *p != from).cloned().collect(),
+        };
+        let (max_queued, max_bytes) = (
+            self.config.max_queued_per_peer,
+            self.config.max_queued_bytes_per_peer,
+        );
+        let mut full = Vec::new();
+        for target in targets {
+            let Some(p) = self.peers.get_mut(&target) else {
+                continue;
+            };
+            match p.conn {
+                Some(c) => self.out.push_back(Output::Send {
+                    conn: c,
+                    text: text.clone(),
+                }),
+                None if p.queue.len() < max_queued && p.queued_bytes + text.len() <= max_bytes => {
+                    p.queued_bytes += text.len();
+                    p.queue.push_back((from.to_owned(), text.clone()));
+                }
+                None => full.push(target),
+            }
+        }
+        for target in full {
+            self.reject(conn, id, SignalError::QueueFull(target));
+        }
+    }
+
+    fn disconnect(&mut self, now: Instant, conn: ConnId) {
+        let Some(c) = self.conns.remove(&conn) else {
+            return;
+        };
+        let Some(peer_id) = c.peer else {
+            return;
+        };
+        if self.config.resume_grace_ms == 0 {
+            return self.remove_peer(&peer_id, LeaveReason::Timeout);
+        }
+        let grace = now + Duration::from_millis(self.config.resume_grace_ms);
+        if let Some(p) = self.peers.get_mut(&peer_id)
+            && p.conn == Some(conn)
+        {
+            p.conn = None;
+            p.grace_until = Some(grace);
+            let text = ServerMessage::PeerReconnecting { peer: &peer_id }.to_json();
+            self.broadcast_event(&peer_id, &text);
+            self.out
+                .push_back(Output::Event(Event::Reconnecting { peer: peer_id }));
+        }
+    }
+
+    /// Send `error` to `conn`; close it if the error breaks the protocol.
+    fn reject(&mut self, conn: ConnId, id: Option<&RawValue>, error: SignalError) {
+        if !self.conns.contains_key(&conn) {
+            return;
+        }
+        let code = error.code();
+        let msg = ServerMessage::Error {
+            code,
+            message: error.to_string(),
+            id,
+        };
+        self.send(conn, &msg);
+        self.out
+            .push_back(Output::Event(Event::Rejected { conn, code }));
+        if let Some(reason) = error.close() {
+            self.close(conn, reason, LeaveReason::Closed);
+        }
+    }
+
+    /// Close `conn`; its peer, if any, leaves the room at once with `why`.
+    fn close(&mut self, conn: ConnId, reason: CloseReason, why: LeaveReason) {
+        let Some(c) = self.conns.remove(&conn) else {
+            return;
+        };
+        self.out.push_back(Output::Close { conn, reason });
+        if let Some(peer) = c.peer
+            && self.peers.get(&peer).is_some_and(|p| p.conn == Some(conn))
+        {
+            self.remove_peer(&peer, why);
+        }
+    }
+
+    fn remove_peer(&mut self, peer_id: &str, reason: LeaveReason) {
+        let Some(peer) = self.peers.remove(peer_id) else {
+            return;
+        };
+        self.sessions.remove(&peer.session);
+        if let Some(conn) = peer.conn {
+            // Only reachable with `resume_grace_ms == 0` from `disconnect` or
+            // from `close`, both of which already dropped the conn.
+            self.conns.remove(&conn);
+        }
+        for p in self.peers.values_mut() {
+            // Messages from a peer that is gone would reach its receiver
+            // after `peer-left`; drop them.
+            if p.queue.iter().any(|(from, _)| from == peer_id) {
+                p.queue.retain(|(from, _)| from != peer_id);
+                p.queued_bytes = p.queue.iter().map(|(_, t)| t.len()).sum();
+            }
+        }
+        let text = ServerMessage::PeerLeft {
+            peer: peer_id,
+            reason,
+        }
+        .to_json();
+        self.broadcast_event(peer_id, &text);
+        self.out.push_back(Output::Event(Event::Left {
+            peer: peer_id.to_owned(),
+            reason,
+        }));
+    }
+
+    /// Send a roster event about `about` to every other connected peer.
+    fn broadcast_event(&mut self, about: &str, text: &str) {
+        for (id, p) in &self.peers {
+            if let (Some(conn), true) = (p.conn, id != about) {
+                self.out.push_back(Output::Send {
+                    conn,
+                    text: text.to_owned(),
+                });
+            }
+        }
+    }
+
+    fn send(&mut self, conn: ConnId, msg: &ServerMessage<'_>) {
+        self.out.push_back(Output::Send {
+            conn,
+            text: msg.to_json(),
+        });
+    }
+
+    fn fresh_peer_id(&mut self) -> String {
+        loop {
+            let mut bytes = [0u8; 9];
+            self.rng.fill_bytes(&mut bytes);
+            let id = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes);
+            if !self.peers.contains_key(&id) {
+                return id;
+            }
+        }
+    }
+
+    fn fresh_session(&mut self) -> String {
+        let mut bytes = [0u8; 32];
+        self.rng.fill_bytes(&mut bytes);
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
+    }
+}
