@@ -26,9 +26,11 @@ function stateBadge(state) {
   return el('span', { class: `badge ${cls}` }, state || 'unknown');
 }
 
-function streamRows(s) {
-  const play = `/player.html?stream=${encodeURIComponent(s.name)}`;
-  const main = el('tr', { dataset: { stream: s.name } },
+/** name → {main, urls, key}: rows are kept between refreshes so open panels stay open. */
+const rows = new Map();
+
+function statCells(s, play) {
+  return [
     el('td', {}, el('a', { href: play }, el('strong', {}, s.name)), ' ', stateBadge(s.state)),
     el('td', {}, videoText(s.video)),
     el('td', {}, audioText(s.audio)),
@@ -38,14 +40,28 @@ function streamRows(s) {
     el('td', {},
       el('a', { class: 'button primary', href: play }, 'Play'), ' ',
       el('a', { class: 'button', href: `${play}&lib=flvjs`, title: 'Play with flv.js instead of mpegts.js' }, 'flv.js')),
-  );
-  const u = liveUrls(s.name, rtmpPort);
-  const urls = el('tr', { class: 'urls' },
-    el('td', { colspan: 7 },
-      copyRow('WS-FLV', u.ws),
-      copyRow('HTTP-FLV', u.http),
-      u.rtmp ? copyRow('RTMP', u.rtmp) : null));
-  return [main, urls];
+  ];
+}
+
+function streamRows(s) {
+  const play = `/player.html?stream=${encodeURIComponent(s.name)}`;
+  let r = rows.get(s.name);
+  const key = String(rtmpPort);
+  if (!r || r.key !== key) {
+    const u = liveUrls(s.name, rtmpPort);
+    r = {
+      key,
+      main: el('tr', { dataset: { stream: s.name } }),
+      urls: el('tr', { class: 'urls' }, el('td', { colspan: 7 },
+        el('details', { class: 'urls' }, el('summary', {}, 'URLs to play and publish'),
+          copyRow('WS-FLV', u.ws),
+          copyRow('HTTP-FLV', u.http),
+          u.rtmp ? copyRow('RTMP', u.rtmp) : null))),
+    };
+    rows.set(s.name, r);
+  }
+  r.main.replaceChildren(...statCells(s, play));
+  return [r.main, r.urls];
 }
 
 async function refreshStreams() {
@@ -57,11 +73,18 @@ async function refreshStreams() {
     if (data.rtmp_port !== undefined) rtmpPort = data.rtmp_port;
     const streams = Array.isArray(data.streams) ? data.streams : [];
     streams.sort((a, b) => String(a.name).localeCompare(String(b.name)));
-    $('streams').replaceChildren(...streams.flatMap(streamRows));
+    const live = new Set(streams.map((s) => s.name));
+    for (const name of [...rows.keys()]) if (!live.has(name)) rows.delete(name);
+    const body = $('streams');
+    const wanted = streams.flatMap(streamRows);
+    // Re-append only when the list of rows changed, so focus and open panels survive.
+    if (wanted.length !== body.children.length || wanted.some((row, i) => body.children[i] !== row)) {
+      body.replaceChildren(...wanted);
+    }
     $('no-streams').hidden = streams.length > 0;
     $('api-error').hidden = true;
     $('updated').textContent = `updated ${new Date().toLocaleTimeString()}`;
-    renderPublish();
+    if (publishPort !== rtmpPort) renderPublish();
   } catch (err) {
     $('api-error').hidden = false;
     $('api-error').textContent = `Cannot load the stream list: ${err.message}. Retrying…`;
@@ -88,7 +111,10 @@ async function refreshRooms() {
   }
 }
 
+let publishPort;
+
 function renderPublish() {
+  publishPort = rtmpPort;
   const name = $('publish-name').value.trim() || 'cam1';
   const u = liveUrls(name, rtmpPort);
   $('publish-urls').replaceChildren(

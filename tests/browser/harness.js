@@ -71,7 +71,8 @@ class Tail {
   }
 
   push(chunk) {
-    const text = this.partial + chunk.toString();
+    // eslint-disable-next-line no-control-regex
+    const text = (this.partial + chunk.toString()).replace(/\x1b\[[0-9;]*m/g, '');
     const lines = text.split('\n');
     this.partial = lines.pop();
     for (const line of lines) {
@@ -95,7 +96,7 @@ class Tail {
 export async function startServer(extraArgs = []) {
   const args = ['--http', '127.0.0.1:0', '--static-dir', STATIC_DIR, ...extraArgs];
   if (!extraArgs.includes('--rtmp')) args.push('--rtmp', 'off');
-  const proc = spawn(BIN, args, { stdio: ['ignore', 'pipe', 'pipe'], env: { RUST_LOG: 'info', ...process.env } });
+  const proc = spawn(BIN, args, { stdio: ['ignore', 'pipe', 'pipe'], env: { RUST_LOG: 'info', ...process.env, NO_COLOR: '1' } });
   const log = new Tail('wsrelay');
   const found = {};
   const ready = new Promise((resolve, reject) => {

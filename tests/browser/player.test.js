@@ -124,3 +124,59 @@ describe('player page', { timeout: 180000 }, () => {
     }
   });
 });
+
+describe('player page after the stream ends', { timeout: 120000 }, () => {
+  let server;
+  let browser;
+  let publisher;
+
+  before(async () => {
+    requireTools();
+    // A short grace period: the end reaches the page quickly.
+    server = await startServer(['--grace-ms', '500']);
+    browser = await launchBrowser();
+  });
+
+  after(async () => {
+    if (browser) await browser.close();
+    if (publisher) await publisher.kill();
+    if (server) await server.stop();
+  });
+
+  it('says the stream ended, retries with backoff and resumes on its own when it is back', async () => {
+    const context = await browser.newContext();
+    // Opened before the stream exists: 404s are retried too.
+    const { page, logs } = await openPage(context, `${server.http}/player.html?stream=end1`, 'end');
+    const stats = () => page.evaluate(() => window.wsrelayPlayer && window.wsrelayPlayer.stats());
+    const fail = (err) => {
+      throw new Error(`${err.message}\n--- page ---\n${logs.slice(-40).join('\n')}\n--- server ---\n${server.log}`);
+    };
+    await waitFor(async () => (await stats())?.state === 'retrying', 5000, 'retrying while the stream does not exist').catch(fail);
+    await page.locator('#notice', { hasText: 'not live' }).waitFor({ timeout: 5000 });
+
+    publisher = publish(server.http, 'end1');
+    await waitFor(async () => (await stats())?.playedS >= 2, 20000, 'playback once the stream exists').catch(fail);
+    await publisher.kill();
+    publisher = null;
+    const ended = await waitFor(async () => {
+      const s = await stats();
+      return s?.state === 'retrying' ? s : null;
+    }, 8000, 'the page to notice the end').catch(fail);
+    assert.match(ended.detail, /ended|no progress|retrying/, ended.detail);
+    assert.match(await page.locator('#detail').textContent(), /retrying in/);
+    await screenshot(page, 'player-ended');
+
+    await sleep(3000); // a few failed attempts (404) against the missing stream
+    const before_ = await stats();
+    publisher = publish(server.http, 'end1');
+    const back = Date.now();
+    const s = await waitFor(async () => {
+      const st = await stats();
+      return st?.state === 'playing' && st.playedS >= before_.playedS + 2 ? st : null;
+    }, 20000, 'playback to resume after the stream is back').catch(fail);
+    console.log(`# stream back: 2 s played ${Date.now() - back} ms after the publisher restarted ` +
+      `(page reconnect attempts so far: ${s.restarts})`);
+    assert.ok(await page.locator('#notice').isHidden(), 'the "not live" notice is gone');
+    await context.close();
+  });
+});
