@@ -75,6 +75,8 @@ pub struct Config {
     pub shutdown_timeout_ms: u64,
     /// Live relay settings (`[live]`).
     pub live: LiveConfig,
+    /// WebRTC signaling settings (`[signal]`); see the `signaling` crate's `Config`.
+    pub signal: signaling::Config,
 }
 
 impl Default for Config {
@@ -87,6 +89,7 @@ impl Default for Config {
             max_connections: 10_000,
             shutdown_timeout_ms: 5_000,
             live: LiveConfig::default(),
+            signal: signaling::Config::default(),
         }
     }
 }
@@ -219,6 +222,9 @@ impl Config {
                 )));
             }
         }
+        self.signal
+            .validate()
+            .map_err(|e| ConfigError::Invalid(e.to_string()))?;
         Ok(())
     }
 }

@@ -534,8 +534,14 @@ impl Hub {
         st.publisher = None;
         st.generation += 1;
         let generation = st.generation;
+        let never_started = st.timeline.last_video.is_none() && st.timeline.last_audio.is_none();
         drop(st);
         if self.shutting_down.load(Ordering::Relaxed) {
+            return;
+        }
+        if never_started && stream.players.load(Ordering::Relaxed) == 0 {
+            // Nothing was published and nobody waits: no grace period to keep.
+            self.expire(stream, generation);
             return;
         }
         let grace = Duration::from_millis(self.config.publisher_grace_ms);

@@ -16,3 +16,4 @@ pub mod http;
 pub mod hub;
 pub mod ingest;
 pub mod server;
+pub mod signal;

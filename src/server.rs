@@ -52,6 +52,8 @@ pub struct AppState {
     pub config: Config,
     /// Live streams.
     pub hub: Arc<Hub>,
+    /// Signaling rooms.
+    pub signal: Arc<crate::signal::SignalHub>,
     /// Cancelled when the server shuts down.
     pub shutdown: CancellationToken,
     /// Every connection and player task, awaited on shutdown.
@@ -72,6 +74,7 @@ pub struct Server {
 pub async fn spawn(config: Config) -> io::Result<Server> {
     let state = Arc::new(AppState {
         hub: Hub::new(config.live.clone()),
+        signal: crate::signal::SignalHub::new(config.signal.clone()),
         shutdown: CancellationToken::new(),
         tasks: TaskTracker::new(),
         started: Instant::now(),
@@ -209,14 +212,16 @@ async fn route(state: Arc<AppState>, req: Request<Incoming>, remote: SocketAddr)
     let mut res = match path.as_str() {
         "/healthz" => http::text(StatusCode::OK, "ok"),
         "/api/streams" => api_streams(&state, &req),
+        "/api/rooms" => crate::signal::api_rooms(&state, &req),
+        p if p.starts_with("/signal/") => crate::signal::upgrade(&state, req, remote),
         p if p.starts_with("/live/") => live(state.clone(), req, remote).await,
         _ => static_file(&state, &req).await,
     };
-    if path.starts_with("/live/") || path.starts_with("/api/") {
-        if let Ok(origin) = HeaderValue::from_str(&state.config.cors_origin) {
-            res.headers_mut()
-                .insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, origin);
-        }
+    if (path.starts_with("/live/") || path.starts_with("/api/"))
+        && let Ok(origin) = HeaderValue::from_str(&state.config.cors_origin)
+    {
+        res.headers_mut()
+            .insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, origin);
     }
     res
 }

@@ -1,0 +1,612 @@
+//! WebRTC signaling on `/signal/ROOM`: the async shell around [`signaling::Room`].
+//!
+//! Every rule of the protocol lives in the pure `signaling` crate; this module only
+//! moves bytes and time:
+//!
+//! - [`SignalHub`] is the registry of rooms. Each room is owned by **one task**
+//!   ([`run_room`]) that holds the [`Room`] state machine and a bounded inbox, so
+//!   joins, leaves and relays of a room are serialized and can never race.
+//! - Each WebSocket has one task ([`run_conn`]) that forwards frames to its room's
+//!   inbox and writes what the room sends it from a bounded outbound queue. A client
+//!   that reads slower than its queue fills is dropped (4006); one that stops
+//!   answering pings is closed (4005); on shutdown every socket gets a 1001 close.
+//! - Global caps (`max_rooms`, `max_connections`) answer `503` before the upgrade.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use futures_util::{SinkExt, StreamExt};
+use hyper::body::Incoming;
+use hyper::header::{self, HeaderValue};
+use hyper::{Method, Request, Response, StatusCode};
+use hyper_tungstenite::HyperWebsocketStream;
+use hyper_tungstenite::tungstenite::protocol::WebSocketConfig;
+use hyper_tungstenite::tungstenite::protocol::frame::CloseFrame;
+use hyper_tungstenite::tungstenite::{Error as WsError, Message, error::CapacityError};
+use serde::Serialize;
+use signaling::{CloseReason, ConnId, Event, Input, Output, Room, RoomSummary, WallClock};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::sync::{Semaphore, mpsc};
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::Instrument;
+
+use crate::http::{self, Body};
+use crate::server::AppState;
+
+/// WebSocket read buffer per signaling connection. Signaling messages are small
+/// (an SDP is a few KiB) and tungstenite allocates this per socket up front, so it
+/// is what dominates the memory of an idle peer.
+const READ_BUFFER: usize = 4 << 10;
+
+/// Bytes gathered before a socket write; a burst of candidates goes out in one syscall.
+const WRITE_BUFFER: usize = 16 << 10;
+
+/// Outbound messages taken from the queue per wakeup before flushing, so a busy
+/// connection still gets its pings and reads serviced.
+const WRITE_BATCH: usize = 64;
+
+/// After the server sends a close frame, how long it waits for the client's
+/// close reply (or, after an oversized frame, how long it drains unread input so
+/// the kernel does not reset the connection before the client reads the error).
+const CLOSE_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Most bytes drained after an oversized frame before giving up on a clean close.
+const DRAIN_LIMIT: usize = 8 << 20;
+
+/// A message from a connection task to its room task.
+#[derive(Debug)]
+enum RoomMsg {
+    /// A new connection and the queue the room writes to it through.
+    Connect {
+        conn: ConnId,
+        out: mpsc::Sender<Outbound>,
+    },
+    /// Any other input for the state machine.
+    Input(Input),
+}
+
+/// A message from a room task to one connection task.
+#[derive(Debug)]
+enum Outbound {
+    /// A JSON text frame.
+    Text(String),
+    /// Close with this reason; the room has forgotten the connection.
+    Close(CloseReason),
+    /// The connection joined as this peer (for its tracing span).
+    Peer(String),
+}
+
+/// Why a signaling upgrade was refused before it happened.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum AdmitError {
+    /// `max_connections` signaling connections are open.
+    #[error("too many signaling connections ({0}); try again later")]
+    TooManyConnections(usize),
+    /// `max_rooms` rooms exist and this would be a new one.
+    #[error("too many signaling rooms ({0}); try again later")]
+    TooManyRooms(usize),
+    /// The room's inbox is full (it is flooded); try again later.
+    #[error("room is busy; try again later")]
+    RoomBusy,
+}
+
+#[derive(Debug)]
+struct RoomHandle {
+    /// Tells apart a room from a newer room of the same name.
+    generation: u64,
+    inbox: mpsc::Sender<RoomMsg>,
+    /// Refreshed by the room task whenever its roster or connections change.
+    summary: Arc<Mutex<RoomSummary>>,
+}
+
+/// The registry of signaling rooms.
+#[derive(Debug)]
+pub struct SignalHub {
+    config: Arc<signaling::Config>,
+    /// Room name → its task's inbox. A std mutex: never held across an await.
+    rooms: Mutex<HashMap<String, RoomHandle>>,
+    /// One permit per open signaling connection (`max_connections`).
+    connections: Arc<Semaphore>,
+    /// Source of [`ConnId`]s and room generations.
+    next_id: AtomicU64,
+    /// Unix time anchor for JWT `exp` and TURN credential expiry.
+    clock: WallClock,
+}
+
+/// `/api/rooms` body.
+#[derive(Debug, Serialize)]
+pub struct RoomsReport {
+    /// Open signaling connections.
+    pub connections: usize,
+    /// Rooms by name.
+    pub rooms: Vec<RoomSummary>,
+}
+
+fn now() -> std::time::Instant {
+    // tokio's clock, so tests that pause time move rooms' clocks too.
+    Instant::now().into_std()
+}
+
+impl SignalHub {
+    /// An empty registry with these limits.
+    pub fn new(config: signaling::Config) -> Arc<SignalHub> {
+        let unix_ms = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+        Arc::new(SignalHub {
+            connections: Arc::new(Semaphore::new(config.max_connections)),
+            config: Arc::new(config),
+            rooms: Mutex::new(HashMap::new()),
+            next_id: AtomicU64::new(1),
+            clock: WallClock::new(now(), unix_ms),
+        })
+    }
+
+    /// The limits in force.
+    pub fn config(&self) -> &signaling::Config {
+        &self.config
+    }
+
+    /// Rooms and their peers, sorted by name.
+    pub fn report(&self) -> RoomsReport {
+        let mut rooms: Vec<RoomSummary> = self
+            .lock_rooms()
+            .values()
+            .map(|h| h.summary.lock().unwrap_or_else(|e| e.into_inner()).clone())
+            .collect();
+        rooms.sort_by(|a, b| a.room.cmp(&b.room));
+        RoomsReport {
+            connections: self.config.max_connections - self.connections.available_permits(),
+            rooms,
+        }
+    }
+
+    fn lock_rooms(&self) -> std::sync::MutexGuard<'_, HashMap<String, RoomHandle>> {
+        // A poisoned lock means a panic elsewhere; the map itself is still consistent
+        // (every mutation is a single insert or remove).
+        self.rooms.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Register `conn` with room `name`, creating the room (and its task) if needed.
+    fn admit(
+        self: &Arc<Self>,
+        name: &str,
+        conn: ConnId,
+        out: mpsc::Sender<Outbound>,
+        tasks: &TaskTracker,
+        shutdown: &CancellationToken,
+    ) -> Result<mpsc::Sender<RoomMsg>, AdmitError> {
+        let mut rooms = self.lock_rooms();
+        if rooms.get(name).is_some_and(|h| h.inbox.is_closed()) {
+            // Its task ended without unregistering (only on a bug); replace it.
+            rooms.remove(name);
+        }
+        if !rooms.contains_key(name) {
+            if rooms.len() >= self.config.max_rooms {
+                return Err(AdmitError::TooManyRooms(self.config.max_rooms));
+            }
+            let generation = self.next_id.fetch_add(1, Ordering::Relaxed);
+            let (tx, rx) = mpsc::channel(self.config.room_inbox);
+            let room = Room::new(name, self.config.clone(), self.clock, rand::random());
+            let summary = Arc::new(Mutex::new(room.summary()));
+            // A root span: the room outlives the connection that created it.
+            let span = tracing::info_span!(parent: None, "room", room = %name);
+            tasks.spawn(
+                run_room(
+                    self.clone(),
+                    room,
+                    generation,
+                    rx,
+                    summary.clone(),
+                    shutdown.clone(),
+                )
+                .instrument(span),
+            );
+            rooms.insert(
+                name.to_owned(),
+                RoomHandle {
+                    generation,
+                    inbox: tx,
+                    summary,
+                },
+            );
+        }
+        let handle = &rooms[name];
+        // Sent under the registry lock: a room only unregisters itself, under the
+        // same lock, when its inbox is empty, so this connect cannot be lost.
+        handle
+            .inbox
+            .try_send(RoomMsg::Connect { conn, out })
+            .map_err(|_| AdmitError::RoomBusy)?;
+        Ok(handle.inbox.clone())
+    }
+
+    /// Called by an empty room: unregister it unless a message is waiting.
+    fn retire(&self, name: &str, generation: u64, inbox: &mpsc::Receiver<RoomMsg>) -> bool {
+        let mut rooms = self.lock_rooms();
+        if !inbox.is_empty() {
+            return false;
+        }
+        if rooms.get(name).is_some_and(|h| h.generation == generation) {
+            rooms.remove(name);
+        }
+        true
+    }
+}
+
+/// The task that owns one room.
+async fn run_room(
+    hub: Arc<SignalHub>,
+    mut room: Room,
+    generation: u64,
+    mut inbox: mpsc::Receiver<RoomMsg>,
+    summary: Arc<Mutex<RoomSummary>>,
+    shutdown: CancellationToken,
+) {
+    // Each connection's outbound queue.
+    let mut conns: HashMap<ConnId, mpsc::Sender<Outbound>> = HashMap::new();
+    tracing::debug!("room opened");
+    loop {
+        let deadline = room.poll_timeout();
+        let msg = tokio::select! {
+            msg = inbox.recv() => msg,
+            () = sleep_until_opt(deadline), if deadline.is_some() => Some(RoomMsg::Input(Input::Tick)),
+            () = shutdown.cancelled() => None,
+        };
+        // `None` from the inbox cannot happen while registered (the hub keeps a
+        // sender); treat it like shutdown.
+        let Some(msg) = msg else { break };
+        let t = now();
+        match msg {
+            RoomMsg::Connect { conn, out } => {
+                conns.insert(conn, out);
+                room.handle(t, Input::Connect { conn });
+            }
+            RoomMsg::Input(input) => room.handle(t, input),
+        }
+        if perform(&mut room, &mut conns, t) {
+            *summary.lock().unwrap_or_else(|e| e.into_inner()) = room.summary();
+        }
+        if room.is_empty() && hub.retire(room.name(), generation, &inbox) {
+            break;
+        }
+    }
+    tracing::debug!("room closed");
+}
+
+async fn sleep_until_opt(deadline: Option<std::time::Instant>) {
+    if let Some(d) = deadline {
+        tokio::time::sleep_until(Instant::from_std(d)).await;
+    }
+}
+
+/// Carry out the room's outputs. Returns whether the roster or connections changed.
+fn perform(
+    room: &mut Room,
+    conns: &mut HashMap<ConnId, mpsc::Sender<Outbound>>,
+    t: std::time::Instant,
+) -> bool {
+    let mut changed = true; // a connect or disconnect input changes `connections`
+    while let Some(out) = room.poll_output() {
+        match out {
+            Output::Send { conn, text } => {
+                let Some(tx) = conns.get(&conn) else { continue };
+                if let Err(e) = tx.try_send(Outbound::Text(text)) {
+                    // Full: the client reads too slowly. Closed: its task is gone
+                    // and a Disconnect is on the way. Either way the room forgets it;
+                    // dropping the sender tells the task to close with 4006.
+                    if matches!(e, mpsc::error::TrySendError::Full(_)) {
+                        tracing::info!(conn, "signaling client too slow: outbound queue full");
+                    }
+                    conns.remove(&conn);
+                    room.handle(t, Input::Disconnect { conn });
+                }
+            }
+            Output::Close { conn, reason } => {
+                if let Some(tx) = conns.remove(&conn) {
+                    let _ = tx.try_send(Outbound::Close(reason));
+                }
+            }
+            Output::Event(event) => {
+                changed = true;
+                log_event(&event);
+                if let Event::Joined { conn, peer } | Event::Resumed { conn, peer } = event
+                    && let Some(tx) = conns.get(&conn)
+                {
+                    let _ = tx.try_send(Outbound::Peer(peer));
+                }
+            }
+            _ => {}
+        }
+    }
+    changed
+}
+
+fn log_event(event: &Event) {
+    match event {
+        Event::Joined { conn, peer } => tracing::info!(conn, peer = %peer, "peer joined"),
+        Event::Resumed { conn, peer } => tracing::info!(conn, peer = %peer, "peer resumed"),
+        Event::Reconnecting { peer } => tracing::info!(peer = %peer, "peer reconnecting"),
+        Event::Left { peer, reason } => tracing::info!(peer = %peer, ?reason, "peer left"),
+        Event::Rejected { conn, code } => tracing::debug!(conn, %code, "client error"),
+        _ => tracing::debug!(?event, "room event"),
+    }
+}
+
+/// `GET /api/rooms`.
+pub fn api_rooms(state: &AppState, req: &Request<Incoming>) -> Response<Body> {
+    if req.method() != Method::GET && req.method() != Method::HEAD {
+        let mut res = http::text(StatusCode::METHOD_NOT_ALLOWED, "use GET or HEAD");
+        res.headers_mut()
+            .insert(header::ALLOW, HeaderValue::from_static("GET, HEAD"));
+        return res;
+    }
+    http::json(StatusCode::OK, &state.signal.report())
+}
+
+/// `GET /signal/ROOM` with a WebSocket upgrade.
+pub fn upgrade(
+    state: &Arc<AppState>,
+    mut req: Request<Incoming>,
+    remote: SocketAddr,
+) -> Response<Body> {
+    let name = req
+        .uri()
+        .path()
+        .strip_prefix("/signal/")
+        .unwrap_or_default()
+        .to_owned();
+    if !signaling::is_valid_id(&name) {
+        return http::text(
+            StatusCode::BAD_REQUEST,
+            "room names are 1 to 64 characters of A-Z a-z 0-9 . _ -",
+        );
+    }
+    if req.method() != Method::GET {
+        let mut res = http::text(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "use GET with a WebSocket upgrade",
+        );
+        res.headers_mut()
+            .insert(header::ALLOW, HeaderValue::from_static("GET"));
+        return res;
+    }
+    if !hyper_tungstenite::is_upgrade_request(&req) {
+        let mut res = http::text(
+            StatusCode::UPGRADE_REQUIRED,
+            "signaling needs a WebSocket: ws(s)://HOST/signal/ROOM",
+        );
+        res.headers_mut()
+            .insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+        return res;
+    }
+    let hub = state.signal.clone();
+    let cfg = hub.config.clone();
+    let Ok(permit) = hub.connections.clone().try_acquire_owned() else {
+        let e = AdmitError::TooManyConnections(cfg.max_connections);
+        tracing::warn!(reason = %e, "signaling upgrade refused");
+        return http::text(StatusCode::SERVICE_UNAVAILABLE, e);
+    };
+    let (res, websocket) = match hyper_tungstenite::upgrade(&mut req, Some(ws_config(&cfg))) {
+        Ok(up) => up,
+        Err(e) => {
+            return http::text(
+                StatusCode::BAD_REQUEST,
+                format!("bad WebSocket upgrade: {e}"),
+            );
+        }
+    };
+    let conn = hub.next_id.fetch_add(1, Ordering::Relaxed);
+    let (out_tx, out_rx) = mpsc::channel(cfg.max_outbound_messages);
+    let room = match hub.admit(&name, conn, out_tx, &state.tasks, &state.shutdown) {
+        Ok(room) => room,
+        Err(e) => {
+            tracing::warn!(room = %name, reason = %e, "signaling upgrade refused");
+            return http::text(StatusCode::SERVICE_UNAVAILABLE, e);
+        }
+    };
+    let span = tracing::info_span!("signal", room = %name, conn, peer = tracing::field::Empty);
+    let shutdown = state.shutdown.clone();
+    state.tasks.spawn(
+        async move {
+            match websocket.await {
+                Ok(ws) => {
+                    tracing::debug!(%remote, "signaling connection open");
+                    let end = run_conn(ws, conn, room, out_rx, &cfg, shutdown).await;
+                    tracing::debug!(?end, "signaling connection closed");
+                }
+                Err(e) => {
+                    tracing::debug!(error = %e, "WebSocket upgrade failed");
+                    let _ = room.send(RoomMsg::Input(Input::Disconnect { conn })).await;
+                }
+            }
+            drop(permit);
+        }
+        .instrument(span),
+    );
+    http::boxed(res)
+}
+
+fn ws_config(cfg: &signaling::Config) -> WebSocketConfig {
+    // The largest message the server writes is a `welcome` listing every peer
+    // with its meta; relayed messages are at most a client message plus `from`.
+    let largest_out = cfg
+        .max_message_bytes
+        .max(cfg.max_peers_per_room * (cfg.max_meta_bytes + 256))
+        + 4096;
+    WebSocketConfig::default()
+        .read_buffer_size(READ_BUFFER)
+        .write_buffer_size(WRITE_BUFFER)
+        .max_write_buffer_size(WRITE_BUFFER + largest_out)
+        .max_message_size(Some(cfg.max_message_bytes))
+        .max_frame_size(Some(cfg.max_message_bytes))
+}
+
+/// How a connection ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[allow(dead_code)] // read through Debug in the log line
+enum ConnEnd {
+    /// The room closed it (leave, error, replaced...).
+    Closed(CloseReason),
+    /// The client closed or the socket failed.
+    Lost,
+    /// Server shutdown.
+    Shutdown,
+    /// No frame within `idle_timeout_ms`.
+    Idle,
+    /// Queue full or a write stalled.
+    Slow,
+}
+
+/// Forward frames between one WebSocket and its room until either side ends.
+async fn run_conn(
+    mut ws: HyperWebsocketStream,
+    conn: ConnId,
+    room: mpsc::Sender<RoomMsg>,
+    mut out: mpsc::Receiver<Outbound>,
+    cfg: &signaling::Config,
+    shutdown: CancellationToken,
+) -> ConnEnd {
+    let heartbeat = Duration::from_millis(cfg.heartbeat_interval_ms);
+    let idle = Duration::from_millis(cfg.idle_timeout_ms);
+    let write_timeout = Duration::from_millis(cfg.write_timeout_ms);
+    let mut ping = tokio::time::interval_at(Instant::now() + heartbeat, heartbeat);
+    let mut last_seen = Instant::now();
+    // Cleared after an oversized or broken frame: tungstenite must not read on.
+    let mut reading = true;
+    let to_room = |input| RoomMsg::Input(input);
+    let end = loop {
+        tokio::select! {
+            biased;
+            () = shutdown.cancelled() => break ConnEnd::Shutdown,
+            msg = out.recv() => match msg {
+                Some(Outbound::Text(text)) => {
+                    let mut batch = vec![Message::text(text)];
+                    let mut closing = None;
+                    while batch.len() < WRITE_BATCH {
+                        match out.try_recv() {
+                            Ok(Outbound::Text(t)) => batch.push(Message::text(t)),
+                            Ok(Outbound::Close(r)) => { closing = Some(r); break; }
+                            Ok(Outbound::Peer(p)) => { tracing::Span::current().record("peer", p.as_str()); }
+                            Err(_) => break,
+                        }
+                    }
+                    if !write(&mut ws, batch, write_timeout).await {
+                        break ConnEnd::Slow;
+                    }
+                    if let Some(reason) = closing {
+                        break ConnEnd::Closed(reason);
+                    }
+                }
+                Some(Outbound::Close(reason)) => break ConnEnd::Closed(reason),
+                Some(Outbound::Peer(p)) => { tracing::Span::current().record("peer", p.as_str()); }
+                // The room dropped us: our queue overflowed.
+                None => break ConnEnd::Slow,
+            },
+            frame = ws.next(), if reading => {
+                last_seen = Instant::now();
+                let input = match frame {
+                    Some(Ok(Message::Text(t))) => Input::Text { conn, text: t.as_str().to_owned() },
+                    Some(Ok(Message::Binary(_))) => Input::Binary { conn },
+                    Some(Ok(Message::Ping(_) | Message::Pong(_) | Message::Frame(_))) => continue,
+                    // The client closes; tungstenite answers and ends the stream.
+                    Some(Ok(Message::Close(_))) => continue,
+                    Some(Err(WsError::Capacity(CapacityError::MessageTooLong { .. }))) => {
+                        reading = false;
+                        Input::TooLarge { conn }
+                    }
+                    Some(Err(WsError::Utf8(_))) => {
+                        reading = false;
+                        Input::NotUtf8 { conn }
+                    }
+                    Some(Err(_)) | None => break ConnEnd::Lost,
+                };
+                if room.send(to_room(input)).await.is_err() {
+                    // The room is gone (shutdown).
+                    break ConnEnd::Shutdown;
+                }
+            }
+            () = tokio::time::sleep_until(last_seen + idle) => break ConnEnd::Idle,
+            _ = ping.tick() => {
+                if !write(&mut ws, vec![Message::Ping(Default::default())], write_timeout).await {
+                    break ConnEnd::Slow;
+                }
+            }
+        }
+    };
+    if !matches!(end, ConnEnd::Closed(_) | ConnEnd::Shutdown) {
+        // The room still thinks this connection is open; tell it first, so the
+        // other peers hear `peer-reconnecting` without waiting for our close.
+        let _ = room.send(to_room(Input::Disconnect { conn })).await;
+    }
+    match end {
+        ConnEnd::Closed(reason) if !reading => {
+            // After an oversized frame the rest of it is still unread: send the
+            // close, then drain without parsing so the kernel does not answer
+            // the unread bytes with a reset that would swallow our error.
+            let frame = close_frame(reason);
+            if write(&mut ws, vec![Message::Close(Some(frame))], write_timeout).await {
+                drain(&mut ws).await;
+            }
+        }
+        ConnEnd::Closed(reason) => close(&mut ws, reason, write_timeout).await,
+        ConnEnd::Shutdown => close(&mut ws, CloseReason::Shutdown, write_timeout).await,
+        ConnEnd::Idle => close(&mut ws, CloseReason::IdleTimeout, write_timeout).await,
+        ConnEnd::Slow => close(&mut ws, CloseReason::SlowConsumer, write_timeout).await,
+        ConnEnd::Lost => {}
+    }
+    end
+}
+
+fn close_frame(reason: CloseReason) -> CloseFrame {
+    CloseFrame {
+        code: reason.code().into(),
+        reason: reason.reason().into(),
+    }
+}
+
+/// Write and flush `msgs`; false if the socket failed or stalled.
+async fn write(ws: &mut HyperWebsocketStream, msgs: Vec<Message>, limit: Duration) -> bool {
+    let fut = async {
+        for m in msgs {
+            ws.feed(m).await?;
+        }
+        ws.flush().await
+    };
+    matches!(tokio::time::timeout(limit, fut).await, Ok(Ok(())))
+}
+
+/// Close handshake: send our close frame, wait (bounded) for the client's.
+async fn close(ws: &mut HyperWebsocketStream, reason: CloseReason, limit: Duration) {
+    let handshake = async {
+        ws.close(Some(close_frame(reason))).await?;
+        while let Some(frame) = ws.next().await {
+            frame?;
+        }
+        Ok::<_, WsError>(())
+    };
+    let _ = tokio::time::timeout(limit.min(CLOSE_TIMEOUT), handshake).await;
+}
+
+/// Half-close and discard unread input, bounded in time and bytes.
+async fn drain(ws: &mut HyperWebsocketStream) {
+    let io = ws.get_mut();
+    let _ = io.shutdown().await;
+    let mut buf = vec![0u8; 16 << 10];
+    let mut total = 0;
+    let _ = tokio::time::timeout(CLOSE_TIMEOUT, async {
+        while total < DRAIN_LIMIT {
+            match io.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => total += n,
+            }
+        }
+    })
+    .await;
+}
