@@ -64,3 +64,8 @@ pub use gop::{GopCache, GopCacheConfig};
 pub use header::Header;
 pub use script::{Metadata, is_metadata, strip_set_data_frame};
 pub use tag::{Tag, TagType};
+
+/// The README's example is compiled and run as a doctest.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;
