@@ -93,6 +93,9 @@ pub struct Config {
     /// *Server:* capacity of each room's inbox; connections wait when it is full,
     /// which slows fast senders instead of growing memory. Default 1 024.
     pub room_inbox: usize,
+    /// *Server:* a socket write that does not complete within this time means
+    /// the client stopped reading; the connection is dropped. Default 10 000.
+    pub write_timeout_ms: u64,
     /// JWT HS256 secret; `None` (default) disables auth. With a secret, `join`
     /// needs a `token` whose claims are `room` (this room), `exp` (unix seconds)
     /// and optionally `peer` (the only peer id it may use).
@@ -132,6 +135,7 @@ impl Default for Config {
             flood_limit: 20,
             max_outbound_messages: 512,
             room_inbox: 1_024,
+            write_timeout_ms: 10_000,
             jwt_secret: None,
             jwt_leeway_ms: 30_000,
             turn_secret: None,
@@ -161,7 +165,7 @@ pub enum ConfigError {
 impl Config {
     /// Check that the values can work together.
     pub fn validate(&self) -> Result<(), ConfigError> {
-        let positive: [(&'static str, u64); 11] = [
+        let positive: [(&'static str, u64); 12] = [
             ("join_timeout_ms", self.join_timeout_ms),
             ("heartbeat_interval_ms", self.heartbeat_interval_ms),
             ("max_message_bytes", self.max_message_bytes as u64),
@@ -172,6 +176,7 @@ impl Config {
             ("rate_per_second", u64::from(self.rate_per_second)),
             ("max_outbound_messages", self.max_outbound_messages as u64),
             ("room_inbox", self.room_inbox as u64),
+            ("write_timeout_ms", self.write_timeout_ms),
             ("turn_ttl_ms", self.turn_ttl_ms),
         ];
         if let Some((name, _)) = positive.iter().find(|(_, v)| *v == 0) {
