@@ -514,11 +514,14 @@ impl AudioInfo {
     }
 
     /// Decoder configuration a player needs before any frame: packet type
-    /// SequenceStart (AAC AudioSpecificConfig, Opus/FLAC headers). A
-    /// MultichannelConfig is not counted here (the [`GopCache`](crate::GopCache) keeps
-    /// it separately, see [`AudioInfo::is_multichannel_config`]).
+    /// SequenceStart (AAC AudioSpecificConfig, Opus/FLAC headers) or an Enhanced
+    /// MultichannelConfig (channel layout). The [`GopCache`](crate::GopCache) keeps the
+    /// two in separate slots (see [`AudioInfo::is_multichannel_config`]).
     pub fn is_sequence_header(&self) -> bool {
-        self.packet_type == AudioPacketType::SequenceStart
+        matches!(
+            self.packet_type,
+            AudioPacketType::SequenceStart | AudioPacketType::MultichannelConfig
+        )
     }
 
     /// An Enhanced MultichannelConfig packet (channel layout, also needed by a player
@@ -852,7 +855,7 @@ mod tests {
         }
         let mc = audio(&[0x94, b'O', b'p', b'u', b's', 0x01, 0x02]);
         assert_eq!(mc.packet_type, AudioPacketType::MultichannelConfig);
-        assert!(mc.is_multichannel_config() && !mc.is_sequence_header());
+        assert!(mc.is_multichannel_config() && mc.is_sequence_header());
         assert_eq!(
             audio(&[0x92, b'f', b'L', b'a', b'C']).packet_type,
             AudioPacketType::SequenceEnd

@@ -146,10 +146,10 @@ impl<T: AsRef<Tag> + Clone> GopCache<T> {
             TagType::Audio => {
                 self.seen_audio = true;
                 match tag.audio() {
-                    Some(a) if a.is_sequence_header() => self.audio_sequence_header = Some(item),
                     Some(a) if a.is_multichannel_config() => {
                         self.audio_multichannel_config = Some(item);
                     }
+                    Some(a) if a.is_sequence_header() => self.audio_sequence_header = Some(item),
                     _ if !self.seen_video => self.append_audio_only(item),
                     _ => self.append(item),
                 }
@@ -208,7 +208,8 @@ impl<T: AsRef<Tag> + Clone> GopCache<T> {
         self.video_sequence_header.as_ref()
     }
 
-    /// The latest audio sequence header.
+    /// The latest audio sequence header (SequenceStart; an Enhanced MultichannelConfig
+    /// is kept apart, see [`GopCache::audio_multichannel_config`]).
     pub fn audio_sequence_header(&self) -> Option<&T> {
         self.audio_sequence_header.as_ref()
     }

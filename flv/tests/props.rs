@@ -220,7 +220,8 @@ proptest! {
             prop_assert_eq!(n, c.gop().count()
                 + usize::from(c.metadata().is_some())
                 + usize::from(c.video_sequence_header().is_some())
-                + usize::from(c.audio_sequence_header().is_some()));
+                + usize::from(c.audio_sequence_header().is_some())
+                + usize::from(c.audio_multichannel_config().is_some()));
         }
     }
 }
