@@ -62,6 +62,15 @@ pub struct Cli {
     /// Maximum players per stream (live.max_players_per_stream).
     #[arg(long, value_name = "N")]
     pub max_players_per_stream: Option<usize>,
+    /// Largest WebSocket message a WebSocket publisher may send (live.max_publish_message_bytes).
+    #[arg(long, value_name = "BYTES")]
+    pub max_publish_message_bytes: Option<usize>,
+    /// Bytes of queued tags merged into one write to a player (live.player_write_batch_bytes).
+    #[arg(long, value_name = "BYTES")]
+    pub player_write_batch_bytes: Option<usize>,
+    /// Time allowed for a graceful shutdown (shutdown_timeout_ms).
+    #[arg(long, value_name = "MS")]
+    pub shutdown_timeout_ms: Option<u64>,
     /// A new publisher replaces a live one instead of getting 409 (live.allow_takeover).
     #[arg(long)]
     pub allow_takeover: bool,
@@ -84,6 +93,7 @@ impl Cli {
         set(&mut c.static_dir, self.static_dir);
         set(&mut c.cors_origin, self.cors_origin);
         set(&mut c.max_connections, self.max_connections);
+        set(&mut c.shutdown_timeout_ms, self.shutdown_timeout_ms);
         let live = &mut c.live;
         set(&mut live.publisher_grace_ms, self.grace_ms);
         set(
@@ -91,6 +101,8 @@ impl Cli {
             self.publisher_idle_timeout_ms,
         );
         set(&mut live.max_tag_bytes, self.max_tag_bytes);
+        set(&mut live.max_publish_message_bytes, self.max_publish_message_bytes);
+        set(&mut live.player_write_batch_bytes, self.player_write_batch_bytes);
         set(&mut live.gop_max_bytes, self.gop_max_bytes);
         set(&mut live.gop_max_duration_ms, self.gop_max_ms);
         set(&mut live.player_backlog_tags, self.player_backlog_tags);
