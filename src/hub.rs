@@ -650,6 +650,12 @@ impl Publisher {
         if *self.stop.borrow() {
             return Err(PushError::Replaced);
         }
+        if let TagType::Unknown(kind) = tag.tag_type {
+            // Players only understand audio, video and script data; a stray tag type
+            // would at best be ignored, at worst derail a browser demuxer.
+            tracing::debug!(kind, "dropping a tag of unknown type");
+            return Ok(());
+        }
         let tag = if tag.tag_type == TagType::Script {
             // RTMP publishers wrap metadata in `@setDataFrame`; players want it plain.
             Tag {

@@ -548,6 +548,35 @@ async fn routes_statuses_and_headers() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn limits_answer_503_with_a_reason() {
+    let server = server(|c| {
+        c.live.max_players_per_stream = 1;
+        c.live.max_streams = 1;
+    })
+    .await;
+    let addr = server.http_addr().unwrap();
+    let _publisher = publish_http(addr, "one", media());
+    wait_live(addr, "one").await;
+    let (status, body) = http_request(addr, "POST", "/live/two.flv", b"FLV")
+        .await
+        .unwrap();
+    assert_eq!(status, 503, "{body}");
+    assert!(body.contains("limit"), "{body}");
+    let mut first = WsPlayer::connect(addr, "one").await;
+    first.next(5 * SECOND).await.unwrap();
+    match tokio_tungstenite::connect_async(format!("ws://{addr}/live/one.flv")).await {
+        Err(tokio_tungstenite::tungstenite::Error::Http(res)) => assert_eq!(res.status(), 503),
+        other => panic!("expected 503, got {other:?}"),
+    }
+    // The refused player did not use up the slot of the next one.
+    drop(first);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let mut again = WsPlayer::connect(addr, "one").await;
+    again.next(5 * SECOND).await.unwrap();
+    server.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shutdown_closes_players_cleanly() {
     let server = server(|_| {}).await;
     let addr = server.http_addr().unwrap();
