@@ -71,6 +71,17 @@ pub struct Cli {
     /// Time allowed for a graceful shutdown (shutdown_timeout_ms).
     #[arg(long, value_name = "MS")]
     pub shutdown_timeout_ms: Option<u64>,
+    /// Maximum simultaneous RTMP connections (rtmp_settings.max_connections).
+    #[arg(long, value_name = "N")]
+    pub rtmp_max_connections: Option<usize>,
+    /// Close RTMP clients that have not finished the handshake after this
+    /// (rtmp_settings.handshake_timeout_ms).
+    #[arg(long, value_name = "MS")]
+    pub rtmp_handshake_timeout_ms: Option<u64>,
+    /// Close RTMP clients that have not sent `publish` after this
+    /// (rtmp_settings.publish_timeout_ms).
+    #[arg(long, value_name = "MS")]
+    pub rtmp_publish_timeout_ms: Option<u64>,
     /// A new publisher replaces a live one instead of getting 409 (live.allow_takeover).
     #[arg(long)]
     pub allow_takeover: bool,
@@ -94,6 +105,13 @@ impl Cli {
         set(&mut c.cors_origin, self.cors_origin);
         set(&mut c.max_connections, self.max_connections);
         set(&mut c.shutdown_timeout_ms, self.shutdown_timeout_ms);
+        let rtmp = &mut c.rtmp_settings;
+        set(&mut rtmp.max_connections, self.rtmp_max_connections);
+        set(
+            &mut rtmp.handshake_timeout_ms,
+            self.rtmp_handshake_timeout_ms,
+        );
+        set(&mut rtmp.publish_timeout_ms, self.rtmp_publish_timeout_ms);
         let live = &mut c.live;
         set(&mut live.publisher_grace_ms, self.grace_ms);
         set(
@@ -101,8 +119,14 @@ impl Cli {
             self.publisher_idle_timeout_ms,
         );
         set(&mut live.max_tag_bytes, self.max_tag_bytes);
-        set(&mut live.max_publish_message_bytes, self.max_publish_message_bytes);
-        set(&mut live.player_write_batch_bytes, self.player_write_batch_bytes);
+        set(
+            &mut live.max_publish_message_bytes,
+            self.max_publish_message_bytes,
+        );
+        set(
+            &mut live.player_write_batch_bytes,
+            self.player_write_batch_bytes,
+        );
         set(&mut live.gop_max_bytes, self.gop_max_bytes);
         set(&mut live.gop_max_duration_ms, self.gop_max_ms);
         set(&mut live.player_backlog_tags, self.player_backlog_tags);

@@ -77,6 +77,8 @@ pub struct Config {
     pub live: LiveConfig,
     /// WebRTC signaling settings (`[signal]`); see the `signaling` crate's `Config`.
     pub signal: signaling::Config,
+    /// RTMP ingest limits and timeouts (`[rtmp_settings]`).
+    pub rtmp_settings: RtmpConfig,
 }
 
 impl Default for Config {
@@ -90,6 +92,49 @@ impl Default for Config {
             shutdown_timeout_ms: 5_000,
             live: LiveConfig::default(),
             signal: signaling::Config::default(),
+            rtmp_settings: RtmpConfig::default(),
+        }
+    }
+}
+
+/// RTMP ingest limits and timeouts (`[rtmp_settings]` in TOML; the listener address
+/// is the top-level `rtmp` key). An RTMP message is one FLV tag body, so its size
+/// limit is `live.max_tag_bytes`; a publisher's idle timeout is
+/// `live.publisher_idle_timeout_ms`, as for HTTP publishers.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RtmpConfig {
+    /// Maximum simultaneous RTMP connections; past it new ones are closed at once
+    /// (RTMP cannot say "busy" before its handshake). Default 1,000: each is a
+    /// publisher, and 1,000 publishers of 2.5 Mbit/s are more than a box ingests.
+    pub max_connections: usize,
+    /// A client must complete the handshake (C0..C2) this soon after connecting.
+    /// Default 5,000 ms: one round trip for a real encoder; reclaims port scanners
+    /// and half-open connections quickly.
+    pub handshake_timeout_ms: u64,
+    /// A client must send `publish` this soon after connecting. Default 10,000 ms:
+    /// encoders publish within a few round trips; idle connections are closed.
+    pub publish_timeout_ms: u64,
+    /// A write to a client (responses only: a few hundred bytes) that takes longer
+    /// than this closes the connection. Default 5,000 ms.
+    pub write_timeout_ms: u64,
+    /// Largest chunk size a client may set. Default 65,536 (as SRS): encoders use
+    /// 4,096 to 60,000; the reassembly buffer holds at most one chunk of input.
+    pub max_chunk_size: u32,
+    /// Chunk streams a client may use. Default 64: encoders use fewer than 10; each
+    /// one keeps a header and may hold a partly received message.
+    pub max_chunk_streams: usize,
+}
+
+impl Default for RtmpConfig {
+    fn default() -> Self {
+        RtmpConfig {
+            max_connections: 1_000,
+            handshake_timeout_ms: 5_000,
+            publish_timeout_ms: 10_000,
+            write_timeout_ms: 5_000,
+            max_chunk_size: 65_536,
+            max_chunk_streams: 64,
         }
     }
 }
@@ -214,6 +259,18 @@ impl Config {
             ("live.max_players", live.max_players),
             ("live.max_players_per_stream", live.max_players_per_stream),
             ("max_connections", self.max_connections),
+            (
+                "rtmp_settings.max_connections",
+                self.rtmp_settings.max_connections,
+            ),
+            (
+                "rtmp_settings.max_chunk_size",
+                self.rtmp_settings.max_chunk_size as usize,
+            ),
+            (
+                "rtmp_settings.max_chunk_streams",
+                self.rtmp_settings.max_chunk_streams,
+            ),
         ];
         for (name, value) in positive {
             if value == 0 {

@@ -8,6 +8,7 @@
 //! - [`server`]: listeners, the HTTP router, lifecycle and graceful shutdown.
 //! - [`hub`]: the registry of live streams and the shared fan-out ring.
 //! - [`ingest`]: HTTP and WebSocket publishers. [`egress`]: players.
+//! - [`rtmp`]: RTMP publishers (OBS, ffmpeg).
 
 pub mod cli;
 pub mod config;
@@ -15,5 +16,6 @@ pub mod egress;
 pub mod http;
 pub mod hub;
 pub mod ingest;
+pub mod rtmp;
 pub mod server;
 pub mod signal;

@@ -90,7 +90,17 @@ pub async fn spawn(config: Config) -> io::Result<Server> {
         }
         Listen::Off => None,
     };
-    let rtmp_addr = None;
+    let rtmp_addr = match state.config.rtmp {
+        Listen::On(addr) => {
+            let listener = TcpListener::bind(addr).await?;
+            let local = listener.local_addr()?;
+            state
+                .tasks
+                .spawn(crate::rtmp::accept_loop(listener, state.clone()));
+            Some(local)
+        }
+        Listen::Off => None,
+    };
     Ok(Server {
         http_addr,
         rtmp_addr,

@@ -286,12 +286,10 @@ impl ChunkReader {
                 self.chunk_size = size;
             }
             message_type::ABORT => {
-                if let Some(csid) = read_u32(&msg.payload) {
-                    if let Some(s) = self.streams.get_mut(&csid) {
-                        self.buffered -= s.partial.len();
-                        s.partial = BytesMut::new();
-                        s.in_progress = false;
-                    }
+                if let Some(s) = read_u32(&msg.payload).and_then(|id| self.streams.get_mut(&id)) {
+                    self.buffered -= s.partial.len();
+                    s.partial = BytesMut::new();
+                    s.in_progress = false;
                 }
             }
             _ => {}
@@ -377,10 +375,10 @@ impl ChunkReader {
 
 /// Updates the chunk stream's state from a header that is being consumed.
 fn apply_header<'a>(
-streams: &'a mut HashMap<u32, ChunkStream>,
-chunk_size: u32,
-h: &Header,
-starts: bool,
+    streams: &'a mut HashMap<u32, ChunkStream>,
+    chunk_size: u32,
+    h: &Header,
+    starts: bool,
 ) -> &'a mut ChunkStream {
     let stream = streams.entry(h.csid).or_insert_with(|| ChunkStream {
         timestamp: 0,
@@ -416,8 +414,7 @@ starts: bool,
     }
     if starts {
         stream.in_progress = true;
-        if stream.partial.capacity() == 0 && stream.length as usize > chunk_size as usize
-        {
+        if stream.partial.capacity() == 0 && stream.length as usize > chunk_size as usize {
             // Grow as chunks arrive, not to the announced length: a peer announcing
             // large messages it never sends must not reserve memory.
             stream.partial.reserve((chunk_size as usize) * 4);
@@ -431,7 +428,8 @@ fn u24(b: &[u8]) -> u32 {
 }
 
 fn read_u32(b: &[u8]) -> Option<u32> {
-    b.get(..4).map(|b| u32::from_be_bytes([b[0], b[1], b[2], b[3]]))
+    b.get(..4)
+        .map(|b| u32::from_be_bytes([b[0], b[1], b[2], b[3]]))
 }
 
 /// Encodes messages as chunks the way a publisher might; for tests (unit, property
@@ -544,15 +542,7 @@ mod tests {
     }
 
     fn set_chunk_size(out: &mut Vec<u8>, size: u32) {
-        ChunkEncoder::new(128).message(
-            out,
-            2,
-            FirstHeader::Full,
-            0,
-            1,
-            0,
-            &size.to_be_bytes(),
-        );
+        ChunkEncoder::new(128).message(out, 2, FirstHeader::Full, 0, 1, 0, &size.to_be_bytes());
     }
 
     #[test]
@@ -563,7 +553,15 @@ mod tests {
         e.message(&mut s, 4, FirstHeader::Full, 1000, 8, 1, &[0xAF, 1, 1]);
         e.message(&mut s, 4, FirstHeader::Delta(23), 0, 8, 1, &[0xAF, 1, 2, 3]);
         e.message(&mut s, 4, FirstHeader::Same(23), 0, 8, 1, &[0xAF, 1, 2, 4]);
-        e.message(&mut s, 4, FirstHeader::TimeOnly(24), 0, 8, 1, &[0xAF, 1, 2, 5]);
+        e.message(
+            &mut s,
+            4,
+            FirstHeader::TimeOnly(24),
+            0,
+            8,
+            1,
+            &[0xAF, 1, 2, 5],
+        );
         e.message(&mut s, 4, FirstHeader::Same(24), 0, 8, 1, &[0xAF, 1, 2, 6]);
         let ts: Vec<u32> = read_all(&s, &[])
             .unwrap()
@@ -581,7 +579,11 @@ mod tests {
         let mut s = Vec::new();
         e.message(&mut s, 5, FirstHeader::Full, 40, 9, 1, &[0x17, 1]);
         e.message(&mut s, 5, FirstHeader::Same(40), 0, 9, 1, &[0x27, 1]);
-        let ts: Vec<u32> = read_all(&s, &[]).unwrap().iter().map(|m| m.timestamp).collect();
+        let ts: Vec<u32> = read_all(&s, &[])
+            .unwrap()
+            .iter()
+            .map(|m| m.timestamp)
+            .collect();
         assert_eq!(ts, [40, 80]);
     }
 
@@ -617,7 +619,10 @@ mod tests {
         let msgs = read_all(&s, &[]).unwrap();
         let ts: Vec<u32> = msgs.iter().map(|m| m.timestamp).collect();
         assert_eq!(ts, [0xFFFF_FFF0, 0x10, 0x0100_0010, 0x0200_0010]);
-        assert!(msgs.iter().all(|m| m.payload.len() == 200 || m.payload.len() == 2));
+        assert!(
+            msgs.iter()
+                .all(|m| m.payload.len() == 200 || m.payload.len() == 2)
+        );
     }
 
     #[test]
@@ -628,7 +633,15 @@ mod tests {
         assert_eq!(read_all(&s, &[]), Err(ChunkError::NoPreviousHeader(4)));
 
         let mut s = Vec::new();
-        e.message(&mut s, 4, FirstHeader::Full, 0, 8, 1, &vec![0; (1 << 20) + 1]);
+        e.message(
+            &mut s,
+            4,
+            FirstHeader::Full,
+            0,
+            8,
+            1,
+            &vec![0; (1 << 20) + 1],
+        );
         assert!(matches!(
             read_all(&s, &[]),
             Err(ChunkError::MessageTooLarge { .. })

@@ -1,0 +1,739 @@
+//! The server side of an RTMP publishing session as a state machine, without I/O.
+//!
+//! Feed it what the socket read ([`Session::handle_input`]), send what it produced
+//! ([`Session::take_output`]) and act on its [`Event`]s. A publish request stops
+//! message processing until the caller answers it with [`Session::accept_publish`]
+//! or [`Session::reject_publish`], so no media is ever handed out for a stream the
+//! caller did not accept.
+//!
+//! ```
+//! use wsrelay::rtmp::session::{Event, Session, SessionConfig};
+//!
+//! let mut session = Session::new(SessionConfig::default());
+//! // Not an RTMP client: the first byte of C0 must be version 3.
+//! assert!(session.handle_input(b"GET / HTTP/1.1\r\n").is_err());
+//! ```
+//!
+//! What the `scuffle-rtmp` crate does here: the handshake (simple and digest
+//! "complex" handshakes), decoding AMF0 commands, and encoding every response
+//! (`_result`, `onStatus`, protocol control messages) as chunks. Chunks are read by
+//! [`super::chunk::ChunkReader`] (see there why).
+
+use std::collections::VecDeque;
+use std::io::Cursor;
+
+use bytes::{Bytes, BytesMut};
+use flv::{Tag, TagType};
+use scuffle_amf0::decoder::Amf0Decoder;
+use scuffle_amf0::encoder::Amf0Encoder;
+use scuffle_rtmp::chunk::writer::ChunkWriter;
+use scuffle_rtmp::chunk::{CHUNK_STREAM_ID_COMMAND, Chunk};
+use scuffle_rtmp::command_messages::netconnection::{
+    NetConnectionCommand, NetConnectionCommandConnectResult,
+};
+use scuffle_rtmp::command_messages::netstream::NetStreamCommand;
+use scuffle_rtmp::command_messages::on_status::{OnStatus, OnStatusCode};
+use scuffle_rtmp::command_messages::{Command, CommandResultLevel, CommandType};
+use scuffle_rtmp::handshake::{HandshakeServer, RTMP_HANDSHAKE_SIZE};
+use scuffle_rtmp::messages::MessageType;
+use scuffle_rtmp::protocol_control_messages::{
+    ProtocolControlMessageAcknowledgement, ProtocolControlMessageSetChunkSize,
+    ProtocolControlMessageSetPeerBandwidth, ProtocolControlMessageSetPeerBandwidthLimitType,
+    ProtocolControlMessageWindowAcknowledgementSize,
+};
+use scuffle_rtmp::user_control_messages::EventMessageStreamBegin;
+
+use super::chunk::{ChunkError, ChunkReader, ChunkReaderConfig, Message, message_type};
+
+/// The only RTMP version there is (C0/S0).
+const RTMP_VERSION: u8 = 3;
+
+/// Chunk size of what we send: responses are small; 4096 is what most servers use.
+const OUT_CHUNK_SIZE: u32 = 4096;
+
+/// Window Acknowledgement Size and peer bandwidth we announce (the common 2.5 MB;
+/// publishers do not throttle on it, it only makes them acknowledge our bytes).
+const WINDOW_ACK_SIZE: u32 = 2_500_000;
+
+/// Chunk stream for NetStream status messages (what nginx-rtmp and SRS use).
+const CHUNK_STREAM_ID_STATUS: u32 = 5;
+
+/// NetStreams one connection may create. Publishers create one; a few more covers
+/// clients that retry on the same connection.
+const MAX_NET_STREAMS: u32 = 8;
+
+/// `onStatus` code sent when a publish is refused because of its name.
+pub const PUBLISH_BAD_NAME: &str = "NetStream.Publish.BadName";
+/// `onStatus` code sent when a publish is refused for another reason.
+pub const PUBLISH_FAILED: &str = "NetStream.Publish.Failed";
+
+/// Limits of a [`Session`].
+#[derive(Clone, Copy, Debug)]
+pub struct SessionConfig {
+    /// Limits of the chunk reader.
+    pub chunk: ChunkReaderConfig,
+}
+
+impl Default for SessionConfig {
+    fn default() -> Self {
+        SessionConfig {
+            chunk: ChunkReaderConfig {
+                max_message_bytes: 8 << 20,
+                max_chunk_size: 65_536,
+                max_chunk_streams: 64,
+            },
+        }
+    }
+}
+
+/// What the session tells its driver.
+#[derive(Debug)]
+pub enum Event {
+    /// `connect` succeeded on this application name (`rtmp://host/APP`).
+    Connected {
+        /// The application, trailing `/` removed; may carry a `?query`.
+        app: String,
+    },
+    /// `publish`: answer with [`Session::accept_publish`] or [`Session::reject_publish`].
+    PublishRequested {
+        /// The application from `connect`.
+        app: String,
+        /// The publishing name (stream key) as sent, query included.
+        key: String,
+    },
+    /// An audio, video or script tag of the published stream (RTMP timestamp).
+    Media(Tag),
+    /// The client stopped publishing (`FCUnpublish`, `deleteStream`, `closeStream`).
+    Unpublished,
+}
+
+/// Why a session cannot continue. Each maps to a log line; the connection is closed
+/// after any response already produced is sent.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum SessionError {
+    /// The first byte is not RTMP version 3 (an HTTP request, TLS, RTMPE, garbage).
+    #[error("not an RTMP client (version byte {0:#04x})")]
+    NotRtmp(u8),
+    /// The handshake could not be completed.
+    #[error("handshake failed: {0}")]
+    Handshake(String),
+    /// The chunk stream is malformed or over a limit.
+    #[error("chunk stream: {0}")]
+    Chunk(#[from] ChunkError),
+    /// A command the session needs (`connect`, `createStream`, `publish`) is malformed.
+    #[error("malformed `{0}` command: {1}")]
+    BadCommand(String, String),
+    /// Commands in an impossible order (publish before connect, ...).
+    #[error("protocol violation: {0}")]
+    Protocol(&'static str),
+    /// The client asked to play; this server only takes publishers over RTMP
+    /// (`NetStream.Play.Failed` is sent first).
+    #[error("RTMP play is not supported (play over HTTP-FLV or WebSocket-FLV)")]
+    PlayNotSupported,
+    /// Encoding a response failed (a bug, not peer input).
+    #[error("encoding a response: {0}")]
+    Encode(String),
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Phase {
+    /// Waiting for C0 + C1.
+    C0C1,
+    /// Waiting for C2.
+    C2,
+    /// Exchanging messages.
+    Messages,
+    /// A publish was refused: everything else the client sends is ignored.
+    Refused,
+}
+
+#[derive(Clone, Copy, Debug)]
+struct PendingPublish {
+    stream_id: u32,
+}
+
+/// An RTMP server session for one publishing connection.
+pub struct Session {
+    phase: Phase,
+    handshake: Option<HandshakeServer>,
+    handshake_buf: BytesMut,
+    reader: ChunkReader,
+    writer: ChunkWriter,
+    out: Vec<u8>,
+    events: VecDeque<Event>,
+    app: Option<String>,
+    streams_created: u32,
+    pending: Option<PendingPublish>,
+    publishing: Option<u32>,
+    /// Bytes received in total, for acknowledgements (§5.4.3).
+    bytes_in: u64,
+    /// The peer's Window Acknowledgement Size, once it sent one.
+    peer_window: Option<u32>,
+    last_ack: u64,
+}
+
+impl std::fmt::Debug for Session {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Session")
+            .field("phase", &self.phase)
+            .field("app", &self.app)
+            .field("publishing", &self.publishing)
+            .field("bytes_in", &self.bytes_in)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Session {
+    /// A session waiting for the client's handshake.
+    pub fn new(config: SessionConfig) -> Session {
+        Session {
+            phase: Phase::C0C1,
+            handshake: Some(HandshakeServer::default()),
+            handshake_buf: BytesMut::new(),
+            reader: ChunkReader::new(config.chunk),
+            writer: ChunkWriter::default(),
+            out: Vec::new(),
+            events: VecDeque::new(),
+            app: None,
+            streams_created: 0,
+            pending: None,
+            publishing: None,
+            bytes_in: 0,
+            peer_window: None,
+            last_ack: 0,
+        }
+    }
+
+    /// The handshake is complete.
+    pub fn handshake_done(&self) -> bool {
+        matches!(self.phase, Phase::Messages | Phase::Refused)
+    }
+
+    /// A publish was accepted and not ended.
+    pub fn is_publishing(&self) -> bool {
+        self.publishing.is_some()
+    }
+
+    /// Processes received bytes.
+    pub fn handle_input(&mut self, data: &[u8]) -> Result<(), SessionError> {
+        self.bytes_in += data.len() as u64;
+        match self.phase {
+            Phase::C0C1 | Phase::C2 => {
+                self.handshake_buf.extend_from_slice(data);
+                self.drive_handshake()?;
+            }
+            Phase::Messages => self.reader.push(data),
+            Phase::Refused => return Ok(()),
+        }
+        if self.phase == Phase::Messages {
+            self.acknowledge()?;
+            self.process()?;
+        }
+        Ok(())
+    }
+
+    /// The next event, if any.
+    pub fn poll_event(&mut self) -> Option<Event> {
+        self.events.pop_front()
+    }
+
+    /// Bytes to send to the client, in order.
+    pub fn take_output(&mut self) -> Vec<u8> {
+        std::mem::take(&mut self.out)
+    }
+
+    /// Accepts the pending publish: `NetStream.Publish.Start`, then processing
+    /// resumes (media events follow).
+    pub fn accept_publish(&mut self, description: &str) -> Result<(), SessionError> {
+        let Some(pending) = self.pending.take() else {
+            return Ok(());
+        };
+        self.publishing = Some(pending.stream_id);
+        EventMessageStreamBegin {
+            stream_id: pending.stream_id,
+        }
+        .write(&self.writer, &mut self.out)
+        .map_err(encode)?;
+        self.write_status(
+            pending.stream_id,
+            CommandResultLevel::Status,
+            "NetStream.Publish.Start",
+            description,
+        )?;
+        self.process()
+    }
+
+    /// Refuses the pending publish with an error `onStatus` (`code` such as
+    /// [`PUBLISH_BAD_NAME`]). The driver sends the output and closes.
+    pub fn reject_publish(&mut self, code: &'static str, description: &str) {
+        let stream_id = self.pending.take().map_or(0, |p| p.stream_id);
+        self.phase = Phase::Refused;
+        if let Err(e) = self.write_status(stream_id, CommandResultLevel::Error, code, description) {
+            tracing::debug!(error = %e, "could not encode the refusal");
+        }
+    }
+
+    fn drive_handshake(&mut self) -> Result<(), SessionError> {
+        if self.phase == Phase::C0C1 {
+            match self.handshake_buf.first() {
+                Some(&RTMP_VERSION) => {}
+                Some(&other) => return Err(SessionError::NotRtmp(other)),
+                None => return Ok(()),
+            }
+            if self.handshake_buf.len() < 1 + RTMP_HANDSHAKE_SIZE {
+                return Ok(());
+            }
+            let c0c1 = self
+                .handshake_buf
+                .split_to(1 + RTMP_HANDSHAKE_SIZE)
+                .freeze();
+            self.handshake_step(c0c1)?;
+            self.phase = Phase::C2;
+        }
+        if self.phase == Phase::C2 && self.handshake_buf.len() >= RTMP_HANDSHAKE_SIZE {
+            let c2 = self.handshake_buf.split_to(RTMP_HANDSHAKE_SIZE).freeze();
+            self.handshake_step(c2)?;
+            if !self.handshake.as_ref().is_some_and(|h| h.is_finished()) {
+                return Err(SessionError::Handshake("not finished after C2".into()));
+            }
+            self.handshake = None;
+            self.phase = Phase::Messages;
+            let rest = std::mem::take(&mut self.handshake_buf);
+            self.reader.push(&rest);
+            tracing::trace!("handshake complete");
+        }
+        Ok(())
+    }
+
+    fn handshake_step(&mut self, input: Bytes) -> Result<(), SessionError> {
+        let Some(handshake) = self.handshake.as_mut() else {
+            return Err(SessionError::Handshake("already finished".into()));
+        };
+        handshake
+            .handshake(&mut Cursor::new(input), &mut self.out)
+            .map_err(|e| SessionError::Handshake(e.to_string()))
+    }
+
+    /// Sends an Acknowledgement each time the peer's window of bytes was received.
+    fn acknowledge(&mut self) -> Result<(), SessionError> {
+        let Some(window) = self.peer_window else {
+            return Ok(());
+        };
+        if self.bytes_in - self.last_ack >= u64::from(window) {
+            self.last_ack = self.bytes_in;
+            ProtocolControlMessageAcknowledgement {
+                // The sequence number wraps like every RTMP counter.
+                sequence_number: self.bytes_in as u32,
+            }
+            .write(&mut self.out, &self.writer)
+            .map_err(encode)?;
+        }
+        Ok(())
+    }
+
+    /// Reads messages until more bytes are needed or a publish awaits its answer.
+    fn process(&mut self) -> Result<(), SessionError> {
+        while self.phase == Phase::Messages && self.pending.is_none() {
+            let Some(msg) = self.reader.next_message()? else {
+                break;
+            };
+            self.on_message(msg)?;
+        }
+        Ok(())
+    }
+
+    fn on_message(&mut self, msg: Message) -> Result<(), SessionError> {
+        match msg.type_id {
+            message_type::AUDIO => self.media(TagType::Audio, msg.timestamp, msg.payload),
+            message_type::VIDEO => self.media(TagType::Video, msg.timestamp, msg.payload),
+            message_type::DATA_AMF0 => self.media(TagType::Script, msg.timestamp, msg.payload),
+            // AMF3 data/command messages start with a format byte, then plain AMF0.
+            message_type::DATA_AMF3 if msg.payload.first() == Some(&0) => {
+                self.media(TagType::Script, msg.timestamp, msg.payload.slice(1..));
+            }
+            message_type::COMMAND_AMF0 => return self.on_command(msg.stream_id, msg.payload),
+            message_type::COMMAND_AMF3 if msg.payload.first() == Some(&0) => {
+                return self.on_command(msg.stream_id, msg.payload.slice(1..));
+            }
+            message_type::WINDOW_ACK_SIZE => {
+                let size = msg
+                    .payload
+                    .get(..4)
+                    .map(|b| u32::from_be_bytes([b[0], b[1], b[2], b[3]]));
+                self.peer_window = size.filter(|&s| s > 0);
+            }
+            message_type::SET_CHUNK_SIZE => {
+                tracing::trace!(size = self.reader.chunk_size(), "peer chunk size");
+            }
+            message_type::ABORT
+            | message_type::ACKNOWLEDGEMENT
+            | message_type::USER_CONTROL
+            | message_type::SET_PEER_BANDWIDTH => {}
+            other => {
+                tracing::debug!(
+                    type_id = other,
+                    len = msg.payload.len(),
+                    "ignored RTMP message"
+                );
+            }
+        }
+        Ok(())
+    }
+
+    fn media(&mut self, tag_type: TagType, timestamp: u32, body: Bytes) {
+        if self.publishing.is_none() {
+            tracing::debug!(?tag_type, "media before publish ignored");
+            return;
+        }
+        if body.is_empty() {
+            return;
+        }
+        self.events
+            .push_back(Event::Media(Tag::new(tag_type, timestamp, body)));
+    }
+
+    fn on_command(&mut self, stream_id: u32, payload: Bytes) -> Result<(), SessionError> {
+        let name = Amf0Decoder::from_buf(payload.clone())
+            .decode_string()
+            .map(|s| s.as_str().to_owned())
+            .map_err(|e| SessionError::BadCommand("?".into(), e.to_string()))?;
+        let command = match Command::read(payload) {
+            Ok(c) => c,
+            Err(e) if matches!(name.as_str(), "connect" | "createStream" | "publish") => {
+                return Err(SessionError::BadCommand(name, e.to_string()));
+            }
+            Err(e) => {
+                tracing::debug!(command = %name, error = %e, "undecodable command ignored");
+                return Ok(());
+            }
+        };
+        let txn = command.transaction_id;
+        match command.command_type {
+            CommandType::NetConnection(NetConnectionCommand::Connect(connect)) => {
+                if self.app.is_some() {
+                    return Err(SessionError::Protocol("second `connect`"));
+                }
+                let app = connect.app.as_str().trim_matches('/').to_owned();
+                self.on_connect(txn)?;
+                self.app = Some(app.clone());
+                self.events.push_back(Event::Connected { app });
+            }
+            CommandType::NetConnection(NetConnectionCommand::CreateStream) => {
+                if self.app.is_none() {
+                    return Err(SessionError::Protocol("`createStream` before `connect`"));
+                }
+                if self.streams_created >= MAX_NET_STREAMS {
+                    return Err(SessionError::Protocol("too many `createStream` calls"));
+                }
+                self.streams_created += 1;
+                let id = self.streams_created;
+                Command {
+                    transaction_id: txn,
+                    command_type: CommandType::NetConnection(
+                        NetConnectionCommand::CreateStreamResult {
+                            stream_id: f64::from(id),
+                        },
+                    ),
+                }
+                .write(&mut self.out, &self.writer)
+                .map_err(encode)?;
+            }
+            CommandType::NetStream(NetStreamCommand::Publish {
+                publishing_name, ..
+            }) => {
+                let Some(app) = self.app.clone() else {
+                    return Err(SessionError::Protocol("`publish` before `connect`"));
+                };
+                if self.publishing.is_some() {
+                    return Err(SessionError::Protocol("second `publish` on one connection"));
+                }
+                self.pending = Some(PendingPublish { stream_id });
+                self.events.push_back(Event::PublishRequested {
+                    app,
+                    key: publishing_name.as_str().to_owned(),
+                });
+            }
+            CommandType::NetStream(
+                NetStreamCommand::DeleteStream { .. } | NetStreamCommand::CloseStream,
+            ) => self.unpublish(),
+            CommandType::NetStream(
+                NetStreamCommand::Play { .. } | NetStreamCommand::Play2 { .. },
+            ) => {
+                self.write_status(
+                    stream_id,
+                    CommandResultLevel::Error,
+                    "NetStream.Play.Failed",
+                    "this server takes publishers only; play over HTTP-FLV or WebSocket-FLV",
+                )?;
+                return Err(SessionError::PlayNotSupported);
+            }
+            CommandType::Unknown(unknown) => match unknown.command_name.as_str() {
+                // OBS and ffmpeg send these before `publish`; both accept a plain result.
+                "releaseStream" | "FCPublish" => self.write_result(txn)?,
+                "FCUnpublish" => self.unpublish(),
+                other => tracing::debug!(command = other, "command ignored"),
+            },
+            other => tracing::debug!(command = ?other, "command ignored"),
+        }
+        Ok(())
+    }
+
+    fn unpublish(&mut self) {
+        if self.publishing.take().is_some() {
+            self.events.push_back(Event::Unpublished);
+        }
+    }
+
+    fn on_connect(&mut self, txn: f64) -> Result<(), SessionError> {
+        ProtocolControlMessageWindowAcknowledgementSize {
+            acknowledgement_window_size: WINDOW_ACK_SIZE,
+        }
+        .write(&mut self.out, &self.writer)
+        .map_err(encode)?;
+        ProtocolControlMessageSetPeerBandwidth {
+            acknowledgement_window_size: WINDOW_ACK_SIZE,
+            limit_type: ProtocolControlMessageSetPeerBandwidthLimitType::Dynamic,
+        }
+        .write(&mut self.out, &self.writer)
+        .map_err(encode)?;
+        ProtocolControlMessageSetChunkSize {
+            chunk_size: OUT_CHUNK_SIZE,
+        }
+        .write(&mut self.out, &self.writer)
+        .map_err(encode)?;
+        self.writer.set_chunk_size(OUT_CHUNK_SIZE as usize);
+        Command {
+            transaction_id: txn,
+            command_type: CommandType::NetConnection(NetConnectionCommand::ConnectResult(
+                NetConnectionCommandConnectResult::default(),
+            )),
+        }
+        .write(&mut self.out, &self.writer)
+        .map_err(encode)
+    }
+
+    /// `_result` with a null command object and `undefined` (releaseStream, FCPublish).
+    fn write_result(&mut self, txn: f64) -> Result<(), SessionError> {
+        let mut body = Vec::new();
+        let mut enc = Amf0Encoder::new(&mut body);
+        enc.encode_string("_result").map_err(encode)?;
+        enc.encode_number(txn).map_err(encode)?;
+        enc.encode_null().map_err(encode)?;
+        enc.encode_undefined().map_err(encode)?;
+        self.writer
+            .write_chunk(
+                &mut self.out,
+                Chunk::new(
+                    CHUNK_STREAM_ID_COMMAND,
+                    0,
+                    MessageType::CommandAMF0,
+                    0,
+                    body.into(),
+                ),
+            )
+            .map_err(encode)
+    }
+
+    fn write_status(
+        &mut self,
+        stream_id: u32,
+        level: CommandResultLevel,
+        code: &'static str,
+        description: &str,
+    ) -> Result<(), SessionError> {
+        let mut body = Vec::new();
+        OnStatus {
+            code: OnStatusCode(code),
+            description: Some(description.to_owned().into()),
+            level,
+            others: None,
+        }
+        .write(&mut body, 0.0)
+        .map_err(encode)?;
+        self.writer
+            .write_chunk(
+                &mut self.out,
+                Chunk::new(
+                    CHUNK_STREAM_ID_STATUS,
+                    0,
+                    MessageType::CommandAMF0,
+                    stream_id,
+                    body.into(),
+                ),
+            )
+            .map_err(encode)
+    }
+}
+
+fn encode(e: impl std::fmt::Display) -> SessionError {
+    SessionError::Encode(e.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::rtmp::chunk::{ChunkEncoder, FirstHeader};
+    use scuffle_amf0::{Amf0Object, Amf0Value};
+
+    /// AMF0 values of a test command.
+    enum V<'a> {
+        S(&'a str),
+        N(f64),
+        Null,
+        /// `{ app: "..." }`
+        App(&'a str),
+    }
+    use V::*;
+
+    fn command(out: &mut Vec<u8>, stream_id: u32, values: &[V<'_>]) {
+        let mut body = Vec::new();
+        let mut enc = Amf0Encoder::new(&mut body);
+        for v in values {
+            match v {
+                S(s) => enc.encode_string(s).unwrap(),
+                N(n) => enc.encode_number(*n).unwrap(),
+                Null => enc.encode_null().unwrap(),
+                App(app) => {
+                    let obj: Amf0Object<'_> =
+                        [("app".into(), Amf0Value::String((*app).to_owned().into()))]
+                            .into_iter()
+                            .collect();
+                    enc.encode_object(&obj).unwrap();
+                }
+            }
+        }
+        ChunkEncoder::new(128).message(out, 3, FirstHeader::Full, 0, 20, stream_id, &body);
+    }
+
+    fn handshake(s: &mut Session) {
+        let mut c0c1 = vec![3u8];
+        c0c1.extend_from_slice(&[0u8; RTMP_HANDSHAKE_SIZE]);
+        s.handle_input(&c0c1).unwrap();
+        let s0s1s2 = s.take_output();
+        assert_eq!(s0s1s2.len(), 1 + 2 * RTMP_HANDSHAKE_SIZE);
+        assert_eq!(s0s1s2[0], 3);
+        assert!(!s.handshake_done());
+        s.handle_input(&[0u8; RTMP_HANDSHAKE_SIZE]).unwrap();
+        assert!(s.handshake_done());
+    }
+
+    fn connect_and_publish(s: &mut Session, app: &str, key: &str) {
+        let mut input = Vec::new();
+        command(&mut input, 0, &[S("connect"), N(1.0), App(app)]);
+        command(&mut input, 0, &[S("releaseStream"), N(2.0), Null, S(key)]);
+        command(&mut input, 0, &[S("createStream"), N(4.0), Null]);
+        command(
+            &mut input,
+            1,
+            &[S("publish"), N(5.0), Null, S(key), S("live")],
+        );
+        // Media right behind the publish, in the same read.
+        ChunkEncoder::new(128).message(
+            &mut input,
+            4,
+            FirstHeader::Full,
+            7,
+            8,
+            1,
+            &[0xAF, 0, 0x12, 0x10],
+        );
+        s.handle_input(&input).unwrap();
+    }
+
+    fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+        haystack.windows(needle.len()).any(|w| w == needle)
+    }
+
+    #[test]
+    fn publish_is_held_until_answered_then_media_flows() {
+        let mut s = Session::new(SessionConfig::default());
+        handshake(&mut s);
+        connect_and_publish(&mut s, "live/", "cam?token=x");
+        assert!(matches!(s.poll_event(), Some(Event::Connected { app }) if app == "live"));
+        match s.poll_event() {
+            Some(Event::PublishRequested { app, key }) => {
+                assert_eq!((app.as_str(), key.as_str()), ("live", "cam?token=x"));
+            }
+            other => panic!("expected a publish request, got {other:?}"),
+        }
+        assert!(
+            s.poll_event().is_none(),
+            "no media before the publish is accepted"
+        );
+        let responses = s.take_output();
+        assert!(contains(&responses, b"NetConnection.Connect.Success"));
+        s.accept_publish("publishing").unwrap();
+        assert!(contains(&s.take_output(), b"NetStream.Publish.Start"));
+        match s.poll_event() {
+            Some(Event::Media(tag)) => {
+                assert_eq!((tag.tag_type, tag.timestamp), (TagType::Audio, 7));
+                assert!(tag.is_sequence_header());
+            }
+            other => panic!("expected media, got {other:?}"),
+        }
+        let mut input = Vec::new();
+        command(&mut input, 0, &[S("FCUnpublish"), N(6.0), Null, S("cam")]);
+        command(&mut input, 0, &[S("deleteStream"), N(7.0), Null, N(1.0)]);
+        s.handle_input(&input).unwrap();
+        assert!(matches!(s.poll_event(), Some(Event::Unpublished)));
+        assert!(s.poll_event().is_none());
+    }
+
+    #[test]
+    fn a_refused_publish_gets_an_error_status_and_nothing_more() {
+        let mut s = Session::new(SessionConfig::default());
+        handshake(&mut s);
+        connect_and_publish(&mut s, "live", "cam");
+        while s.poll_event().is_some() {}
+        s.take_output();
+        s.reject_publish(PUBLISH_BAD_NAME, "stream `cam` already has a publisher");
+        let out = s.take_output();
+        assert!(contains(&out, b"NetStream.Publish.BadName"));
+        assert!(contains(&out, b"error"));
+        s.handle_input(&[1, 2, 3]).unwrap();
+        assert!(s.poll_event().is_none());
+    }
+
+    #[test]
+    fn bad_input_is_an_error() {
+        let mut s = Session::new(SessionConfig::default());
+        assert!(matches!(
+            s.handle_input(b"\x16\x03\x01"),
+            Err(SessionError::NotRtmp(0x16))
+        ));
+
+        let mut s = Session::new(SessionConfig::default());
+        handshake(&mut s);
+        let mut input = Vec::new();
+        command(
+            &mut input,
+            1,
+            &[S("publish"), N(5.0), Null, S("x"), S("live")],
+        );
+        assert!(matches!(
+            s.handle_input(&input),
+            Err(SessionError::Protocol(_))
+        ));
+
+        let mut s = Session::new(SessionConfig::default());
+        handshake(&mut s);
+        let mut input = Vec::new();
+        command(&mut input, 0, &[S("connect"), N(1.0), Null]);
+        assert!(matches!(
+            s.handle_input(&input),
+            Err(SessionError::BadCommand(..))
+        ));
+
+        let mut s = Session::new(SessionConfig::default());
+        handshake(&mut s);
+        let mut input = Vec::new();
+        command(&mut input, 0, &[S("connect"), N(1.0), App("live")]);
+        command(&mut input, 1, &[S("play"), N(3.0), Null, S("cam")]);
+        assert!(matches!(
+            s.handle_input(&input),
+            Err(SessionError::PlayNotSupported)
+        ));
+        assert!(contains(&s.take_output(), b"NetStream.Play.Failed"));
+    }
+}
