@@ -10,12 +10,16 @@
 //! - [`ingest`]: HTTP and WebSocket publishers. [`egress`]: players.
 //! - [`rtmp`]: RTMP publishers (OBS, ffmpeg).
 
+pub mod auth;
 pub mod cli;
 pub mod config;
 pub mod egress;
+pub mod hooks;
 pub mod http;
 pub mod hub;
 pub mod ingest;
+pub mod metrics;
 pub mod rtmp;
 pub mod server;
 pub mod signal;
+pub mod tls;
