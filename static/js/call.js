@@ -1,11 +1,19 @@
 // The call page: /call.html?room=ROOM[&name=NAME] — a mesh video call.
 //
-// One RTCPeerConnection per other peer. Both sides add their tracks as soon as they
-// know each other, so both may send an offer at once ("glare"); the "perfect
-// negotiation" pattern resolves it with the `polite` flag the server gives for every
-// pair (the polite side rolls back its own offer, the impolite side ignores the
-// other's). ICE candidates that arrive before the remote description is set are queued
-// and added right after it is.
+// One RTCPeerConnection per other peer. The newcomer (who finds the peer in its
+// `welcome`) adds its tracks at once and sends the first offer; the peer already in the
+// room (told by `peer-joined`) adds its tracks when that offer arrives, so the first
+// negotiation has a single offerer. Any later negotiation (ICE restart, a side that
+// reconnected and started over) may still see both sides offer at once ("glare"): the
+// "perfect negotiation" pattern resolves it with the `polite` flag the server gives
+// for every pair (the polite side rolls back its own offer, the impolite side ignores
+// the other's). ICE candidates that arrive before the remote description is set are
+// queued and added right after it is.
+//
+// Why not let both sides offer at once from the start and rely on perfect negotiation
+// alone: in Chromium, a polite side whose own setLocalDescription() is still running
+// when the other's offer arrives sometimes answers but never gathers ICE candidates for
+// that connection (seen in this repo's browser tests, ~1 run in 3 with three peers).
 import { el, signalUrl, copyText } from './common.js';
 import { SignalingClient } from './signaling.js';
 
@@ -13,6 +21,8 @@ const $ = (id) => document.getElementById(id);
 const params = new URLSearchParams(location.search);
 const room = (params.get('room') || '').trim();
 const myName = (params.get('name') || '').trim() || `guest-${Math.random().toString(36).slice(2, 6)}`;
+/** `&debug=1` logs the negotiation to the console. */
+const debug = params.has('debug') ? (...args) => console.log('[call]', ...args) : () => {};
 
 /** @type {SignalingClient|null} */
 let client = null;
@@ -31,8 +41,13 @@ function notice(text, kind = '') {
 
 /** Everything about one remote peer: its connection, its tile, its negotiation state. */
 class PeerLink {
-  constructor(peer, polite, meta) {
+  /**
+   * @param {string} peer @param {boolean} polite @param {object} meta
+   * @param {boolean} initiator add tracks now and offer first (we are the newcomer)
+   */
+  constructor(peer, polite, meta, initiator) {
     this.peer = peer;
+    this.tracksAdded = false;
     this.polite = !!polite;
     this.meta = meta || {};
     this.reconnecting = false;
@@ -52,13 +67,7 @@ class PeerLink {
 
     const pc = new RTCPeerConnection({ iceServers: client.iceServers });
     this.pc = pc;
-    if (localStream) {
-      for (const track of localStream.getTracks()) pc.addTrack(track, localStream);
-    } else {
-      // No camera/mic here: still receive the other side's media.
-      pc.addTransceiver('audio', { direction: 'recvonly' });
-      pc.addTransceiver('video', { direction: 'recvonly' });
-    }
+    if (initiator) this.addTracks();
     pc.ontrack = ({ track, streams }) => {
       const stream = streams[0] || this.video.srcObject || new MediaStream();
       if (!streams[0]) stream.addTrack(track);
@@ -66,12 +75,16 @@ class PeerLink {
       this.play();
     };
     pc.onicecandidate = ({ candidate }) => {
-      if (candidate && client) client.candidate(peer, candidate.toJSON());
+      if (candidate && client) {
+        debug('send candidate to', peer, candidate.type, candidate.address, candidate.usernameFragment);
+        client.candidate(peer, candidate.toJSON());
+      }
     };
     pc.onnegotiationneeded = async () => {
       try {
         this.makingOffer = true;
         await pc.setLocalDescription();
+        debug('send offer to', peer, 'signalingState', pc.signalingState);
         client.offer(peer, pc.localDescription.sdp);
       } catch (err) {
         console.warn('offer to', peer, 'failed:', err);
@@ -80,9 +93,23 @@ class PeerLink {
       }
     };
     pc.onconnectionstatechange = () => {
+      debug('connection to', peer, pc.connectionState);
       if (pc.connectionState === 'failed') pc.restartIce();
       renderPeers();
     };
+  }
+
+  /** Send our camera/mic (or, without them, ask to receive). Once per connection. */
+  addTracks() {
+    if (this.tracksAdded) return;
+    this.tracksAdded = true;
+    if (localStream) {
+      for (const track of localStream.getTracks()) this.pc.addTrack(track, localStream);
+    } else if (this.pc.getTransceivers().length === 0) {
+      // No camera/mic here: still receive the other side's media.
+      this.pc.addTransceiver('audio', { direction: 'recvonly' });
+      this.pc.addTransceiver('video', { direction: 'recvonly' });
+    }
   }
 
   displayName() {
@@ -111,23 +138,32 @@ class PeerLink {
 
   async _handle(msg) {
     const pc = this.pc;
+    debug('handle', msg.type, 'from', this.peer, 'signalingState', pc.signalingState, 'makingOffer', this.makingOffer);
     if (msg.type === 'offer' || msg.type === 'answer') {
       const description = { type: msg.type, sdp: msg.sdp };
       const readyForOffer = !this.makingOffer && (pc.signalingState === 'stable' || this.settingRemoteAnswer);
       const collision = msg.type === 'offer' && !readyForOffer;
       this.ignoreOffer = !this.polite && collision;
-      if (this.ignoreOffer) return; // impolite side: our own offer wins
+      if (this.ignoreOffer) {
+        debug('ignore colliding offer from', this.peer);
+        return; // impolite side: our own offer wins
+      }
       this.settingRemoteAnswer = msg.type === 'answer';
       await pc.setRemoteDescription(description); // polite side: rolls back our offer
       this.settingRemoteAnswer = false;
       await this.flushCandidates();
       if (msg.type === 'offer') {
+        // Adding tracks now reuses the offer's transceivers: the answer carries them
+        // and no second negotiation is needed.
+        this.addTracks();
         await pc.setLocalDescription();
+        debug('send answer to', this.peer);
         client.answer(this.peer, pc.localDescription.sdp);
       }
     } else if (msg.type === 'candidate') {
       if (!msg.candidate) return;
       if (!pc.remoteDescription) {
+        debug('queue candidate from', this.peer);
         this.pendingCandidates.push(msg.candidate);
         return;
       }
@@ -143,7 +179,9 @@ class PeerLink {
   async addCandidate(c) {
     try {
       await this.pc.addIceCandidate(c);
+      debug('added candidate from', this.peer, c.usernameFragment);
     } catch (err) {
+      debug('candidate from', this.peer, c.usernameFragment, 'rejected:', String(err));
       // Candidates of an offer we ignored cannot be added; that is expected.
       if (!this.ignoreOffer) console.warn('candidate from', this.peer, 'rejected:', err);
     }
@@ -186,10 +224,10 @@ class PeerLink {
   }
 }
 
-function ensureLink(peer, polite, meta) {
+function ensureLink(peer, polite, meta, initiator) {
   let link = links.get(peer);
   if (!link) {
-    link = new PeerLink(peer, polite, meta);
+    link = new PeerLink(peer, polite, meta, initiator);
     links.set(peer, link);
   }
   return link;
@@ -288,29 +326,31 @@ function connect() {
     }
     for (const peer of [...links.keys()]) if (!roster.has(peer)) dropLink(peer);
     for (const p of roster.values()) {
-      const link = ensureLink(p.peer, p.polite, p.meta);
-      link.reconnecting = false;
+      const link = ensureLink(p.peer, p.polite, p.meta, true);
+      link.reconnecting = !!p.reconnecting;
     }
     renderPeers();
   });
   client.on('peer-joined', (p) => {
     dropLink(p.peer); // same id again: an old connection is stale
-    ensureLink(p.peer, p.polite, p.meta);
+    ensureLink(p.peer, p.polite, p.meta, false);
     renderPeers();
   });
   client.on('peer-left', (p) => {
     dropLink(p.peer);
     renderPeers();
   });
-  client.on('peer-reconnecting', (p) => {
-    const link = links.get(p.peer);
-    if (link) link.reconnecting = true;
-    renderPeers();
-  });
+  for (const type of ['peer-reconnecting', 'peer-resumed']) {
+    client.on(type, (p) => {
+      const link = links.get(p.peer);
+      if (link) link.reconnecting = type === 'peer-reconnecting';
+      renderPeers();
+    });
+  }
   for (const type of ['offer', 'answer', 'candidate']) {
     client.on(type, (msg) => {
       const known = client.peers.get(msg.from);
-      const link = links.get(msg.from) || (known ? ensureLink(msg.from, known.polite, known.meta) : null);
+      const link = links.get(msg.from) || (known ? ensureLink(msg.from, known.polite, known.meta, false) : null);
       if (!link) return;
       if (link.reconnecting) {
         link.reconnecting = false;

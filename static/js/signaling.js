@@ -32,8 +32,10 @@
 //   gives back the SAME peer id and delivers the messages it queued for us meanwhile.
 //   If the server no longer knows the session (grace period over), the client joins
 //   afresh and `welcome.resumed` is false.
-// * `closed`: after `close()`, or when the server rejects us for good (close code
-//   4000-4999, e.g. unauthorized or a protocol violation). No more reconnects.
+// * `closed`: after `close()`, or when the server rejects us for good (a close code in
+//   `FATAL_CLOSE_CODES`: unauthorized, protocol violation, room full, flood, or our
+//   session resumed elsewhere). No more reconnects. Other closes (server restart
+//   1001, join timeout 4002, idle 4005, slow reader 4006, network loss 1006) reconnect.
 //
 // Sending: `send(msg)` and its helpers (`offer`, `answer`, `candidate`, `message`)
 // never lose a message while the client is not connected: messages are queued (bounded
@@ -46,7 +48,7 @@
 //
 // Events (all `CustomEvent`s whose `detail` is the server message object, unless
 // noted): `statechange` ({state, previous}), `welcome` (plus `resumed: boolean`),
-// `peer-joined`, `peer-left`, `peer-reconnecting`, `offer`, `answer`, `candidate`,
+// `peer-joined`, `peer-left`, `peer-reconnecting`, `peer-resumed`, `offer`, `answer`, `candidate`,
 // `message`, `pong`, `error` (server `{code, message, id?}`; client-side problems use
 // codes starting with `client-`), `reconnect-scheduled` ({delay, attempt, reason}),
 // `unknown` (any other message type).
@@ -98,9 +100,16 @@ const DEFAULTS = {
 
 /** Types the client handles itself or passes on as events of the same name. */
 const KNOWN_TYPES = new Set([
-  'welcome', 'peer-joined', 'peer-left', 'peer-reconnecting',
+  'welcome', 'peer-joined', 'peer-left', 'peer-reconnecting', 'peer-resumed',
   'offer', 'answer', 'candidate', 'message', 'pong', 'error',
 ]);
+
+/**
+ * Server close codes after which reconnecting cannot help (see the signaling
+ * protocol's close codes): 4001 unauthorized, 4003 binary frame, 4004 session resumed
+ * on another connection, 4007 not UTF-8, 4009 too large, 4013 room full, 4029 flood.
+ */
+export const FATAL_CLOSE_CODES = Object.freeze([4001, 4003, 4004, 4007, 4009, 4013, 4029]);
 
 /**
  * Delay before reconnect attempt number `attempt` (0-based): exponential growth capped
@@ -290,7 +299,7 @@ export class SignalingClient extends EventTarget {
     };
     ws.onclose = (ev) => {
       if (this._ws !== ws) return;
-      if (ev.code >= 4000 && ev.code <= 4999) {
+      if (FATAL_CLOSE_CODES.includes(ev.code)) {
         // The server rejected us (unauthorized, protocol violation, ...): retrying
         // would be rejected again.
         this._emit('error', { code: 'client-rejected', message: `closed by server: ${ev.code} ${ev.reason}` });
@@ -310,7 +319,7 @@ export class SignalingClient extends EventTarget {
     const type = msg.type;
     if (type === 'welcome') {
       clearTimeout(this._timers.connect);
-      const resumed = this._resumeTried && this.peerId === msg.peer;
+      const resumed = typeof msg.resumed === 'boolean' ? msg.resumed : this._resumeTried && this.peerId === msg.peer;
       this._resumeTried = false;
       this._attempt = 0;
       this.peerId = msg.peer;
@@ -318,7 +327,7 @@ export class SignalingClient extends EventTarget {
       this.iceServers = Array.isArray(msg.ice_servers) ? msg.ice_servers : [];
       if (msg.heartbeat_ms > 0) this._heartbeatMs = msg.heartbeat_ms;
       this.peers.clear();
-      for (const p of msg.peers || []) this.peers.set(p.peer, { ...p, reconnecting: false });
+      for (const p of msg.peers || []) this.peers.set(p.peer, { reconnecting: false, ...p });
       this._startHeartbeat(ws);
       this._setState(States.CONNECTED);
       this._emit('welcome', { ...msg, resumed });
@@ -340,9 +349,9 @@ export class SignalingClient extends EventTarget {
       this.peers.set(msg.peer, { peer: msg.peer, meta: msg.meta, polite: msg.polite, reconnecting: false });
     } else if (type === 'peer-left') {
       this.peers.delete(msg.peer);
-    } else if (type === 'peer-reconnecting') {
+    } else if (type === 'peer-reconnecting' || type === 'peer-resumed') {
       const p = this.peers.get(msg.peer);
-      if (p) p.reconnecting = true;
+      if (p) p.reconnecting = type === 'peer-reconnecting';
     } else if (type === 'ping') {
       // A server-side JSON ping: answer it.
       ws.send(JSON.stringify({ type: 'pong' }));

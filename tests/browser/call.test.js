@@ -3,12 +3,16 @@
 // Run: node --test tests/browser/
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
-import { launchBrowser, openPage, requireTools, screenshot, startServer, waitFor } from './harness.js';
+import { writeFileSync } from 'node:fs';
+import path from 'node:path';
+import { TARGET_DIR, launchBrowser, openPage, requireTools, screenshot, startServer, waitFor } from './harness.js';
 
 describe('call page', { timeout: 180000 }, () => {
   let server;
   let browser;
   const contexts = [];
+  /** Console logs of every page opened, for failure messages. */
+  const allLogs = [];
 
   before(async () => {
     requireTools();
@@ -26,7 +30,9 @@ describe('call page', { timeout: 180000 }, () => {
     const context = await browser.newContext({ viewport: { width: 1000, height: 700 } });
     contexts.push(context);
     await context.grantPermissions(['camera', 'microphone'], { origin: server.http });
-    return openPage(context, `${server.http}/call.html?room=${room}&name=${name}`, name);
+    const opened = await openPage(context, `${server.http}/call.html?room=${room}&name=${name}&debug=1`, name);
+    allLogs.push(opened.logs);
+    return opened;
   }
 
   const callStats = (page) => page.evaluate(() => window.wsrelayCall.stats());
@@ -38,7 +44,10 @@ describe('call page', { timeout: 180000 }, () => {
       return s.length === count && s.every((p) => p.framesDecoded > 0 && p.videoFrames > 0 && p.videoWidth > 0) ? s : null;
     }, 20000, what, 250).catch(async (err) => {
       const s = await callStats(page).catch(() => 'n/a');
-      throw new Error(`${err.message}\nstats: ${JSON.stringify(s)}\n${logs.slice(-30).join('\n')}\n--- server ---\n${server.log}`);
+      const file = path.join(TARGET_DIR, 'browser-call-failure.log');
+      writeFileSync(file, allLogs.map((l) => l.join('\n')).join('\n') + `\n--- server ---\n${server.log}\n`);
+      const pages = `${allLogs.map((l) => l.slice(-15).join('\n')).join('\n')}\n(all page logs: ${file})`;
+      throw new Error(`${err.message}\nstats: ${JSON.stringify(s)}\n${pages}\n--- server ---\n${server.log}`);
     });
   }
 
@@ -77,7 +86,7 @@ describe('call page', { timeout: 180000 }, () => {
     for (const p of peers) await p.page.close();
   });
 
-  it('mute and camera off stop sending without renegotiation', async () => {
+  it('mute and camera off; simultaneous renegotiation (glare) is resolved', async () => {
     const x = await join('r4', 'x');
     const y = await join('r4', 'y');
     await seesVideoFrom(x.page, 1, x.logs, 'x to decode y');
@@ -90,6 +99,24 @@ describe('call page', { timeout: 180000 }, () => {
     assert.deepEqual(enabled, ['audio:false', 'video:false']);
     assert.equal(await x.page.locator('#mute').textContent(), 'Unmute');
     assert.equal(await x.page.locator('#camera').textContent(), 'Camera on');
+
+    // Glare: both sides renegotiate at the same moment (an ICE restart each). The polite
+    // side rolls back, the impolite side's offer wins, and the call goes on.
+    await seesVideoFrom(y.page, 1, y.logs, 'y to decode x');
+    const restart = (page) => page.evaluate(() => {
+      for (const l of window.wsrelayCall.links.values()) l.pc.restartIce();
+    });
+    await Promise.all([restart(x.page), restart(y.page)]);
+    for (const [name, p] of [['x', x], ['y', y]]) {
+      const before = (await callStats(p.page))[0].bytesReceived;
+      await waitFor(async () => {
+        const [st] = await callStats(p.page);
+        const sig = await p.page.evaluate(() => [...window.wsrelayCall.links.values()][0].pc.signalingState);
+        return st.connectionState === 'connected' && sig === 'stable' && st.bytesReceived > before + 10000;
+      }, 15000, `${name}: media flowing after simultaneous renegotiation`, 250);
+    }
+    const glare = [...x.logs, ...y.logs].filter((l) => l.includes('ignore colliding offer'));
+    console.log(`# glare: ${glare.length} colliding offer(s) ignored by the impolite side`);
     await x.page.close();
     await y.page.close();
   });
