@@ -85,7 +85,7 @@ class PeerLink {
         this.makingOffer = true;
         await pc.setLocalDescription();
         debug('send offer to', peer, 'signalingState', pc.signalingState);
-        client.offer(peer, pc.localDescription.sdp);
+        client.offer(peer, pc.localDescription.toJSON());
       } catch (err) {
         console.warn('offer to', peer, 'failed:', err);
       } finally {
@@ -140,7 +140,11 @@ class PeerLink {
     const pc = this.pc;
     debug('handle', msg.type, 'from', this.peer, 'signalingState', pc.signalingState, 'makingOffer', this.makingOffer);
     if (msg.type === 'offer' || msg.type === 'answer') {
-      const description = { type: msg.type, sdp: msg.sdp };
+      // `sdp` is a description `{type, sdp}` (what this page sends) or a bare SDP string.
+      const description = typeof msg.sdp === 'string' ? { type: msg.type, sdp: msg.sdp } : msg.sdp;
+      if (!description || description.type !== msg.type || typeof description.sdp !== 'string') {
+        throw new Error(`malformed ${msg.type}`);
+      }
       const readyForOffer = !this.makingOffer && (pc.signalingState === 'stable' || this.settingRemoteAnswer);
       const collision = msg.type === 'offer' && !readyForOffer;
       this.ignoreOffer = !this.polite && collision;
@@ -158,7 +162,7 @@ class PeerLink {
         this.addTracks();
         await pc.setLocalDescription();
         debug('send answer to', this.peer);
-        client.answer(this.peer, pc.localDescription.sdp);
+        client.answer(this.peer, pc.localDescription.toJSON());
       }
     } else if (msg.type === 'candidate') {
       if (!msg.candidate) return;
@@ -343,7 +347,11 @@ function connect() {
   for (const type of ['peer-reconnecting', 'peer-resumed']) {
     client.on(type, (p) => {
       const link = links.get(p.peer);
-      if (link) link.reconnecting = type === 'peer-reconnecting';
+      if (link) {
+        link.reconnecting = type === 'peer-reconnecting';
+        // Back after a drop: if the media path broke meanwhile, renegotiate ICE.
+        if (type === 'peer-resumed' && ['failed', 'disconnected'].includes(link.pc.connectionState)) link.pc.restartIce();
+      }
       renderPeers();
     });
   }

@@ -10,7 +10,7 @@
 //   client.on('statechange', ({ state }) => console.log('signaling is', state));
 //   client.on('welcome', ({ peer, peers }) => console.log('I am', peer, 'with', peers));
 //   client.on('peer-joined', ({ peer, polite }) => startCall(peer, polite));
-//   client.on('offer', ({ from, sdp }) => handleOffer(from, sdp));
+//   client.on('offer', ({ from, sdp }) => handleOffer(from, sdp));  // sdp: {type, sdp}
 //   client.on('message', ({ from, data }) => console.log(from, 'says', data));
 //   client.connect();
 //   client.message({ hello: 'everyone' });   // queued until the server welcomes us
@@ -197,12 +197,19 @@ export class SignalingClient extends EventTarget {
     this._queue.push(msg);
   }
 
-  /** Send an SDP offer to peer `to`. @param {string} to @param {string} sdp */
+  /**
+   * Send an SDP offer to peer `to`. The server relays `sdp` unchanged; by convention it
+   * is the description object `{type: "offer", sdp: "v=0…"}` (`pc.localDescription.toJSON()`).
+   * @param {string} to @param {RTCSessionDescriptionInit|string} sdp
+   */
   offer(to, sdp) {
     this.send({ type: 'offer', to, sdp });
   }
 
-  /** Send an SDP answer to peer `to`. @param {string} to @param {string} sdp */
+  /**
+   * Send an SDP answer to peer `to` (`{type: "answer", sdp}` by convention).
+   * @param {string} to @param {RTCSessionDescriptionInit|string} sdp
+   */
   answer(to, sdp) {
     this.send({ type: 'answer', to, sdp });
   }

@@ -5,7 +5,7 @@ import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { writeFileSync } from 'node:fs';
 import path from 'node:path';
-import { TARGET_DIR, launchBrowser, openPage, requireTools, screenshot, startServer, waitFor } from './harness.js';
+import { TARGET_DIR, launchBrowser, openPage, requireTools, screenshot, startServer, waitFor } from './harness.mjs';
 
 describe('call page', { timeout: 180000 }, () => {
   let server;
@@ -51,7 +51,7 @@ describe('call page', { timeout: 180000 }, () => {
     });
   }
 
-  it('two peers see each other; when one leaves the other\'s peer list updates', async () => {
+  it('two peers see each other; when one leaves the other\'s peer list updates', async (t) => {
     const alice = await join('r1', 'alice');
     const bob = await join('r1', 'bob');
 
@@ -62,7 +62,7 @@ describe('call page', { timeout: 180000 }, () => {
     assert.notEqual(a[0].polite, b[0].polite, 'exactly one side of the pair is polite');
     assert.equal(a[0].connectionState, 'connected');
     await screenshot(alice.page, 'call-alice');
-    console.log(`# call: alice decoded ${a[0].framesDecoded} frames (${a[0].videoWidth}×${a[0].videoHeight}), ` +
+    t.diagnostic(`call: alice decoded ${a[0].framesDecoded} frames (${a[0].videoWidth}×${a[0].videoHeight}), ` +
       `bob decoded ${b[0].framesDecoded}`);
 
     // The peer list shows bob; then bob leaves and alice's list empties.
@@ -86,7 +86,7 @@ describe('call page', { timeout: 180000 }, () => {
     for (const p of peers) await p.page.close();
   });
 
-  it('mute and camera off; simultaneous renegotiation (glare) is resolved', async () => {
+  it('mute and camera off; simultaneous renegotiation (glare) is resolved', async (t) => {
     const x = await join('r4', 'x');
     const y = await join('r4', 'y');
     await seesVideoFrom(x.page, 1, x.logs, 'x to decode y');
@@ -116,7 +116,7 @@ describe('call page', { timeout: 180000 }, () => {
       }, 15000, `${name}: media flowing after simultaneous renegotiation`, 250);
     }
     const glare = [...x.logs, ...y.logs].filter((l) => l.includes('ignore colliding offer'));
-    console.log(`# glare: ${glare.length} colliding offer(s) ignored by the impolite side`);
+    t.diagnostic(`glare: ${glare.length} colliding offer(s) ignored by the impolite side`);
     await x.page.close();
     await y.page.close();
   });

@@ -8,7 +8,7 @@
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { launchBrowser, openPage, requireTools, startProxy, startServer, waitFor } from './harness.js';
+import { launchBrowser, openPage, requireTools, startProxy, startServer, waitFor } from './harness.mjs';
 
 describe('signaling client', { timeout: 120000 }, () => {
   let server;

@@ -5,7 +5,7 @@ import assert from 'node:assert/strict';
 import { setTimeout as sleep } from 'node:timers/promises';
 import {
   apiStream, launchBrowser, openPage, publish, requireTools, screenshot, startServer, waitFor,
-} from './harness.js';
+} from './harness.mjs';
 
 /** Publisher reconnect grace given to the server; the restart test stays well inside it. */
 const GRACE_MS = 10000;
@@ -43,7 +43,7 @@ describe('player page', { timeout: 180000 }, () => {
   });
 
   for (const lib of ['mpegts', 'flvjs']) {
-    it(`plays a live H.264/AAC stream with ${lib}: 3 s of playback within 10 s`, async () => {
+    it(`plays a live H.264/AAC stream with ${lib}: 3 s of playback within 10 s`, async (t) => {
       const { page, logs } = await openPage(context, `${server.http}/player.html?stream=cam1&lib=${lib}`, lib);
       try {
         const opened = Date.now();
@@ -61,7 +61,7 @@ describe('player page', { timeout: 180000 }, () => {
         assert.equal(shown, 'playing');
         assert.equal(await page.locator('#resolution').textContent(), '640×360');
         const file = await screenshot(page, `player-${lib}`);
-        console.log(`# ${lib}: 3 s played after ${tookMs} ms; decoded ${s.decodedFrames}, dropped ` +
+        t.diagnostic(`${lib}: 3 s played after ${tookMs} ms; decoded ${s.decodedFrames}, dropped ` +
           `${s.droppedFrames}, buffer ${s.bufferS.toFixed(2)} s; screenshot ${file}`);
       } finally {
         await page.close();
@@ -69,7 +69,7 @@ describe('player page', { timeout: 180000 }, () => {
     });
   }
 
-  it('keeps playing when the publisher is killed and comes back within the grace period', async () => {
+  it('keeps playing when the publisher is killed and comes back within the grace period', async (t) => {
     const { page, logs } = await openPage(context, `${server.http}/player.html?stream=cam1`, 'restart');
     try {
       await waitFor(async () => {
@@ -92,7 +92,7 @@ describe('player page', { timeout: 180000 }, () => {
       });
       const tookMs = Date.now() - restartedAt;
       await screenshot(page, 'player-restart');
-      console.log(`# publisher restart: 3 s played ${tookMs} ms after restart; page reconnects: ` +
+      t.diagnostic(`publisher restart: 3 s played ${tookMs} ms after restart; page reconnects: ` +
         `${s.restarts} (0 = the same connection went on)`);
     } finally {
       await page.close();
@@ -143,7 +143,7 @@ describe('player page after the stream ends', { timeout: 120000 }, () => {
     if (server) await server.stop();
   });
 
-  it('says the stream ended, retries with backoff and resumes on its own when it is back', async () => {
+  it('says the stream ended, retries with backoff and resumes on its own when it is back', async (t) => {
     const context = await browser.newContext();
     // Opened before the stream exists: 404s are retried too.
     const { page, logs } = await openPage(context, `${server.http}/player.html?stream=end1`, 'end');
@@ -174,7 +174,7 @@ describe('player page after the stream ends', { timeout: 120000 }, () => {
       const st = await stats();
       return st?.state === 'playing' && st.playedS >= before_.playedS + 2 ? st : null;
     }, 20000, 'playback to resume after the stream is back').catch(fail);
-    console.log(`# stream back: 2 s played ${Date.now() - back} ms after the publisher restarted ` +
+    t.diagnostic(`stream back: 2 s played ${Date.now() - back} ms after the publisher restarted ` +
       `(page reconnect attempts so far: ${s.restarts})`);
     assert.ok(await page.locator('#notice').isHidden(), 'the "not live" notice is gone');
     await context.close();
