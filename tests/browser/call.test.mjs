@@ -7,6 +7,9 @@ import { writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { TARGET_DIR, launchBrowser, openPage, requireTools, screenshot, startServer, waitFor } from './harness.mjs';
 
+// Fails the whole file, loudly, when chromium, ffmpeg, the npm packages or the binary are missing.
+requireTools();
+
 describe('call page', { timeout: 180000 }, () => {
   let server;
   let browser;
@@ -15,7 +18,6 @@ describe('call page', { timeout: 180000 }, () => {
   const allLogs = [];
 
   before(async () => {
-    requireTools();
     server = await startServer();
     browser = await launchBrowser();
   });

@@ -56,6 +56,9 @@ export function requireTools() {
       missing.push(`static/node_modules/${lib} (npm ci --prefix static)`);
     }
   }
+  if (!existsSync(path.join(ROOT, 'tests', 'browser', 'node_modules', 'playwright-core', 'package.json'))) {
+    missing.push('tests/browser/node_modules/playwright-core (npm ci --prefix tests/browser)');
+  }
   if (missing.length > 0) {
     throw new Error(`browser tests cannot run, missing:\n  - ${missing.join('\n  - ')}\n${INSTALL_HINT}`);
   }

@@ -10,6 +10,9 @@ import {
 /** Publisher reconnect grace given to the server; the restart test stays well inside it. */
 const GRACE_MS = 10000;
 
+// Fails the whole file, loudly, when chromium, ffmpeg, the npm packages or the binary are missing.
+requireTools();
+
 describe('player page', { timeout: 180000 }, () => {
   let server;
   let browser;
@@ -17,7 +20,6 @@ describe('player page', { timeout: 180000 }, () => {
   const publishers = [];
 
   before(async () => {
-    requireTools();
     server = await startServer(['--grace-ms', String(GRACE_MS)]);
     publishers.push(publish(server.http, 'cam1'));
     await waitFor(() => apiStream(server.http, 'cam1'), 15000, 'cam1 in /api/streams');
@@ -131,7 +133,6 @@ describe('player page after the stream ends', { timeout: 120000 }, () => {
   let publisher;
 
   before(async () => {
-    requireTools();
     // A short grace period: the end reaches the page quickly.
     server = await startServer(['--grace-ms', '500']);
     browser = await launchBrowser();

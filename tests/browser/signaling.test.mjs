@@ -10,6 +10,9 @@ import assert from 'node:assert/strict';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { launchBrowser, openPage, requireTools, startProxy, startServer, waitFor } from './harness.mjs';
 
+// Fails the whole file, loudly, when chromium, ffmpeg, the npm packages or the binary are missing.
+requireTools();
+
 describe('signaling client', { timeout: 120000 }, () => {
   let server;
   let proxy;
@@ -18,7 +21,6 @@ describe('signaling client', { timeout: 120000 }, () => {
   let logs;
 
   before(async () => {
-    requireTools();
     server = await startServer();
     proxy = await startProxy(new URL(server.http).host);
     browser = await launchBrowser();
