@@ -199,17 +199,26 @@ export class LivePlayer extends EventTarget {
     });
     player.attachMediaElement(this.video);
     player.load();
-    this.video.muted = this.video.muted !== false; // autoplay policies need muted
     this._lastProgress = performance.now();
     this._lastTime = 0;
     this._playedSinceStart = 0;
     const p = player.play();
-    if (p && typeof p.catch === 'function') p.catch(() => { /* autoplay refused: 'playing' never fires, the watchdog retries */ });
+    if (p && typeof p.catch === 'function') {
+      p.catch((err) => {
+        // Browsers refuse autoplay with sound until the user interacted with the page:
+        // play muted then (the page offers an unmute button).
+        if (err && err.name === 'NotAllowedError' && !this.video.muted && this._player === player) {
+          this.video.muted = true;
+          this.video.play().catch(() => {});
+        }
+      });
+    }
   }
 
   _destroyPlayer() {
     const player = this._player;
     this._player = null;
+    this._speedKBps = 0;
     if (!player) return;
     const q = typeof this.video.getVideoPlaybackQuality === 'function' ? this.video.getVideoPlaybackQuality() : null;
     if (q) {

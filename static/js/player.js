@@ -79,7 +79,7 @@ async function main() {
     await loadScript(LIBRARY_SCRIPTS[lib]);
   } catch {
     showMissingVendor($('notice'), libName);
-    $('state').textContent = 'no player library';
+    $('state').textContent = 'no library';
     $('state').className = 'badge bad';
     return;
   }
@@ -100,9 +100,11 @@ async function main() {
   });
   $('unmute').addEventListener('click', () => {
     video.muted = !video.muted;
-    $('unmute').textContent = video.muted ? 'Unmute' : 'Mute';
     if (!video.muted) video.play().catch(() => {});
   });
+  const showMuted = () => { $('unmute').textContent = video.muted ? 'Unmute' : 'Mute'; };
+  video.addEventListener('volumechange', showMuted);
+  showMuted();
   $('reconnect').addEventListener('click', () => player.reconnect());
   player.start();
 }

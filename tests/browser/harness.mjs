@@ -97,7 +97,8 @@ class Tail {
  * @returns {Promise<{http: string, ws: string, rtmp: string|null, proc: import('node:child_process').ChildProcess, log: Tail, stop: () => Promise<void>}>}
  */
 export async function startServer(extraArgs = []) {
-  const args = ['--http', '127.0.0.1:0', '--static-dir', STATIC_DIR, ...extraArgs];
+  const args = ['--http', '127.0.0.1:0', ...extraArgs];
+  if (!extraArgs.includes('--static-dir')) args.push('--static-dir', STATIC_DIR);
   if (!extraArgs.includes('--rtmp')) args.push('--rtmp', 'off');
   const proc = spawn(BIN, args, { stdio: ['ignore', 'pipe', 'pipe'], env: { RUST_LOG: 'info', ...process.env, NO_COLOR: '1' } });
   const log = new Tail('wsrelay');

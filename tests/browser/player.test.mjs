@@ -2,9 +2,12 @@
 // ffmpeg publisher. Run: node --test tests/browser/
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
+import { cpSync, mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import {
-  apiStream, launchBrowser, openPage, publish, requireTools, screenshot, startServer, waitFor,
+  STATIC_DIR, apiStream, launchBrowser, openPage, publish, requireTools, screenshot, startServer, waitFor,
 } from './harness.mjs';
 
 /** Publisher reconnect grace given to the server; the restart test stays well inside it. */
@@ -180,4 +183,38 @@ describe('player page after the stream ends', { timeout: 120000 }, () => {
     assert.ok(await page.locator('#notice').isHidden(), 'the "not live" notice is gone');
     await context.close();
   });
+});
+
+describe('player page without the npm libraries', { timeout: 60000 }, () => {
+  let server;
+  let browser;
+  let dir;
+
+  before(async () => {
+    // A copy of static/ without node_modules, as on a checkout where `npm ci` never ran.
+    dir = mkdtempSync(path.join(tmpdir(), 'wsrelay-static-'));
+    cpSync(STATIC_DIR, dir, { recursive: true, filter: (src) => !src.includes('node_modules') });
+    server = await startServer(['--static-dir', dir]);
+    browser = await launchBrowser();
+  });
+
+  after(async () => {
+    if (browser) await browser.close();
+    if (server) await server.stop();
+    if (dir) rmSync(dir, { recursive: true, force: true });
+  });
+
+  for (const lib of ['mpegts', 'flvjs']) {
+    it(`says to run npm ci --prefix static when ${lib} is missing`, async () => {
+      const context = await browser.newContext();
+      const { page } = await openPage(context, `${server.http}/player.html?stream=cam1&lib=${lib}`, `novendor-${lib}`);
+      const notice = page.locator('#notice');
+      await notice.waitFor({ state: 'visible', timeout: 5000 });
+      const text = await notice.textContent();
+      assert.match(text, /npm ci --prefix static/);
+      assert.match(text, lib === 'flvjs' ? /flv\.js is not installed/ : /mpegts\.js is not installed/);
+      if (lib === 'mpegts') await screenshot(page, 'player-no-vendor');
+      await context.close();
+    });
+  }
 });
