@@ -237,11 +237,13 @@ export async function screenshot(page, name) {
 /**
  * A TCP proxy in front of the server, to cut connections the way a network does:
  * `drop()` resets every open connection (both directions, no close frame), `pause()`
- * makes new connections fail at once, `resume()` lets them through again.
+ * makes new connections fail at once, `resume()` lets them through again, `retarget()`
+ * points new connections at another server.
  * @param {string} target "host:port" of the server
  */
 export async function startProxy(target) {
-  const [host, port] = [target.slice(0, target.lastIndexOf(':')), Number(target.slice(target.lastIndexOf(':') + 1))];
+  const split = (t) => [t.slice(0, t.lastIndexOf(':')), Number(t.slice(t.lastIndexOf(':') + 1))];
+  let [host, port] = split(target);
   const open = new Set();
   let paused = false;
   const server = net.createServer((client) => {
@@ -282,6 +284,10 @@ export async function startProxy(target) {
     },
     resume() {
       paused = false;
+    },
+    /** Send new connections to another server ("host:port"), e.g. a restarted one. */
+    retarget(newTarget) {
+      [host, port] = split(newTarget);
     },
     close() {
       this.drop();

@@ -157,3 +157,56 @@ describe('signaling client', { timeout: 120000 }, () => {
     assert.deepEqual(d.hi, [250, 500, 1000, 2000, 10000]);
   });
 });
+
+describe('signaling client across a server restart', { timeout: 60000 }, () => {
+  let server;
+  let proxy;
+  let browser;
+
+  after(async () => {
+    if (browser) await browser.close();
+    if (proxy) await proxy.close();
+    if (server) await server.stop();
+  });
+
+  it('reconnects to the restarted server and joins afresh with the same peer id', async () => {
+    server = await startServer();
+    proxy = await startProxy(new URL(server.http).host);
+    browser = await launchBrowser();
+    const { page, logs } = await openPage(await browser.newContext(), `${proxy.http}/call.html`, 'restart');
+    const fail = (err) => {
+      throw new Error(`${err.message}\n--- page ---\n${logs.slice(-30).join('\n')}\n--- server ---\n${server.log}`);
+    };
+    await page.evaluate(async (url) => {
+      const { SignalingClient } = await import('/js/signaling.js');
+      const c = new SignalingClient(url, { initialBackoffMs: 100, maxBackoffMs: 500 });
+      window.c = c;
+      window.states = [];
+      window.welcomes = [];
+      window.closes = [];
+      c.on('statechange', (s) => window.states.push(s.state));
+      c.on('welcome', (w) => window.welcomes.push({ peer: w.peer, resumed: w.resumed }));
+      c.on('reconnect-scheduled', (r) => window.closes.push(r.reason));
+      c.connect();
+    }, `${proxy.ws}/signal/restart`);
+    await waitFor(() => page.evaluate(() => window.c.state === 'connected'), 5000, 'connected').catch(fail);
+    const id = await page.evaluate(() => window.c.peerId);
+
+    // Graceful shutdown closes the socket (1001); the new server knows no session.
+    const oldLog = server.log;
+    await server.stop();
+    await waitFor(() => page.evaluate(() => window.c.state === 'reconnecting'), 5000, 'reconnecting').catch(fail);
+    server = await startServer();
+    proxy.retarget(new URL(server.http).host);
+    await waitFor(() => page.evaluate(() => window.welcomes.length === 2), 10000, 'a second welcome').catch((err) => {
+      throw new Error(`${err.message}\n--- old server ---\n${oldLog}`);
+    });
+    const r = await page.evaluate(() => ({
+      state: window.c.state, peer: window.c.peerId, welcomes: window.welcomes, closes: window.closes,
+    }));
+    assert.equal(r.state, 'connected');
+    assert.equal(r.peer, id, 'the same peer id, asked for again in the fresh join');
+    assert.deepEqual(r.welcomes.map((w) => w.resumed), [false, false]);
+    assert.match(r.closes[0], /1001/, `first close reason: ${r.closes[0]}`);
+  });
+});
