@@ -17,7 +17,8 @@
 // States (event `state`, detail `{state, detail}`):
 //   idle → loading → playing ⇄ buffering;  any → retrying → loading …;  stop() → stopped.
 // Other events: `mediainfo` (detail: the library's media info), `stats` (detail:
-// `stats()`, about every `tickMs`).
+// `stats()`, about every `tickMs`). `stats().startupMs` is the time from connecting to
+// the first frame playing (the time to first frame of the current connection).
 
 /** Tuning shared by both libraries. Each field can be overridden in the constructor. */
 export const DEFAULT_OPTIONS = Object.freeze({
@@ -99,6 +100,9 @@ export class LivePlayer extends EventTarget {
     this._lastTime = 0;
     this._lastTick = 0;
     this._lastProgress = 0; // wall clock of the last playhead move
+    this._loadStarted = 0;
+    /** Time from connecting to the first frame playing, for the current connection. */
+    this.startupMs = null;
     this._onVideoEvent = (e) => this._videoEvent(e.type);
   }
 
@@ -151,6 +155,7 @@ export class LivePlayer extends EventTarget {
       decodedFrames: this._frameBase.decoded + (q ? q.totalVideoFrames : 0),
       droppedFrames: this._frameBase.dropped + (q ? q.droppedVideoFrames : 0),
       playedS: this._played,
+      startupMs: this.startupMs,
       restarts: this.restarts,
     };
   }
@@ -200,6 +205,8 @@ export class LivePlayer extends EventTarget {
     player.attachMediaElement(this.video);
     player.load();
     this._lastProgress = performance.now();
+    this._loadStarted = this._lastProgress;
+    this.startupMs = null;
     this._lastTime = 0;
     this._playedSinceStart = 0;
     const p = player.play();
@@ -250,7 +257,10 @@ export class LivePlayer extends EventTarget {
 
   _videoEvent(type) {
     if (!this._player) return;
-    if (type === 'playing') this._setState('playing', '');
+    if (type === 'playing') {
+      if (this.startupMs === null) this.startupMs = Math.round(performance.now() - this._loadStarted);
+      this._setState('playing', '');
+    }
     else if (type === 'waiting') this._setState('buffering', 'waiting for data');
     else if (type === 'error') {
       const err = this.video.error;

@@ -21,6 +21,7 @@ function render(s) {
   $('codecs').textContent = [s.videoCodec, s.audioCodec].filter(Boolean).join(', ') || '–';
   $('fps').textContent = s.fps ? `${Number(s.fps).toFixed(2)} fps` : '–';
   $('buffer').textContent = `${s.bufferS.toFixed(2)} s`;
+  $('startup').textContent = s.startupMs === null ? '–' : `${s.startupMs} ms`;
   $('speed').textContent = s.speedKBps ? `${Math.round(s.speedKBps * 8)} kb/s` : '–';
   $('decoded').textContent = String(s.decodedFrames);
   $('dropped').textContent = String(s.droppedFrames);

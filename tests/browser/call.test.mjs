@@ -67,6 +67,13 @@ describe('call page', { timeout: 180000 }, () => {
     t.diagnostic(`call: alice decoded ${a[0].framesDecoded} frames (${a[0].videoWidth}×${a[0].videoHeight}), ` +
       `bob decoded ${b[0].framesDecoded}`);
 
+    // The index page lists the room with its two peers and links to it.
+    const index = await alice.page.context().newPage();
+    await index.goto(`${server.http}/`);
+    await index.locator('#rooms a', { hasText: 'r1 (2)' }).waitFor({ timeout: 5000 });
+    assert.equal(await index.locator('#rooms a', { hasText: 'r1 (2)' }).getAttribute('href'), '/call.html?room=r1');
+    await index.close();
+
     // The peer list shows bob; then bob leaves and alice's list empties.
     const bobId = await bob.page.evaluate(() => window.wsrelayCall.client.peerId);
     await alice.page.locator(`#peers li[data-peer="${bobId}"]`).waitFor({ timeout: 2000 });

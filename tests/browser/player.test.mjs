@@ -66,7 +66,7 @@ describe('player page', { timeout: 180000 }, () => {
         assert.equal(shown, 'playing');
         assert.equal(await page.locator('#resolution').textContent(), '640×360');
         const file = await screenshot(page, `player-${lib}`);
-        t.diagnostic(`${lib}: 3 s played after ${tookMs} ms; decoded ${s.decodedFrames}, dropped ` +
+        t.diagnostic(`${lib}: first frame after ${s.startupMs} ms, 3 s played after ${tookMs} ms; decoded ${s.decodedFrames}, dropped ` +
           `${s.droppedFrames}, buffer ${s.bufferS.toFixed(2)} s; screenshot ${file}`);
       } finally {
         await page.close();
