@@ -263,6 +263,11 @@ async fn run_room(
         // sender); treat it like shutdown.
         let Some(msg) = msg else { break };
         let t = now();
+        // Connects and disconnects change `connections` of the summary.
+        let mut changed = matches!(
+            msg,
+            RoomMsg::Connect { .. } | RoomMsg::Input(Input::Disconnect { .. })
+        );
         match msg {
             RoomMsg::Connect { conn, out } => {
                 conns.insert(conn, out);
@@ -270,7 +275,8 @@ async fn run_room(
             }
             RoomMsg::Input(input) => room.handle(t, input),
         }
-        if perform(&mut room, &mut conns, t) {
+        changed |= perform(&mut room, &mut conns, t);
+        if changed {
             *summary.lock().unwrap_or_else(|e| e.into_inner()) = room.summary();
         }
         if room.is_empty() && hub.retire(room.name(), generation, &inbox) {
@@ -292,7 +298,7 @@ fn perform(
     conns: &mut HashMap<ConnId, mpsc::Sender<Outbound>>,
     t: std::time::Instant,
 ) -> bool {
-    let mut changed = true; // a connect or disconnect input changes `connections`
+    let mut changed = false;
     while let Some(out) = room.poll_output() {
         match out {
             Output::Send { conn, text } => {
@@ -305,16 +311,18 @@ fn perform(
                         tracing::info!(conn, "signaling client too slow: outbound queue full");
                     }
                     conns.remove(&conn);
+                    changed = true;
                     room.handle(t, Input::Disconnect { conn });
                 }
             }
             Output::Close { conn, reason } => {
+                changed = true;
                 if let Some(tx) = conns.remove(&conn) {
                     let _ = tx.try_send(Outbound::Close(reason));
                 }
             }
             Output::Event(event) => {
-                changed = true;
+                changed |= !matches!(event, Event::Rejected { .. });
                 log_event(&event);
                 if let Event::Joined { conn, peer } | Event::Resumed { conn, peer } = event
                     && let Some(tx) = conns.get(&conn)

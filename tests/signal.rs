@@ -445,3 +445,64 @@ async fn shutdown_closes_with_1001() {
     stop.await.unwrap();
     assert!(t.elapsed() < Duration::from_secs(3), "{:?}", t.elapsed());
 }
+
+#[tokio::test]
+async fn a_client_that_stops_reading_is_dropped_not_buffered() {
+    let srv = server(|c| {
+        c.signal.max_outbound_messages = 64;
+        c.signal.write_timeout_ms = 500;
+        c.signal.rate_burst = 1_000;
+    })
+    .await;
+    let addr = srv.http_addr().unwrap();
+    let mut sender = Client::join(addr, "slow", "sender").await;
+    let _victim = Client::join(addr, "slow", "victim").await;
+    let mut other = Client::join(addr, "slow", "other").await;
+    sender.expect("peer-joined").await;
+    sender.expect("peer-joined").await;
+    // The sender reads everything it is sent (queue-full errors once the victim
+    // is reconnecting) while it writes ~18 MB towards the victim, which never
+    // reads: more than the kernel's socket buffers hold.
+    let (mut sink, mut stream) = sender.ws.split();
+    let (dropped_tx, dropped) = tokio::sync::oneshot::channel();
+    let _reader = tokio::spawn(async move {
+        let t = std::time::Instant::now();
+        let mut dropped_tx = Some(dropped_tx);
+        while let Some(Ok(m)) = stream.next().await {
+            if let Message::Text(t2) = m {
+                let v: Value = serde_json::from_str(t2.as_str()).unwrap();
+                if v == json!({"type": "peer-reconnecting", "peer": "victim"}) {
+                    let _ = dropped_tx.take().map(|tx| tx.send(t.elapsed()));
+                }
+                if v["type"] == "error" {
+                    assert_eq!(v["code"], "queue-full", "{v}");
+                }
+            }
+        }
+    });
+    let chunk = "y".repeat(60_000);
+    for i in 0..300 {
+        use futures_util::SinkExt;
+        let m = json!({"type": "message", "to": "victim", "data": [i, chunk]}).to_string();
+        sink.send(Message::text(m)).await.unwrap();
+    }
+    let took = tokio::time::timeout(signal_client::WAIT, dropped)
+        .await
+        .expect("victim dropped")
+        .unwrap();
+    assert!(took < Duration::from_secs(5), "{took:?}");
+    // The room goes on.
+    {
+        use futures_util::SinkExt;
+        let m = json!({"type": "message", "to": "other", "data": "ok"}).to_string();
+        sink.send(Message::text(m)).await.unwrap();
+    }
+    loop {
+        let v = other.recv().await;
+        if v["type"] == "message" {
+            assert_eq!(v["data"], "ok");
+            break;
+        }
+    }
+    srv.shutdown().await;
+}
