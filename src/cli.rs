@@ -85,6 +85,71 @@ pub struct Cli {
     /// A new publisher replaces a live one instead of getting 409 (live.allow_takeover).
     #[arg(long)]
     pub allow_takeover: bool,
+    /// TLS (https/wss) listen address, or `off` (tls_listen) [default: off].
+    #[arg(long, value_name = "ADDR")]
+    pub tls: Option<Listen>,
+    /// PEM certificate chain for --tls (tls_cert).
+    #[arg(long, value_name = "FILE")]
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key for --tls (tls_key).
+    #[arg(long, value_name = "FILE")]
+    pub tls_key: Option<PathBuf>,
+    /// A subcommand instead of running the server.
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+/// Subcommands.
+#[derive(Debug, clap::Subcommand)]
+pub enum Command {
+    /// Print a signed publish/play token for a stream (JWT, HS256).
+    Token(TokenArgs),
+}
+
+/// `wsrelay token --stream NAME --action play --ttl 1h`.
+#[derive(Debug, clap::Args)]
+pub struct TokenArgs {
+    /// Stream name, a prefix ending in `/` (`team1/`), or `*` for every stream.
+    #[arg(long, value_name = "NAME")]
+    pub stream: String,
+    /// `publish` or `play`.
+    #[arg(long, value_name = "ACTION")]
+    pub action: crate::auth::Action,
+    /// Lifetime: `90s`, `30m`, `1h`, `7d`.
+    #[arg(long, value_name = "TTL", default_value = "1h", value_parser = crate::auth::parse_ttl)]
+    pub ttl: std::time::Duration,
+    /// Signing secret; default: $WSRELAY_SECRET, then the first of the config's
+    /// `[auth] secrets` (--config).
+    #[arg(
+        long,
+        value_name = "SECRET",
+        env = "WSRELAY_SECRET",
+        hide_env_values = true
+    )]
+    pub secret: Option<String>,
+}
+
+impl TokenArgs {
+    /// The token, signed with the secret from the flag, the environment or `config`.
+    pub fn mint(&self, config: Option<&Config>) -> Result<String, String> {
+        let secret = match (&self.secret, config) {
+            (Some(s), _) if !s.is_empty() => signaling::Secret::new(s.clone()),
+            (_, Some(c)) if !c.auth.secrets.is_empty() => c.auth.secrets[0].clone(),
+            _ => {
+                return Err(
+                    "no secret: pass --secret, set WSRELAY_SECRET, or --config a file with [auth] secrets"
+                        .into(),
+                );
+            }
+        };
+        Ok(crate::auth::mint(
+            &secret,
+            &self.stream,
+            self.action,
+            self.ttl,
+            crate::auth::unix_now(),
+        ))
+    }
 }
 
 impl Cli {
@@ -105,6 +170,13 @@ impl Cli {
         set(&mut c.cors_origin, self.cors_origin);
         set(&mut c.max_connections, self.max_connections);
         set(&mut c.shutdown_timeout_ms, self.shutdown_timeout_ms);
+        set(&mut c.tls_listen, self.tls);
+        if self.tls_cert.is_some() {
+            c.tls_cert = self.tls_cert;
+        }
+        if self.tls_key.is_some() {
+            c.tls_key = self.tls_key;
+        }
         let rtmp = &mut c.rtmp_settings;
         set(&mut rtmp.max_connections, self.rtmp_max_connections);
         set(

@@ -79,6 +79,42 @@ pub struct Config {
     pub signal: signaling::Config,
     /// RTMP ingest limits and timeouts (`[rtmp_settings]`).
     pub rtmp_settings: RtmpConfig,
+    /// TLS (https/wss) listener serving the same routes as `http`, or `off`.
+    /// Default `off`; needs `tls_cert` and `tls_key`.
+    pub tls_listen: Listen,
+    /// PEM certificate chain for `tls_listen`, leaf first. Default none.
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key of `tls_cert`. Default none.
+    pub tls_key: Option<PathBuf>,
+    /// Publish/play tokens (`[auth]`); off until a secret is set. Reloaded on SIGHUP.
+    pub auth: crate::auth::AuthConfig,
+    /// `on_publish` / `on_play` / `on_unpublish` HTTP hooks (`[hooks]`). Reloaded on
+    /// SIGHUP.
+    pub hooks: crate::hooks::HooksConfig,
+    /// `Authorization: Bearer` token the `/api/` routes require. Default none: the
+    /// API is open (bind to loopback or protect it in the proxy). Reloaded on SIGHUP.
+    pub admin_token: Option<signaling::Secret>,
+    /// Proxies (`10.0.0.0/8`, `127.0.0.1/32`, `::1/128`) whose `X-Forwarded-For`
+    /// gives the client address; from anyone else the header is ignored. Trusted
+    /// proxies are also exempt from `max_connections_per_ip`. Default empty.
+    /// Reloaded on SIGHUP.
+    pub trusted_proxies: Vec<String>,
+    /// Connections one client IP may hold open on the HTTP and TLS listeners; past
+    /// it new ones get `503`. Default 256: a viewing wall of dozens of players fits,
+    /// one host cannot take the whole `max_connections`. Reloaded on SIGHUP.
+    pub max_connections_per_ip: usize,
+    /// Time a client has to send a complete request head (request line and
+    /// headers) and to finish a TLS handshake; slower connections are closed
+    /// (slow-loris). Idle keep-alive connections are closed after it too. Default
+    /// 10,000 ms. Reloaded on SIGHUP (new connections).
+    pub header_read_timeout_ms: u64,
+    /// Largest request head (request line and headers) in bytes; larger gets `431`.
+    /// Default 16,384: browsers' requests with cookies are a few KiB. Reloaded on
+    /// SIGHUP (new connections).
+    pub max_header_bytes: usize,
+    /// Most header fields in one request; more gets `431`. Default 100 (hyper's).
+    /// Reloaded on SIGHUP (new connections).
+    pub max_headers: usize,
 }
 
 impl Default for Config {
@@ -93,6 +129,17 @@ impl Default for Config {
             live: LiveConfig::default(),
             signal: signaling::Config::default(),
             rtmp_settings: RtmpConfig::default(),
+            tls_listen: Listen::Off,
+            tls_cert: None,
+            tls_key: None,
+            auth: crate::auth::AuthConfig::default(),
+            hooks: crate::hooks::HooksConfig::default(),
+            admin_token: None,
+            trusted_proxies: Vec::new(),
+            max_connections_per_ip: 256,
+            header_read_timeout_ms: 10_000,
+            max_header_bytes: 16 << 10,
+            max_headers: 100,
         }
     }
 }
@@ -279,6 +326,7 @@ impl Config {
                 )));
             }
         }
+        crate::policy::validate(self).map_err(ConfigError::Invalid)?;
         self.signal
             .validate()
             .map_err(|e| ConfigError::Invalid(e.to_string()))?;

@@ -58,7 +58,7 @@ impl PlayerEnd {
     /// The WebSocket close frame for this end, if one can still be sent.
     fn close_frame(&self) -> Option<CloseFrame> {
         let code = match self {
-            PlayerEnd::Stream(EndReason::PublisherGone) => CloseCode::Normal,
+            PlayerEnd::Stream(EndReason::PublisherGone | EndReason::Kicked) => CloseCode::Normal,
             PlayerEnd::Stream(EndReason::Shutdown) => CloseCode::Away,
             PlayerEnd::TooSlow(_) | PlayerEnd::WriteStalled(_) => CloseCode::Policy,
             PlayerEnd::ClientGone | PlayerEnd::WriteFailed(_) => return None,
@@ -220,6 +220,12 @@ pub(crate) async fn run_player<S: PlayerSink>(
     shutdown: CancellationToken,
 ) -> (PlayerEnd, PlayerStats) {
     let mut stats = PlayerStats::default();
+    let metrics = sub.metrics().clone();
+    let label = [("protocol", sub.protocol.as_str())];
+    let bytes_out = metrics.bytes_out.get_or_create_owned(&label);
+    // Time to first frame: from the play request to the first written media tag.
+    let mut first_frame_pending = true;
+    let mut batch_has_media = sub.preamble.iter().any(|f| is_media(&f.tag));
     let write_timeout = Duration::from_millis(config.player_write_timeout_ms);
     let max_behind = Duration::from_millis(config.player_max_behind_ms);
 
@@ -233,11 +239,20 @@ pub(crate) async fn run_player<S: PlayerSink>(
     let end = loop {
         // Write what we have; a stalled client cannot hold us longer than the timeout.
         if !batch.is_empty() {
-            stats.bytes += batch.iter().map(|b| b.len() as u64).sum::<u64>();
+            let bytes = batch.iter().map(|b| b.len() as u64).sum::<u64>();
+            stats.bytes += bytes;
             match tokio::time::timeout(write_timeout, sink.write(&batch)).await {
                 Ok(Ok(())) => {}
                 Ok(Err(e)) => break PlayerEnd::WriteFailed(e),
                 Err(_) => break PlayerEnd::WriteStalled(config.player_write_timeout_ms),
+            }
+            bytes_out.inc_by(bytes);
+            if first_frame_pending && batch_has_media {
+                first_frame_pending = false;
+                metrics
+                    .first_frame
+                    .get_or_create(&label)
+                    .observe(sub.requested.elapsed().as_secs_f64());
             }
             batch.clear();
         }
@@ -264,10 +279,12 @@ pub(crate) async fn run_player<S: PlayerSink>(
             match event {
                 Ok(Event::Frame(frame)) => {
                     if gate.pass(&frame.tag) {
+                        batch_has_media |= is_media(&frame.tag);
                         batch_bytes += frame.wire.len();
                         batch.push(frame.wire);
                     } else {
                         stats.skipped += 1;
+                        metrics.tags_skipped.inc();
                     }
                 }
                 Ok(Event::End(reason)) => {
@@ -277,6 +294,7 @@ pub(crate) async fn run_player<S: PlayerSink>(
                 Err(RecvError::Lagged(missed)) => {
                     stats.lags += 1;
                     stats.skipped += missed;
+                    metrics.tags_skipped.inc_by(missed);
                     gate.lagged();
                     tracing::debug!(missed, "player fell behind; skipping to the next keyframe");
                 }
@@ -297,13 +315,31 @@ pub(crate) async fn run_player<S: PlayerSink>(
         if let Some(end) = ended {
             if !batch.is_empty() {
                 let _ = tokio::time::timeout(write_timeout, sink.write(&batch)).await;
-                stats.bytes += batch.iter().map(|b| b.len() as u64).sum::<u64>();
+                let bytes = batch.iter().map(|b| b.len() as u64).sum::<u64>();
+                stats.bytes += bytes;
+                bytes_out.inc_by(bytes);
             }
             break end;
         }
     };
+    let slow = match end {
+        PlayerEnd::TooSlow(_) => Some("too_slow"),
+        PlayerEnd::WriteStalled(_) => Some("write_stalled"),
+        _ => None,
+    };
+    if let Some(reason) = slow {
+        metrics
+            .player_disconnects
+            .get_or_create(&[("reason", reason)])
+            .inc();
+    }
     sink.finish(&end).await;
     (end, stats)
+}
+
+/// An audio or video frame (not a sequence header): what a player waits for.
+fn is_media(tag: &Tag) -> bool {
+    matches!(tag.tag_type, TagType::Audio | TagType::Video) && !tag.is_sequence_header()
 }
 
 #[cfg(test)]

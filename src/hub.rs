@@ -26,6 +26,8 @@ use tokio::sync::{broadcast, watch};
 use tokio_util::task::TaskTracker;
 
 use crate::config::LiveConfig;
+use crate::metrics::{GaugeGuard, Metrics};
+use prometheus_client::metrics::counter::Counter;
 
 /// One tag as players receive it: the parsed [`Tag`] and its FLV encoding (11-byte
 /// header, body, PreviousTagSize). `tag.body` is a slice of `wire`: one allocation.
@@ -82,6 +84,8 @@ pub enum EndReason {
     PublisherGone,
     /// The server is shutting down.
     Shutdown,
+    /// An operator ended the stream (`DELETE /api/streams/NAME`).
+    Kicked,
 }
 
 impl EndReason {
@@ -90,6 +94,7 @@ impl EndReason {
         match self {
             EndReason::PublisherGone => "stream ended: publisher gone",
             EndReason::Shutdown => "server shutting down",
+            EndReason::Kicked => "stream ended: kicked by operator",
         }
     }
 }
@@ -113,6 +118,26 @@ pub struct PublisherInfo {
     pub protocol: Protocol,
     /// Client address.
     pub remote: SocketAddr,
+}
+
+/// Who plays a stream.
+#[derive(Clone, Debug)]
+pub struct PlayerInfo {
+    /// `Http` (HTTP-FLV) or `Ws` (WebSocket-FLV).
+    pub protocol: Protocol,
+    /// Client address (behind a trusted proxy: from `X-Forwarded-For`).
+    pub remote: SocketAddr,
+}
+
+impl Protocol {
+    /// `http`, `ws` or `rtmp` (the metrics label).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Protocol::Http => "http",
+            Protocol::Ws => "ws",
+            Protocol::Rtmp => "rtmp",
+        }
+    }
 }
 
 /// Why a publish was refused.
@@ -216,6 +241,7 @@ impl RateMeter {
 struct ActivePublisher {
     id: u64,
     info: PublisherInfo,
+    since: Instant,
     /// Set to true to make the publisher stop (takeover, kick, shutdown).
     stop: watch::Sender<bool>,
 }
@@ -239,6 +265,8 @@ pub struct Stream {
     tx: broadcast::Sender<Event>,
     state: Mutex<StreamState>,
     players: AtomicUsize,
+    /// Connected players by id, for `GET /api/streams/NAME`.
+    roster: Mutex<HashMap<u64, (PlayerInfo, Instant)>>,
     bytes_in: AtomicU64,
     created: Instant,
 }
@@ -266,6 +294,8 @@ pub struct Hub {
     shutting_down: std::sync::atomic::AtomicBool,
     /// Grace-period timers; closed and awaited on shutdown.
     timers: TaskTracker,
+    /// Streams, publishers, players and bytes in.
+    metrics: Arc<Metrics>,
 }
 
 /// The publishing side of a stream. Dropping it starts the grace period.
@@ -275,6 +305,8 @@ pub struct Publisher {
     stream: Arc<Stream>,
     id: u64,
     stop: watch::Receiver<bool>,
+    bytes_in: Counter,
+    _gauge: GaugeGuard,
 }
 
 /// A player's view of a stream: what to send first, then the live ring.
@@ -288,20 +320,74 @@ pub struct Subscription {
     pub rx: broadcast::Receiver<Event>,
     /// The stream (for names and counters).
     pub stream: Arc<Stream>,
+    /// When the player asked to play (time to first frame is measured from it).
+    pub requested: Instant,
+    /// How the player connected.
+    pub protocol: Protocol,
     _guard: PlayerGuard,
+}
+
+impl Subscription {
+    /// The server's metrics (players count bytes out, skips and disconnects).
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self._guard.hub.metrics
+    }
 }
 
 #[derive(Debug)]
 struct PlayerGuard {
     hub: Arc<Hub>,
     stream: Arc<Stream>,
+    id: u64,
+    _gauge: Option<GaugeGuard>,
 }
 
 impl Drop for PlayerGuard {
     fn drop(&mut self) {
         self.stream.players.fetch_sub(1, Ordering::Relaxed);
         self.hub.players.fetch_sub(1, Ordering::Relaxed);
+        self.stream
+            .roster
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&self.id);
     }
+}
+
+/// `GET /api/streams/NAME`: the status plus who publishes and who plays.
+#[derive(Debug, Serialize)]
+pub struct StreamDetail {
+    /// What `/api/streams` shows.
+    #[serde(flatten)]
+    pub status: StreamStatus,
+    /// The connected publisher, if any.
+    pub publisher_info: Option<PeerStatus>,
+    /// Connected players, oldest first.
+    pub players_list: Vec<PeerStatus>,
+}
+
+/// A publisher or player in [`StreamDetail`].
+#[derive(Debug, Serialize)]
+pub struct PeerStatus {
+    /// Player id (0 for the publisher).
+    pub id: u64,
+    /// Transport.
+    pub protocol: Protocol,
+    /// Client address.
+    pub address: String,
+    /// Seconds since it connected.
+    pub connected_s: f64,
+}
+
+/// What `DELETE /api/streams/NAME` did.
+#[derive(Debug, Serialize)]
+pub struct KickReport {
+    /// The stream.
+    pub stream: String,
+    /// Whether a publisher was connected (and was cut off).
+    pub kicked: bool,
+    /// Players that got the end of the stream.
+    pub players: usize,
 }
 
 /// Status of one stream for `/api/streams`.
@@ -354,8 +440,13 @@ pub struct AudioStatus {
 }
 
 impl Hub {
-    /// A hub with these limits.
+    /// A hub with these limits (and metrics of its own).
     pub fn new(config: LiveConfig) -> Arc<Hub> {
+        Hub::with_metrics(config, Arc::new(Metrics::new()))
+    }
+
+    /// A hub with these limits, counting into `metrics`.
+    pub fn with_metrics(config: LiveConfig, metrics: Arc<Metrics>) -> Arc<Hub> {
         Arc::new(Hub {
             config,
             streams: Mutex::new(HashMap::new()),
@@ -363,7 +454,13 @@ impl Hub {
             next_id: AtomicU64::new(1),
             shutting_down: false.into(),
             timers: TaskTracker::new(),
+            metrics,
         })
+    }
+
+    /// The metrics the hub counts into.
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.metrics
     }
 
     /// The live settings.
@@ -395,6 +492,7 @@ impl Hub {
                 }
                 let stream = Arc::new(self.new_stream(name));
                 streams.insert(name.to_owned(), stream.clone());
+                self.metrics.streams.inc();
                 stream
             }
         };
@@ -409,9 +507,11 @@ impl Hub {
         let resumed = st.timeline.last_video.is_some() || st.timeline.last_audio.is_some();
         st.timeline.rebase_pending = resumed;
         st.generation += 1;
+        let label = [("protocol", info.protocol.as_str())];
         st.publisher = Some(ActivePublisher {
             id,
             info,
+            since: Instant::now(),
             stop: stop_tx,
         });
         drop(st);
@@ -421,6 +521,8 @@ impl Hub {
             stream,
             id,
             stop: stop_rx,
+            bytes_in: self.metrics.bytes_in.get_or_create_owned(&label),
+            _gauge: Metrics::hold(&self.metrics.publishers, label),
         })
     }
 
@@ -446,13 +548,29 @@ impl Hub {
                 },
             }),
             players: AtomicUsize::new(0),
+            roster: Mutex::new(HashMap::new()),
             bytes_in: AtomicU64::new(0),
             created: now,
         }
     }
 
-    /// Joins `name` as a player.
+    /// Joins `name` as an in-process player (benches, tests): listed as a WebSocket
+    /// player at `0.0.0.0:0`. Network players use [`Hub::play_as`].
     pub fn play(self: &Arc<Self>, name: &str) -> Result<Subscription, PlayError> {
+        let info = PlayerInfo {
+            protocol: Protocol::Ws,
+            remote: SocketAddr::from(([0, 0, 0, 0], 0)),
+        };
+        self.play_as(name, info)
+    }
+
+    /// Joins `name` as a player connected with `info`.
+    pub fn play_as(
+        self: &Arc<Self>,
+        name: &str,
+        info: PlayerInfo,
+    ) -> Result<Subscription, PlayError> {
+        let requested = Instant::now();
         let stream = self
             .registry()
             .get(name)
@@ -461,9 +579,11 @@ impl Hub {
         let total = self.players.fetch_add(1, Ordering::Relaxed);
         let on_stream = stream.players.fetch_add(1, Ordering::Relaxed);
         // The guard undoes both increments on every path out, refusals included.
-        let guard = PlayerGuard {
+        let mut guard = PlayerGuard {
             hub: self.clone(),
             stream: stream.clone(),
+            id: self.next_id.fetch_add(1, Ordering::Relaxed),
+            _gauge: None,
         };
         if total >= self.config.max_players {
             return Err(PlayError::TooManyPlayers(self.config.max_players));
@@ -482,11 +602,23 @@ impl Hub {
         let rx = stream.tx.subscribe();
         drop(st);
         fix_preamble_timestamps(&mut preamble);
+        let protocol = info.protocol;
+        guard._gauge = Some(Metrics::hold(
+            &self.metrics.players,
+            [("protocol", protocol.as_str())],
+        ));
+        stream
+            .roster
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(guard.id, (info, requested));
         Ok(Subscription {
             header,
             preamble,
             rx,
             stream,
+            requested,
+            protocol,
             _guard: guard,
         })
     }
@@ -505,6 +637,62 @@ impl Hub {
         Some(status(&stream))
     }
 
+    /// One stream with its publisher and players.
+    pub fn stream_detail(&self, name: &str) -> Option<StreamDetail> {
+        let stream = self.registry().get(name).cloned()?;
+        let status = status(&stream);
+        let publisher_info = stream.lock().publisher.as_ref().map(|p| PeerStatus {
+            id: 0,
+            protocol: p.info.protocol,
+            address: p.info.remote.to_string(),
+            connected_s: seconds(p.since),
+        });
+        let mut players_list: Vec<PeerStatus> = stream
+            .roster
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .map(|(id, (info, since))| PeerStatus {
+                id: *id,
+                protocol: info.protocol,
+                address: info.remote.to_string(),
+                connected_s: seconds(*since),
+            })
+            .collect();
+        players_list.sort_by_key(|p| p.id);
+        Some(StreamDetail {
+            status,
+            publisher_info,
+            players_list,
+        })
+    }
+
+    /// Ends `name` now: its publisher is cut off and its players get the clean end
+    /// ([`EndReason::Kicked`]) at once, without a grace period; the name is free for
+    /// a new publisher. `None` when no such stream exists.
+    pub fn kick(&self, name: &str) -> Option<KickReport> {
+        let mut streams = self.registry();
+        let stream = streams.remove(name)?;
+        self.metrics.streams.dec();
+        let mut st = stream.lock();
+        // Taking the publisher makes its later unpublish a no-op: no grace timer.
+        let publisher = st.publisher.take();
+        if let Some(p) = &publisher {
+            let _ = p.stop.send(true);
+        }
+        st.ended = true;
+        st.generation += 1;
+        let _ = stream.tx.send(Event::End(EndReason::Kicked));
+        drop(st);
+        drop(streams);
+        tracing::info!(stream = name, "stream kicked by operator");
+        Some(KickReport {
+            stream: name.to_owned(),
+            kicked: publisher.is_some(),
+            players: stream.players.load(Ordering::Relaxed),
+        })
+    }
+
     /// Number of connected players.
     pub fn player_count(&self) -> usize {
         self.players.load(Ordering::Relaxed)
@@ -514,6 +702,7 @@ impl Hub {
     pub async fn shutdown(&self) {
         self.shutting_down.store(true, Ordering::Relaxed);
         let streams: Vec<Arc<Stream>> = self.registry().drain().map(|(_, s)| s).collect();
+        self.metrics.streams.dec_by(streams.len() as i64);
         for stream in streams {
             let mut st = stream.lock();
             if let Some(p) = &st.publisher {
@@ -571,6 +760,7 @@ impl Hub {
             .is_some_and(|s| Arc::ptr_eq(s, stream))
         {
             streams.remove(&stream.name);
+            self.metrics.streams.dec();
         }
         let _ = stream.tx.send(Event::End(EndReason::PublisherGone));
         tracing::info!(
@@ -578,6 +768,10 @@ impl Hub {
             "stream ended: publisher did not return"
         );
     }
+}
+
+fn seconds(since: Instant) -> f64 {
+    (since.elapsed().as_secs_f64() * 10.0).round() / 10.0
 }
 
 /// Moves preamble tags (metadata, sequence headers) that are stamped later than the
@@ -669,6 +863,7 @@ impl Publisher {
         self.stream
             .bytes_in
             .fetch_add(tag.encoded_len() as u64, Ordering::Relaxed);
+        self.bytes_in.inc_by(tag.encoded_len() as u64);
         let mut st = self.stream.lock();
         if st.ended {
             return Err(PushError::Ended);

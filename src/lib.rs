@@ -10,6 +10,7 @@
 //! - [`ingest`]: HTTP and WebSocket publishers. [`egress`]: players.
 //! - [`rtmp`]: RTMP publishers (OBS, ffmpeg).
 
+pub mod api;
 pub mod auth;
 pub mod cli;
 pub mod config;
@@ -19,6 +20,7 @@ pub mod http;
 pub mod hub;
 pub mod ingest;
 pub mod metrics;
+pub mod policy;
 pub mod rtmp;
 pub mod server;
 pub mod signal;

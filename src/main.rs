@@ -3,7 +3,8 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use tracing_subscriber::EnvFilter;
-use wsrelay::cli::Cli;
+use wsrelay::cli::{Cli, Command};
+use wsrelay::config::Config;
 
 #[tokio::main]
 async fn main() -> ExitCode {
@@ -14,7 +15,27 @@ async fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .with_ansi(std::io::stderr().is_terminal())
         .init();
-    let config = match Cli::parse().into_config() {
+    let cli = Cli::parse();
+    if let Some(Command::Token(args)) = &cli.command {
+        let config = match cli.config.as_deref().map(Config::from_file).transpose() {
+            Ok(config) => config,
+            Err(e) => {
+                eprintln!("wsrelay: {e}");
+                return ExitCode::from(2);
+            }
+        };
+        return match args.mint(config.as_ref()) {
+            Ok(token) => {
+                println!("{token}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("wsrelay token: {e}");
+                ExitCode::from(2)
+            }
+        };
+    }
+    let config = match cli.into_config() {
         Ok(config) => config,
         Err(e) => {
             eprintln!("wsrelay: {e}");
@@ -36,37 +57,61 @@ async fn main() -> ExitCode {
     if let Some(addr) = server.rtmp_addr() {
         let _ = writeln!(out, "listening rtmp://{addr}");
     }
+    if let Some(addr) = server.tls_addr() {
+        let _ = writeln!(out, "listening https://{addr}");
+    }
     let _ = out.flush();
     drop(out);
     tracing::info!(version = env!("CARGO_PKG_VERSION"), "wsrelay started");
 
-    wait_for_signal().await;
+    wait_for_signal(&server).await;
     tracing::info!("shutting down");
     server.shutdown().await;
     tracing::info!("bye");
     ExitCode::SUCCESS
 }
 
-/// Resolves on SIGINT or SIGTERM.
-async fn wait_for_signal() {
+/// Resolves on SIGINT or SIGTERM; on SIGHUP reloads the config (same command
+/// line, config file re-read) without dropping connections.
+async fn wait_for_signal(server: &wsrelay::server::Server) {
     let ctrl_c = tokio::signal::ctrl_c();
     #[cfg(unix)]
     {
         use tokio::signal::unix::{SignalKind, signal};
-        match signal(SignalKind::terminate()) {
-            Ok(mut term) => {
-                tokio::select! {
-                    _ = ctrl_c => {}
-                    _ = term.recv() => {}
+        match (
+            signal(SignalKind::terminate()),
+            signal(SignalKind::hangup()),
+        ) {
+            (Ok(mut term), Ok(mut hup)) => {
+                tokio::pin!(ctrl_c);
+                loop {
+                    tokio::select! {
+                        _ = &mut ctrl_c => return,
+                        _ = term.recv() => return,
+                        _ = hup.recv() => reload(server),
+                    }
                 }
             }
-            Err(_) => {
+            _ => {
                 let _ = ctrl_c.await;
             }
         }
     }
     #[cfg(not(unix))]
     {
+        let _ = server;
         let _ = ctrl_c.await;
+    }
+}
+
+/// Re-reads the command line and config file and applies what can change live.
+#[cfg(unix)]
+fn reload(server: &wsrelay::server::Server) {
+    let applied = Cli::try_parse()
+        .map_err(|e| e.to_string())
+        .and_then(|cli| cli.into_config().map_err(|e| e.to_string()))
+        .and_then(|config| server.reload(&config).map_err(|e| e.to_string()));
+    if let Err(e) = applied {
+        tracing::error!(error = %e, "SIGHUP: config not reloaded; keeping the current one");
     }
 }

@@ -131,18 +131,20 @@ impl Metrics {
         // Series with a fixed label set exist from the start (at 0), so dashboards
         // and `rate()` see them before the first event.
         for protocol in ["http", "ws", "rtmp"] {
-            m.publishers.get_or_create(&[("protocol", protocol)]);
-            m.bytes_in.get_or_create(&[("protocol", protocol)]);
+            m.publishers.get_or_create_owned(&[("protocol", protocol)]);
+            m.bytes_in.get_or_create_owned(&[("protocol", protocol)]);
         }
         for protocol in ["http", "ws"] {
-            m.players.get_or_create(&[("protocol", protocol)]);
-            m.bytes_out.get_or_create(&[("protocol", protocol)]);
+            m.players.get_or_create_owned(&[("protocol", protocol)]);
+            m.bytes_out.get_or_create_owned(&[("protocol", protocol)]);
         }
         for reason in ["too_slow", "write_stalled"] {
-            m.player_disconnects.get_or_create(&[("reason", reason)]);
+            m.player_disconnects
+                .get_or_create_owned(&[("reason", reason)]);
         }
         for reason in REFUSAL_REASONS {
-            m.connections_refused.get_or_create(&[("reason", reason)]);
+            m.connections_refused
+                .get_or_create_owned(&[("reason", reason)]);
         }
         let r = &mut m.registry;
         r.register("streams", "Live streams", m.streams.clone());

@@ -35,6 +35,7 @@ use tokio::sync::Semaphore;
 use tokio::time::Instant;
 use tracing::Instrument;
 
+use crate::auth::Action;
 use crate::hub::{Protocol, PublishError, Publisher, PublisherInfo, PushError};
 use crate::server::AppState;
 use chunk::ChunkReaderConfig;
@@ -229,6 +230,8 @@ async fn connection(
         },
     });
     let mut publisher: Option<Publisher> = None;
+    // What was published, for the `on_unpublish` hook.
+    let mut target: Option<PublishTarget> = None;
     let mut published = false;
     let mut stats = Stats::default();
     let mut buf = vec![0u8; READ_BUFFER];
@@ -265,7 +268,15 @@ async fn connection(
         if let Err(e) = session.handle_input(&buf[..n]) {
             break e.into();
         }
-        let outcome = handle_events(&mut session, &mut publisher, &state, remote, &mut stats);
+        let outcome = handle_events(
+            &mut session,
+            &mut publisher,
+            &mut target,
+            &state,
+            remote,
+            &mut stats,
+        )
+        .await;
         published |= publisher.is_some();
         let out = session.take_output();
         if !out.is_empty() {
@@ -281,6 +292,18 @@ async fn connection(
     };
     // The stream's grace period starts now, whatever happens to the socket.
     drop(publisher);
+    if let Some(t) = &target {
+        let policy = state.policy.get();
+        let query = t.query.as_deref();
+        crate::policy::unpublished(
+            &policy,
+            &t.name,
+            remote,
+            query,
+            Protocol::Rtmp,
+            &state.tasks,
+        );
+    }
     if !matches!(
         end,
         RtmpEnd::Closed | RtmpEnd::Io(_) | RtmpEnd::WriteTimeout
@@ -302,10 +325,12 @@ async fn connection(
     (end, stats)
 }
 
-/// Acts on what the session reported: publish decisions, tags for the hub.
-fn handle_events(
+/// Acts on what the session reported: publish decisions (tokens and hooks, then
+/// the hub), tags for the hub.
+async fn handle_events(
     session: &mut Session,
     publisher: &mut Option<Publisher>,
+    published: &mut Option<PublishTarget>,
     state: &AppState,
     remote: SocketAddr,
     stats: &mut Stats,
@@ -330,6 +355,22 @@ fn handle_events(
                     }
                 };
                 tracing::Span::current().record("stream", target.name.as_str());
+                let policy = state.policy.get();
+                if let Err(refusal) = crate::policy::admit(
+                    &policy,
+                    &state.metrics,
+                    Action::Publish,
+                    Protocol::Rtmp,
+                    &target.name,
+                    target.query.as_deref(),
+                    remote,
+                )
+                .await
+                {
+                    session
+                        .reject_publish(refusal.rtmp_code(Action::Publish), &refusal.to_string());
+                    return Err(RtmpEnd::Refused(refusal.to_string()));
+                }
                 let info = PublisherInfo {
                     protocol: Protocol::Rtmp,
                     remote,
@@ -337,6 +378,7 @@ fn handle_events(
                 match state.hub.publish(&target.name, info) {
                     Ok(p) => {
                         *publisher = Some(p);
+                        *published = Some(target.clone());
                         tracing::info!("publisher started");
                         session.accept_publish(&format!("publishing {}", target.name))?;
                     }

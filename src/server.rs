@@ -18,18 +18,22 @@ use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_tungstenite::tungstenite::protocol::WebSocketConfig;
-use hyper_util::rt::TokioIo;
-use tokio::net::{TcpListener, TcpStream};
+use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 
-use crate::config::{Config, Listen};
+use crate::auth::Action;
+use crate::config::{Config, ConfigError, Listen};
 use crate::egress::{self, HttpSink, WsSink};
 use crate::http::{self, Body, ChannelBody};
-use crate::hub::{Hub, PlayError, Protocol, PublishError, PublisherInfo};
+use crate::hub::{Hub, PlayError, PlayerInfo, Protocol, PublishError, PublisherInfo};
 use crate::ingest;
+use crate::metrics::Metrics;
+use crate::policy::{PerIpLimiter, Policy, PolicyCell};
 
 /// HTTP-FLV body queue, in chunks (each an encoded tag shared with other players).
 /// Small on purpose: it only smooths hyper's polling; the stream's ring is the real
@@ -60,6 +64,12 @@ pub struct AppState {
     pub tasks: TaskTracker,
     /// When the server started.
     pub started: Instant,
+    /// Prometheus metrics (`/metrics`).
+    pub metrics: Arc<Metrics>,
+    /// Auth, hooks, admin token, proxies and connection limits; swapped on SIGHUP.
+    pub policy: PolicyCell,
+    /// Open connections per client IP on the HTTP and TLS listeners.
+    pub per_ip: Arc<PerIpLimiter>,
 }
 
 /// A running server.
@@ -67,28 +77,59 @@ pub struct AppState {
 pub struct Server {
     http_addr: Option<SocketAddr>,
     rtmp_addr: Option<SocketAddr>,
+    tls_addr: Option<SocketAddr>,
     state: Arc<AppState>,
 }
 
 /// Binds the configured listeners and starts serving.
 pub async fn spawn(config: Config) -> io::Result<Server> {
+    let metrics = Arc::new(Metrics::new());
+    let tls = match (&config.tls_listen, &config.tls_cert, &config.tls_key) {
+        (Listen::Off, _, _) => None,
+        (Listen::On(addr), Some(cert), Some(key)) => Some((
+            *addr,
+            crate::tls::load(cert, key).map_err(io::Error::other)?,
+        )),
+        (Listen::On(_), _, _) => {
+            return Err(io::Error::other(crate::tls::TlsError::MissingFiles));
+        }
+    };
     let state = Arc::new(AppState {
-        hub: Hub::new(config.live.clone()),
+        hub: Hub::with_metrics(config.live.clone(), metrics.clone()),
         signal: crate::signal::SignalHub::new(config.signal.clone()),
         shutdown: CancellationToken::new(),
         tasks: TaskTracker::new(),
         started: Instant::now(),
+        policy: PolicyCell::new(Policy::new(&config, metrics.clone())),
+        per_ip: Arc::default(),
+        metrics,
         config,
     });
+    // One connection budget for the plain and the TLS listener.
+    let permits = Arc::new(Semaphore::new(state.config.max_connections));
     let http_addr = match state.config.http {
         Listen::On(addr) => {
             let listener = TcpListener::bind(addr).await?;
             let local = listener.local_addr()?;
             let st = state.clone();
-            state.tasks.spawn(accept_http(listener, st));
+            state
+                .tasks
+                .spawn(accept_http(listener, st, permits.clone(), None));
             Some(local)
         }
         Listen::Off => None,
+    };
+    let tls_addr = match tls {
+        Some((addr, acceptor)) => {
+            let listener = TcpListener::bind(addr).await?;
+            let local = listener.local_addr()?;
+            let st = state.clone();
+            state
+                .tasks
+                .spawn(accept_http(listener, st, permits, Some(acceptor)));
+            Some(local)
+        }
+        None => None,
     };
     let rtmp_addr = match state.config.rtmp {
         Listen::On(addr) => {
@@ -104,6 +145,7 @@ pub async fn spawn(config: Config) -> io::Result<Server> {
     Ok(Server {
         http_addr,
         rtmp_addr,
+        tls_addr,
         state,
     })
 }
@@ -117,6 +159,30 @@ impl Server {
     /// The bound RTMP address, when the listener is on.
     pub fn rtmp_addr(&self) -> Option<SocketAddr> {
         self.rtmp_addr
+    }
+
+    /// The bound TLS (https/wss) address, when the listener is on.
+    pub fn tls_addr(&self) -> Option<SocketAddr> {
+        self.tls_addr
+    }
+
+    /// Applies the reloadable part of `config` (auth, hooks, admin token, trusted
+    /// proxies, per-IP and request-head limits; see [`crate::policy`]) without
+    /// touching connections. Other changed keys are reported and ignored until a
+    /// restart.
+    pub fn reload(&self, config: &Config) -> Result<(), ConfigError> {
+        config.validate()?;
+        let state = &self.state;
+        state.policy.set(Policy::new(config, state.metrics.clone()));
+        if crate::policy::needs_restart(&state.config, config) {
+            tracing::warn!(
+                "config reloaded; changes outside [auth], [hooks], admin_token, \
+                 trusted_proxies and the connection limits need a restart"
+            );
+        } else {
+            tracing::info!("config reloaded");
+        }
+        Ok(())
     }
 
     /// Shared state (hub, config).
@@ -144,8 +210,12 @@ impl Server {
     }
 }
 
-async fn accept_http(listener: TcpListener, state: Arc<AppState>) {
-    let permits = Arc::new(Semaphore::new(state.config.max_connections));
+async fn accept_http(
+    listener: TcpListener,
+    state: Arc<AppState>,
+    permits: Arc<Semaphore>,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+) {
     loop {
         let accepted = tokio::select! {
             _ = state.shutdown.cancelled() => return,
@@ -161,46 +231,118 @@ async fn accept_http(listener: TcpListener, state: Arc<AppState>) {
             }
         };
         let _ = stream.set_nodelay(true);
-        // Over the limit we still answer, with a 503 that says why.
+        // Over a limit we still answer, with a 503 that says why.
+        let policy = state.policy.get();
         let permit = permits.clone().try_acquire_owned().ok();
-        let ok = permit.is_some();
+        let ip_slot = if policy.is_trusted(remote.ip()) {
+            Some(None) // a proxy carries many clients
+        } else {
+            state
+                .per_ip
+                .try_acquire(remote.ip(), policy.max_connections_per_ip)
+                .map(Some)
+        };
+        let refusal = match (&permit, &ip_slot) {
+            (None, _) => Some(Refused::ConnectionLimit),
+            (_, None) => Some(Refused::PerIpLimit),
+            _ => None,
+        };
         let st = state.clone();
+        let tls = tls.clone();
         let span = tracing::info_span!("conn", peer = %remote);
         state.tasks.spawn(
             async move {
                 let _permit = permit;
-                if !ok {
-                    tracing::warn!(
-                        limit = st.config.max_connections,
-                        "connection refused: at connection limit"
-                    );
+                let _ip_slot = ip_slot;
+                if let Some(refused) = refusal {
+                    st.metrics
+                        .connections_refused
+                        .get_or_create(&[("reason", refused.label())])
+                        .inc();
+                    tracing::warn!(reason = refused.message(), "connection refused");
                 }
-                serve_connection(stream, remote, st, ok).await;
+                let Some(acceptor) = tls else {
+                    serve_connection(stream, remote, st, refusal, policy).await;
+                    return;
+                };
+                match tokio::time::timeout(policy.header_read_timeout, acceptor.accept(stream))
+                    .await
+                {
+                    Ok(Ok(stream)) => serve_connection(stream, remote, st, refusal, policy).await,
+                    Ok(Err(e)) => tracing::debug!(error = %e, "TLS handshake failed"),
+                    Err(_) => {
+                        st.metrics
+                            .connections_refused
+                            .get_or_create(&[("reason", "header_timeout")])
+                            .inc();
+                        tracing::debug!("TLS handshake not completed in time");
+                    }
+                }
             }
             .instrument(span),
         );
     }
 }
 
-async fn serve_connection(stream: TcpStream, remote: SocketAddr, state: Arc<AppState>, ok: bool) {
+/// Why the listener refused a connection (it still answers `503` with the reason).
+#[derive(Clone, Copy, Debug)]
+enum Refused {
+    /// `max_connections` reached.
+    ConnectionLimit,
+    /// `max_connections_per_ip` reached for this client.
+    PerIpLimit,
+}
+
+impl Refused {
+    fn label(self) -> &'static str {
+        match self {
+            Refused::ConnectionLimit => "connection_limit",
+            Refused::PerIpLimit => "per_ip_limit",
+        }
+    }
+
+    fn message(self) -> &'static str {
+        match self {
+            Refused::ConnectionLimit => "server at its connection limit, try again later",
+            Refused::PerIpLimit => "too many connections from your address, try again later",
+        }
+    }
+}
+
+async fn serve_connection<I>(
+    stream: I,
+    remote: SocketAddr,
+    state: Arc<AppState>,
+    refusal: Option<Refused>,
+    policy: Arc<Policy>,
+) where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
     let shutdown = state.shutdown.clone();
+    let metrics = state.metrics.clone();
     let service = service_fn(move |req| {
         let state = state.clone();
         async move {
-            let res = if ok {
-                route(state, req, remote).await
-            } else {
-                http::text(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "server at its connection limit, try again later",
-                )
+            let res = match refusal {
+                None => route(state, req, remote).await,
+                Some(refused) => http::text(StatusCode::SERVICE_UNAVAILABLE, refused.message()),
             };
             Ok::<_, std::convert::Infallible>(res)
         }
     });
-    let conn = http1::Builder::new()
+    let mut builder = http1::Builder::new();
+    builder
         // ffmpeg's POST push half-closes right after its last chunk.
         .half_close(true)
+        // Slow-loris: the request head must arrive in time; bounded in size.
+        .timer(TokioTimer::new())
+        .header_read_timeout(policy.header_read_timeout)
+        .max_header_size(policy.max_header_bytes);
+    if policy.max_headers != HYPER_DEFAULT_MAX_HEADERS {
+        // Only when changed: a custom count moves hyper's header array to the heap.
+        builder.max_headers(policy.max_headers);
+    }
+    let conn = builder
         .serve_connection(TokioIo::new(stream), service)
         .with_upgrades();
     tokio::pin!(conn);
@@ -212,17 +354,30 @@ async fn serve_connection(stream: TcpStream, remote: SocketAddr, state: Arc<AppS
         }
     };
     if let Err(e) = result {
-        tracing::debug!(error = %e, "connection ended with an error");
+        if e.is_timeout() {
+            metrics
+                .connections_refused
+                .get_or_create(&[("reason", "header_timeout")])
+                .inc();
+            tracing::debug!("connection closed: request head not received in time");
+        } else {
+            tracing::debug!(error = %e, "connection ended with an error");
+        }
     }
 }
+
+/// hyper's default `max_headers`.
+const HYPER_DEFAULT_MAX_HEADERS: usize = 100;
 
 /// The router.
 async fn route(state: Arc<AppState>, req: Request<Incoming>, remote: SocketAddr) -> Response<Body> {
     let path = req.uri().path().to_owned();
+    // Behind a trusted proxy, the client is the one X-Forwarded-For names.
+    let remote = state.policy.get().client_addr(remote, req.headers());
     let mut res = match path.as_str() {
         "/healthz" => http::text(StatusCode::OK, "ok"),
-        "/api/streams" => api_streams(&state, &req),
-        "/api/rooms" => crate::signal::api_rooms(&state, &req),
+        "/metrics" => crate::api::metrics(&state, &req),
+        p if p.starts_with("/api/") => crate::api::route(&state, &req),
         p if p.starts_with("/signal/") => crate::signal::upgrade(&state, req, remote),
         p if p.starts_with("/live/") => live(state.clone(), req, remote).await,
         _ => static_file(&state, &req).await,
@@ -234,16 +389,6 @@ async fn route(state: Arc<AppState>, req: Request<Incoming>, remote: SocketAddr)
             .insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, origin);
     }
     res
-}
-
-fn api_streams(state: &AppState, req: &Request<Incoming>) -> Response<Body> {
-    if req.method() != Method::GET && req.method() != Method::HEAD {
-        return method_not_allowed("GET, HEAD");
-    }
-    http::json(
-        StatusCode::OK,
-        &serde_json::json!({ "streams": state.hub.streams() }),
-    )
 }
 
 fn method_not_allowed(allow: &'static str) -> Response<Body> {
@@ -293,6 +438,38 @@ async fn live(state: Arc<AppState>, req: Request<Incoming>, remote: SocketAddr) 
     };
     let upgrade = hyper_tungstenite::is_upgrade_request(&req);
     let publish = has_query_key(&req, "publish");
+    // Tokens and hooks decide before any upgrade, so a refusal is a plain 401/403.
+    let wants = match *req.method() {
+        Method::GET | Method::HEAD if upgrade && publish => Some((Action::Publish, Protocol::Ws)),
+        Method::GET | Method::HEAD if upgrade && !publish => Some((Action::Play, Protocol::Ws)),
+        Method::GET | Method::HEAD if !publish => Some((Action::Play, Protocol::Http)),
+        Method::POST | Method::PUT => Some((Action::Publish, Protocol::Http)),
+        _ => None,
+    };
+    if let Some((action, protocol)) = wants {
+        let policy = state.policy.get();
+        let query = req.uri().query();
+        if let Err(refusal) = crate::policy::admit(
+            &policy,
+            &state.metrics,
+            action,
+            protocol,
+            &name,
+            query,
+            remote,
+        )
+        .await
+        {
+            let mut res = http::text(refusal.status(), &refusal);
+            if refusal.status() == StatusCode::UNAUTHORIZED {
+                res.headers_mut().insert(
+                    header::WWW_AUTHENTICATE,
+                    HeaderValue::from_static("Bearer realm=\"wsrelay\""),
+                );
+            }
+            return res;
+        }
+    }
     match *req.method() {
         Method::GET | Method::HEAD if upgrade && publish => ws_publisher(state, req, name, remote),
         Method::GET | Method::HEAD if publish => http::text(
@@ -353,7 +530,11 @@ fn ws_player(
     name: String,
     remote: SocketAddr,
 ) -> Response<Body> {
-    let sub = match state.hub.play(&name) {
+    let info = PlayerInfo {
+        protocol: Protocol::Ws,
+        remote,
+    };
+    let sub = match state.hub.play_as(&name, info) {
         Ok(sub) => sub,
         Err(e) => return play_refused(&e),
     };
@@ -396,7 +577,11 @@ fn ws_player(
 }
 
 fn http_player(state: Arc<AppState>, name: String, remote: SocketAddr) -> Response<Body> {
-    let sub = match state.hub.play(&name) {
+    let info = PlayerInfo {
+        protocol: Protocol::Http,
+        remote,
+    };
+    let sub = match state.hub.play_as(&name, info) {
         Ok(sub) => sub,
         Err(e) => return play_refused(&e),
     };
@@ -466,6 +651,7 @@ fn ws_publisher(
             );
         }
     };
+    let query = req.uri().query().map(str::to_owned);
     let span = tracing::info_span!("publisher", stream = %name, proto = "ws");
     let st = state.clone();
     state.tasks.spawn(
@@ -481,6 +667,9 @@ fn ws_publisher(
             let result =
                 ingest::ws_publish(ws, publisher, &st.config.live, st.shutdown.clone()).await;
             log_publisher_end(&result);
+            let policy = st.policy.get();
+            let query = query.as_deref();
+            crate::policy::unpublished(&policy, &name, remote, query, Protocol::Ws, &st.tasks);
         }
         .instrument(span),
     );
@@ -501,6 +690,7 @@ async fn http_publisher(
         Ok(p) => p,
         Err(e) => return publish_refused(&e),
     };
+    let query = req.uri().query().map(str::to_owned);
     let span = tracing::info_span!("publisher", stream = %name, proto = "http");
     async move {
         tracing::info!(%remote, "publisher started");
@@ -512,6 +702,9 @@ async fn http_publisher(
         )
         .await;
         log_publisher_end(&result);
+        let policy = state.policy.get();
+        let query = query.as_deref();
+        crate::policy::unpublished(&policy, &name, remote, query, Protocol::Http, &state.tasks);
         match result {
             Ok(stats) => http::text(
                 StatusCode::OK,

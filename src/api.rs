@@ -1,0 +1,186 @@
+//! The status and admin API (`/api/…`) and `/metrics`; described in
+//! `docs/openapi.yaml`.
+//!
+//! When `admin_token` is configured every `/api/` route needs
+//! `Authorization: Bearer <admin_token>`. Errors are JSON objects with a stable
+//! `code` ([`ApiError`]) and a human `message`.
+
+use hyper::body::Incoming;
+use hyper::header::{self, HeaderValue};
+use hyper::{Method, Request, Response, StatusCode};
+use serde::Serialize;
+
+use crate::http::{self, Body};
+use crate::metrics::Metrics;
+use crate::server::AppState;
+
+/// Why an API request failed; each maps to one status and one `code`.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ApiError {
+    /// `admin_token` is set and the request lacks it (401, `unauthorized`).
+    #[error("admin token required: send Authorization: Bearer <admin_token>")]
+    Unauthorized,
+    /// No such stream, room or route (404, `not_found`).
+    #[error("{0}")]
+    NotFound(String),
+    /// The method is not served on this path (405, `method_not_allowed`).
+    #[error("method not allowed; use {0}")]
+    MethodNotAllowed(&'static str),
+    /// The path is malformed (400, `bad_request`).
+    #[error("{0}")]
+    BadRequest(String),
+}
+
+impl ApiError {
+    /// HTTP status.
+    pub fn status(&self) -> StatusCode {
+        match self {
+            ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
+            ApiError::NotFound(_) => StatusCode::NOT_FOUND,
+            ApiError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
+            ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
+        }
+    }
+
+    /// The JSON `code`.
+    pub fn code(&self) -> &'static str {
+        match self {
+            ApiError::Unauthorized => "unauthorized",
+            ApiError::NotFound(_) => "not_found",
+            ApiError::MethodNotAllowed(_) => "method_not_allowed",
+            ApiError::BadRequest(_) => "bad_request",
+        }
+    }
+
+    fn response(&self) -> Response<Body> {
+        #[derive(Serialize)]
+        struct Wire<'a> {
+            code: &'a str,
+            message: String,
+        }
+        let mut res = http::json(
+            self.status(),
+            &Wire {
+                code: self.code(),
+                message: self.to_string(),
+            },
+        );
+        let h = res.headers_mut();
+        match self {
+            ApiError::Unauthorized => {
+                h.insert(
+                    header::WWW_AUTHENTICATE,
+                    HeaderValue::from_static("Bearer realm=\"wsrelay\""),
+                );
+            }
+            ApiError::MethodNotAllowed(allow) => {
+                h.insert(header::ALLOW, HeaderValue::from_static(allow));
+            }
+            _ => {}
+        }
+        res
+    }
+}
+
+/// Serves `/api/…`.
+pub fn route(state: &AppState, req: &Request<Incoming>) -> Response<Body> {
+    match handle(state, req) {
+        Ok(res) => res,
+        Err(e) => e.response(),
+    }
+}
+
+fn handle(state: &AppState, req: &Request<Incoming>) -> Result<Response<Body>, ApiError> {
+    if !state.policy.get().admin_allowed(req.headers()) {
+        return Err(ApiError::Unauthorized);
+    }
+    let path = req.uri().path();
+    let read = || {
+        if req.method() == Method::GET || req.method() == Method::HEAD {
+            Ok(())
+        } else {
+            Err(ApiError::MethodNotAllowed("GET, HEAD"))
+        }
+    };
+    match path {
+        "/api/streams" => {
+            read()?;
+            Ok(http::json(
+                StatusCode::OK,
+                &serde_json::json!({ "streams": state.hub.streams() }),
+            ))
+        }
+        "/api/rooms" => {
+            read()?;
+            Ok(http::json(StatusCode::OK, &state.signal.report()))
+        }
+        p if p.starts_with("/api/streams/") => {
+            let name = stream_name(p)?;
+            match *req.method() {
+                Method::GET | Method::HEAD => match state.hub.stream_detail(name) {
+                    Some(detail) => Ok(http::json(StatusCode::OK, &detail)),
+                    None => Err(not_live(name)),
+                },
+                Method::DELETE => match state.hub.kick(name) {
+                    Some(report) => {
+                        tracing::info!(
+                            stream = name,
+                            players = report.players,
+                            "kicked by operator"
+                        );
+                        Ok(http::json(StatusCode::OK, &report))
+                    }
+                    None => Err(not_live(name)),
+                },
+                _ => Err(ApiError::MethodNotAllowed("GET, HEAD, DELETE")),
+            }
+        }
+        p if p.starts_with("/api/rooms/") => {
+            read()?;
+            let room = &p["/api/rooms/".len()..];
+            state
+                .signal
+                .report()
+                .rooms
+                .into_iter()
+                .find(|r| r.room == room)
+                .map(|r| http::json(StatusCode::OK, &r))
+                .ok_or_else(|| ApiError::NotFound(format!("no room `{room}`")))
+        }
+        _ => Err(ApiError::NotFound(format!("no API route {path}"))),
+    }
+}
+
+fn not_live(name: &str) -> ApiError {
+    ApiError::NotFound(format!("stream `{name}` is not live"))
+}
+
+fn stream_name(path: &str) -> Result<&str, ApiError> {
+    let name = &path["/api/streams/".len()..];
+    // Same rules as /live/NAME.flv.
+    crate::server::parse_live_path(&format!("/live/{name}.flv")).map_err(ApiError::BadRequest)?;
+    Ok(name)
+}
+
+/// Serves `/metrics`: gauges read at scrape time, then every family.
+pub fn metrics(state: &AppState, req: &Request<Incoming>) -> Response<Body> {
+    if req.method() != Method::GET && req.method() != Method::HEAD {
+        let mut res = http::text(StatusCode::METHOD_NOT_ALLOWED, "use GET or HEAD");
+        res.headers_mut()
+            .insert(header::ALLOW, HeaderValue::from_static("GET, HEAD"));
+        return res;
+    }
+    let rooms = state.signal.report();
+    state.metrics.signal_rooms.set(rooms.rooms.len() as i64);
+    state
+        .metrics
+        .signal_peers
+        .set(rooms.rooms.iter().map(|r| r.peers as i64).sum());
+    let mut res = Response::new(http::full(state.metrics.render()));
+    res.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static(Metrics::CONTENT_TYPE),
+    );
+    res
+}

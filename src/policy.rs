@@ -1,0 +1,500 @@
+//! Who may connect, publish, play and administer: the part of the configuration
+//! that `SIGHUP` reloads without dropping a connection.
+//!
+//! [`Policy`] is built from a [`Config`] and swapped whole on reload
+//! ([`PolicyCell`]); every connection and request reads the current one when it
+//! needs it, so a reload applies to the next decision while established players,
+//! publishers and peers carry on. Reloaded: `[auth]`, `[hooks]`, `admin_token`,
+//! `trusted_proxies`, `max_connections_per_ip`, `header_read_timeout_ms`,
+//! `max_header_bytes`, `max_headers`. Everything else (listeners, `[live]`,
+//! `[signal]`, `[rtmp_settings]`, TLS files) needs a restart.
+//!
+//! Also here: the client address behind trusted proxies ([`Policy::client_addr`])
+//! and the per-IP connection count ([`PerIpLimiter`]).
+
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
+
+use hyper::HeaderMap;
+
+use crate::auth::{Action, AuthConfig, AuthError};
+use crate::config::Config;
+use crate::hooks::{Hook, HookError, HookEvent, Hooks};
+use crate::hub::Protocol;
+use crate::metrics::Metrics;
+
+/// An IP network: `10.0.0.0/8`, `::1/128`, or a bare address (a single host).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Cidr {
+    addr: IpAddr,
+    prefix: u8,
+}
+
+impl std::str::FromStr for Cidr {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let bad = || format!("`{s}` is not an address or CIDR like 10.0.0.0/8");
+        let (addr, prefix) = match s.split_once('/') {
+            Some((a, p)) => (a, Some(p)),
+            None => (s, None),
+        };
+        let addr: IpAddr = addr.trim().parse().map_err(|_| bad())?;
+        let max = if addr.is_ipv4() { 32 } else { 128 };
+        let prefix = match prefix {
+            Some(p) => p.trim().parse::<u8>().map_err(|_| bad())?,
+            None => max,
+        };
+        if prefix > max {
+            return Err(bad());
+        }
+        Ok(Cidr { addr, prefix })
+    }
+}
+
+impl Cidr {
+    /// Whether `ip` is inside this network (IPv4-mapped IPv6 addresses count as IPv4).
+    pub fn contains(&self, ip: IpAddr) -> bool {
+        let ip = match ip {
+            IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+            v4 => v4,
+        };
+        match (self.addr, ip) {
+            (IpAddr::V4(net), IpAddr::V4(ip)) => {
+                let mask = u32::MAX
+                    .checked_shl(32 - u32::from(self.prefix))
+                    .unwrap_or(0);
+                u32::from(net) & mask == u32::from(ip) & mask
+            }
+            (IpAddr::V6(net), IpAddr::V6(ip)) => {
+                let mask = u128::MAX
+                    .checked_shl(128 - u32::from(self.prefix))
+                    .unwrap_or(0);
+                u128::from(net) & mask == u128::from(ip) & mask
+            }
+            _ => false,
+        }
+    }
+}
+
+/// The reloadable settings, parsed and ready to use.
+#[derive(Debug)]
+pub struct Policy {
+    /// Publish/play token rules.
+    pub auth: AuthConfig,
+    /// The hook caller (its own concurrency bound and timeout).
+    pub hooks: Arc<Hooks>,
+    /// The `/api/` bearer token.
+    pub admin_token: Option<signaling::Secret>,
+    /// Proxies whose `X-Forwarded-For` is believed.
+    pub trusted_proxies: Vec<Cidr>,
+    /// Connections per client IP on the HTTP/TLS listeners.
+    pub max_connections_per_ip: usize,
+    /// Time to send a request head or finish a TLS handshake.
+    pub header_read_timeout: Duration,
+    /// Largest request head in bytes.
+    pub max_header_bytes: usize,
+    /// Most header fields per request.
+    pub max_headers: usize,
+}
+
+/// Checks the settings this module owns (called by [`Config::validate`]).
+pub fn validate(config: &Config) -> Result<(), String> {
+    config.auth.validate()?;
+    config.hooks.validate()?;
+    for p in &config.trusted_proxies {
+        p.parse::<Cidr>()
+            .map_err(|e| format!("trusted_proxies: {e}"))?;
+    }
+    if config
+        .admin_token
+        .as_ref()
+        .is_some_and(|t| t.expose().is_empty())
+    {
+        return Err("admin_token must not be empty".into());
+    }
+    let positive = [
+        ("max_connections_per_ip", config.max_connections_per_ip),
+        ("max_header_bytes", config.max_header_bytes),
+        ("max_headers", config.max_headers),
+        (
+            "header_read_timeout_ms",
+            usize::from(config.header_read_timeout_ms > 0),
+        ),
+    ];
+    for (name, value) in positive {
+        if value == 0 {
+            return Err(format!("{name} must be greater than 0"));
+        }
+    }
+    if config.tls_listen != crate::config::Listen::Off
+        && (config.tls_cert.is_none() || config.tls_key.is_none())
+    {
+        return Err("tls_listen needs both tls_cert and tls_key".into());
+    }
+    Ok(())
+}
+
+impl Policy {
+    /// The policy of `config` (already validated).
+    pub fn new(config: &Config, metrics: Arc<Metrics>) -> Policy {
+        Policy {
+            auth: config.auth.clone(),
+            hooks: Arc::new(Hooks::new(config.hooks.clone(), metrics)),
+            admin_token: config.admin_token.clone(),
+            // Validated: every entry parses.
+            trusted_proxies: config
+                .trusted_proxies
+                .iter()
+                .filter_map(|p| p.parse().ok())
+                .collect(),
+            max_connections_per_ip: config.max_connections_per_ip,
+            header_read_timeout: Duration::from_millis(config.header_read_timeout_ms),
+            max_header_bytes: config.max_header_bytes,
+            max_headers: config.max_headers,
+        }
+    }
+
+    /// Whether `ip` is a trusted proxy.
+    pub fn is_trusted(&self, ip: IpAddr) -> bool {
+        self.trusted_proxies.iter().any(|c| c.contains(ip))
+    }
+
+    /// The client's address: `remote` itself, or, when `remote` is a trusted proxy,
+    /// the nearest untrusted address of `X-Forwarded-For` (read right to left, as
+    /// each proxy appends the address it saw). The port of a forwarded address is
+    /// unknown and reported as 0.
+    pub fn client_addr(&self, remote: SocketAddr, headers: &HeaderMap) -> SocketAddr {
+        if !self.is_trusted(remote.ip()) {
+            return remote;
+        }
+        let hops = headers
+            .get_all("x-forwarded-for")
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .map(str::trim)
+            .collect::<Vec<_>>();
+        let mut client = remote;
+        for hop in hops.iter().rev() {
+            let Some(ip) = parse_forwarded_ip(hop) else {
+                break; // garbage: stop at the last address we could trust
+            };
+            client = SocketAddr::new(ip, 0);
+            if !self.is_trusted(ip) {
+                break;
+            }
+        }
+        client
+    }
+
+    /// Whether `headers` carry `Authorization: Bearer <admin_token>` (or no admin
+    /// token is configured). Compared in constant time.
+    pub fn admin_allowed(&self, headers: &HeaderMap) -> bool {
+        let Some(expected) = &self.admin_token else {
+            return true;
+        };
+        let given = headers
+            .get(hyper::header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .map(str::trim)
+            .unwrap_or("");
+        constant_time_eq(given.as_bytes(), expected.expose().as_bytes())
+    }
+}
+
+fn parse_forwarded_ip(hop: &str) -> Option<IpAddr> {
+    hop.parse::<IpAddr>()
+        .ok()
+        .or_else(|| hop.parse::<SocketAddr>().ok().map(|a| a.ip()))
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    if a.len() != b.len() {
+        return false;
+    }
+    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// Whether `new` differs from `old` outside the reloadable keys.
+pub fn needs_restart(old: &Config, new: &Config) -> bool {
+    fn fixed(c: &Config) -> String {
+        let mut c = c.clone();
+        let d = Config::default();
+        c.auth = d.auth;
+        c.hooks = d.hooks;
+        c.admin_token = d.admin_token;
+        c.trusted_proxies = d.trusted_proxies;
+        c.max_connections_per_ip = d.max_connections_per_ip;
+        c.header_read_timeout_ms = d.header_read_timeout_ms;
+        c.max_header_bytes = d.max_header_bytes;
+        c.max_headers = d.max_headers;
+        toml::to_string(&c).unwrap_or_default()
+    }
+    fixed(old) != fixed(new)
+}
+
+/// Why a publish or play was refused before it started.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Refusal {
+    /// The token check failed (401 / 403).
+    #[error(transparent)]
+    Auth(#[from] AuthError),
+    /// An `on_publish` / `on_play` hook refused (403) or failed (503).
+    #[error(transparent)]
+    Hook(#[from] HookError),
+}
+
+impl Refusal {
+    /// What an HTTP client is told.
+    pub fn status(&self) -> hyper::StatusCode {
+        match self {
+            Refusal::Auth(e) => e.status(),
+            Refusal::Hook(e) => e.status(),
+        }
+    }
+
+    /// The WebSocket close code, when the refusal comes after an upgrade.
+    pub fn ws_close_code(&self) -> u16 {
+        4000 + self.status().as_u16()
+    }
+
+    /// The RTMP `onStatus` code.
+    pub fn rtmp_code(&self, action: Action) -> &'static str {
+        match self {
+            Refusal::Auth(e) => e.rtmp_code(action),
+            Refusal::Hook(e) => e.rtmp_code(action == Action::Publish),
+        }
+    }
+
+    /// The `reason` label of `wsrelay_auth_refusals_total`.
+    pub fn label(&self) -> &'static str {
+        match self {
+            Refusal::Auth(e) => e.label(),
+            Refusal::Hook(HookError::Refused { .. }) => "hook_refused",
+            Refusal::Hook(HookError::Timeout { .. }) => "hook_timeout",
+            Refusal::Hook(_) => "hook_error",
+        }
+    }
+}
+
+/// Decides a publish or play: the token rules, then the `on_publish` / `on_play`
+/// hook. Refusals are counted and logged (never with the query: it holds tokens).
+pub async fn admit(
+    policy: &Policy,
+    metrics: &Metrics,
+    action: Action,
+    protocol: Protocol,
+    stream: &str,
+    query: Option<&str>,
+    client: SocketAddr,
+) -> Result<(), Refusal> {
+    let result = async {
+        crate::auth::authorize(&policy.auth, action, stream, query, crate::auth::unix_now())?;
+        let hook = match action {
+            Action::Publish => Hook::OnPublish,
+            Action::Play => Hook::OnPlay,
+        };
+        let event = HookEvent::new(hook, stream, client, query, protocol);
+        policy.hooks.check(hook, &event).await?;
+        Ok::<_, Refusal>(())
+    }
+    .await;
+    if let Err(e) = &result {
+        metrics.auth_refused(action.as_str(), e.label());
+        tracing::info!(stream, %client, proto = protocol.as_str(), reason = %e, "{action} refused");
+    }
+    result
+}
+
+/// Tells `on_unpublish` that a publisher of `stream` left (in the background).
+pub fn unpublished(
+    policy: &Policy,
+    stream: &str,
+    client: SocketAddr,
+    query: Option<&str>,
+    protocol: Protocol,
+    tasks: &tokio_util::task::TaskTracker,
+) {
+    let event = HookEvent::new(Hook::OnUnpublish, stream, client, query, protocol);
+    policy.hooks.notify(Hook::OnUnpublish, event, tasks);
+}
+
+/// The current [`Policy`], swapped whole on reload.
+#[derive(Debug)]
+pub struct PolicyCell {
+    current: RwLock<Arc<Policy>>,
+}
+
+impl PolicyCell {
+    /// A cell holding `policy`.
+    pub fn new(policy: Policy) -> PolicyCell {
+        PolicyCell {
+            current: RwLock::new(Arc::new(policy)),
+        }
+    }
+
+    /// The policy in force now (cheap: one `Arc` clone under a read lock).
+    pub fn get(&self) -> Arc<Policy> {
+        self.current
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// Replaces the policy; decisions from now on use `policy`.
+    pub fn set(&self, policy: Policy) {
+        *self.current.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(policy);
+    }
+}
+
+/// Open connections per client IP.
+#[derive(Debug, Default)]
+pub struct PerIpLimiter {
+    open: Mutex<HashMap<IpAddr, usize>>,
+}
+
+/// One open connection; dropping it frees the slot.
+#[derive(Debug)]
+pub struct IpSlot {
+    limiter: Arc<PerIpLimiter>,
+    ip: IpAddr,
+}
+
+impl PerIpLimiter {
+    /// Takes a slot for `ip` unless it already holds `limit`.
+    pub fn try_acquire(self: &Arc<Self>, ip: IpAddr, limit: usize) -> Option<IpSlot> {
+        let mut open = self.open.lock().unwrap_or_else(|e| e.into_inner());
+        let n = open.entry(ip).or_insert(0);
+        if *n >= limit {
+            return None;
+        }
+        *n += 1;
+        Some(IpSlot {
+            limiter: self.clone(),
+            ip,
+        })
+    }
+
+    /// Connections open from `ip`.
+    pub fn count(&self, ip: IpAddr) -> usize {
+        let open = self.open.lock().unwrap_or_else(|e| e.into_inner());
+        open.get(&ip).copied().unwrap_or(0)
+    }
+}
+
+impl Drop for IpSlot {
+    fn drop(&mut self) {
+        let mut open = self.limiter.open.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(n) = open.get_mut(&self.ip) {
+            *n -= 1;
+            if *n == 0 {
+                open.remove(&self.ip);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use hyper::header::HeaderValue;
+
+    fn policy(trusted: &[&str]) -> Policy {
+        let config = Config {
+            trusted_proxies: trusted.iter().map(|s| (*s).to_owned()).collect(),
+            admin_token: Some(signaling::Secret::new("adm")),
+            ..Config::default()
+        };
+        validate(&config).unwrap();
+        Policy::new(&config, Arc::new(Metrics::new()))
+    }
+
+    #[test]
+    fn cidrs() {
+        let c: Cidr = "10.0.0.0/8".parse().unwrap();
+        assert!(c.contains("10.1.2.3".parse().unwrap()));
+        assert!(!c.contains("11.0.0.1".parse().unwrap()));
+        assert!(c.contains("::ffff:10.0.0.1".parse().unwrap()));
+        let one: Cidr = "127.0.0.1".parse().unwrap();
+        assert!(one.contains("127.0.0.1".parse().unwrap()));
+        assert!(!one.contains("127.0.0.2".parse().unwrap()));
+        let all: Cidr = "0.0.0.0/0".parse().unwrap();
+        assert!(all.contains("8.8.8.8".parse().unwrap()));
+        let v6: Cidr = "fd00::/8".parse().unwrap();
+        assert!(v6.contains("fd12::1".parse().unwrap()));
+        assert!(!v6.contains("10.0.0.1".parse().unwrap()));
+        assert!("10.0.0.0/33".parse::<Cidr>().is_err());
+        assert!("nope".parse::<Cidr>().is_err());
+    }
+
+    #[test]
+    fn forwarded_for_only_from_trusted_proxies() {
+        let p = policy(&["127.0.0.1/32", "10.0.0.0/8"]);
+        let mut h = HeaderMap::new();
+        h.insert(
+            "x-forwarded-for",
+            HeaderValue::from_static("6.6.6.6, 203.0.113.9, 10.0.0.5"),
+        );
+        let proxy: SocketAddr = "127.0.0.1:5000".parse().unwrap();
+        let stranger: SocketAddr = "198.51.100.1:5000".parse().unwrap();
+        // The rightmost untrusted hop is the client; the spoofable left part is ignored.
+        assert_eq!(
+            p.client_addr(proxy, &h),
+            "203.0.113.9:0".parse::<SocketAddr>().unwrap()
+        );
+        assert_eq!(p.client_addr(stranger, &h), stranger);
+        assert_eq!(p.client_addr(proxy, &HeaderMap::new()), proxy);
+        h.insert("x-forwarded-for", HeaderValue::from_static("garbage"));
+        assert_eq!(p.client_addr(proxy, &h), proxy);
+    }
+
+    #[test]
+    fn admin_token_check() {
+        let p = policy(&[]);
+        let mut h = HeaderMap::new();
+        assert!(!p.admin_allowed(&h));
+        h.insert("authorization", HeaderValue::from_static("Bearer nope"));
+        assert!(!p.admin_allowed(&h));
+        h.insert("authorization", HeaderValue::from_static("Bearer adm"));
+        assert!(p.admin_allowed(&h));
+    }
+
+    #[test]
+    fn per_ip_slots_are_freed() {
+        let l = Arc::new(PerIpLimiter::default());
+        let ip: IpAddr = "192.0.2.1".parse().unwrap();
+        let a = l.try_acquire(ip, 2).unwrap();
+        let _b = l.try_acquire(ip, 2).unwrap();
+        assert!(l.try_acquire(ip, 2).is_none());
+        assert!(l.try_acquire("192.0.2.2".parse().unwrap(), 2).is_some());
+        drop(a);
+        assert_eq!(l.count(ip), 1);
+        assert!(l.try_acquire(ip, 2).is_some());
+    }
+
+    #[test]
+    fn validation() {
+        let bad = [
+            Config {
+                trusted_proxies: vec!["10.0.0.0/99".into()],
+                ..Config::default()
+            },
+            Config {
+                tls_listen: crate::config::Listen::On("127.0.0.1:0".parse().unwrap()),
+                ..Config::default()
+            },
+            Config {
+                max_connections_per_ip: 0,
+                ..Config::default()
+            },
+        ];
+        for c in bad {
+            assert!(validate(&c).is_err());
+        }
+        assert!(validate(&Config::default()).is_ok());
+    }
+}
