@@ -5,7 +5,10 @@ import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { writeFileSync } from 'node:fs';
 import path from 'node:path';
-import { TARGET_DIR, launchBrowser, openPage, requireTools, screenshot, startServer, waitFor } from './harness.mjs';
+import { setTimeout as sleep } from 'node:timers/promises';
+import {
+  TARGET_DIR, launchBrowser, openPage, requireTools, screenshot, startProxy, startServer, waitFor,
+} from './harness.mjs';
 
 // Fails the whole file, loudly, when chromium, ffmpeg, the npm packages or the binary are missing.
 requireTools();
@@ -27,12 +30,15 @@ describe('call page', { timeout: 180000 }, () => {
     if (server) await server.stop();
   });
 
-  /** A page in its own browser context (own camera, own storage), like another person. */
-  async function join(room, name) {
+  /**
+   * A page in its own browser context (own camera, own storage), like another person.
+   * `base` is the server's URL, or a proxy's in front of it.
+   */
+  async function join(room, name, base = server.http) {
     const context = await browser.newContext({ viewport: { width: 1000, height: 700 } });
     contexts.push(context);
-    await context.grantPermissions(['camera', 'microphone'], { origin: server.http });
-    const opened = await openPage(context, `${server.http}/call.html?room=${room}&name=${name}&debug=1`, name);
+    await context.grantPermissions(['camera', 'microphone'], { origin: base });
+    const opened = await openPage(context, `${base}/call.html?room=${room}&name=${name}&debug=1`, name);
     allLogs.push(opened.logs);
     return opened;
   }
@@ -128,5 +134,36 @@ describe('call page', { timeout: 180000 }, () => {
     t.diagnostic(`glare: ${glare.length} colliding offer(s) ignored by the impolite side`);
     await x.page.close();
     await y.page.close();
+  });
+
+  it('a dropped signaling connection does not end the call: reconnecting, then back, media keeps flowing', async () => {
+    const proxy = await startProxy(new URL(server.http).host);
+    try {
+      const far = await join('r5', 'far', proxy.http); // its signaling goes through the proxy
+      const near = await join('r5', 'near');
+      await seesVideoFrom(near.page, 1, near.logs, 'near to decode far');
+      await seesVideoFrom(far.page, 1, far.logs, 'far to decode near');
+      const farId = await far.page.evaluate(() => window.wsrelayCall.client.peerId);
+      const badge = near.page.locator(`#peers li[data-peer="${farId}"] .badge`);
+
+      proxy.pause();
+      proxy.drop();
+      await badge.filter({ hasText: 'reconnecting' }).waitFor({ timeout: 5000 });
+      const before = (await callStats(near.page))[0].framesDecoded;
+      await sleep(1500);
+      const during = (await callStats(near.page))[0].framesDecoded;
+      assert.ok(during > before, `media flows peer to peer while signaling is down (${before} → ${during} frames)`);
+      proxy.resume();
+
+      await waitFor(() => far.page.evaluate(() => window.wsrelayCall.client.state === 'connected'), 5000,
+        'far to reconnect');
+      assert.equal(await far.page.evaluate(() => window.wsrelayCall.client.peerId), farId);
+      await badge.filter({ hasText: 'connected' }).waitFor({ timeout: 5000 });
+      assert.equal(await near.page.locator('#peers li').count(), 1);
+      await far.page.close();
+      await near.page.close();
+    } finally {
+      await proxy.close();
+    }
   });
 });
