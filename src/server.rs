@@ -96,7 +96,7 @@ pub async fn spawn(config: Config) -> io::Result<Server> {
     };
     let state = Arc::new(AppState {
         hub: Hub::with_metrics(config.live.clone(), metrics.clone()),
-        signal: crate::signal::SignalHub::new(config.signal.clone()),
+        signal: crate::signal::SignalHub::with_metrics(config.signal.clone(), metrics.clone()),
         shutdown: CancellationToken::new(),
         tasks: TaskTracker::new(),
         started: Instant::now(),

@@ -117,6 +117,8 @@ pub struct SignalHub {
     next_id: AtomicU64,
     /// Unix time anchor for JWT `exp` and TURN credential expiry.
     clock: WallClock,
+    /// Messages by type, errors by code, resumes.
+    metrics: Arc<crate::metrics::Metrics>,
 }
 
 /// `/api/rooms` body.
@@ -136,6 +138,14 @@ fn now() -> std::time::Instant {
 impl SignalHub {
     /// An empty registry with these limits.
     pub fn new(config: signaling::Config) -> Arc<SignalHub> {
+        SignalHub::with_metrics(config, Arc::default())
+    }
+
+    /// An empty registry with these limits, counting into `metrics`.
+    pub fn with_metrics(
+        config: signaling::Config,
+        metrics: Arc<crate::metrics::Metrics>,
+    ) -> Arc<SignalHub> {
         let unix_ms = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
@@ -145,6 +155,7 @@ impl SignalHub {
             rooms: Mutex::new(HashMap::new()),
             next_id: AtomicU64::new(1),
             clock: WallClock::new(now(), unix_ms),
+            metrics,
         })
     }
 
@@ -275,7 +286,7 @@ async fn run_room(
             }
             RoomMsg::Input(input) => room.handle(t, input),
         }
-        changed |= perform(&mut room, &mut conns, t);
+        changed |= perform(&mut room, &mut conns, t, &hub.metrics);
         if changed {
             *summary.lock().unwrap_or_else(|e| e.into_inner()) = room.summary();
         }
@@ -297,6 +308,7 @@ fn perform(
     room: &mut Room,
     conns: &mut HashMap<ConnId, mpsc::Sender<Outbound>>,
     t: std::time::Instant,
+    metrics: &crate::metrics::Metrics,
 ) -> bool {
     let mut changed = false;
     while let Some(out) = room.poll_output() {
@@ -324,6 +336,16 @@ fn perform(
             Output::Event(event) => {
                 changed |= !matches!(event, Event::Rejected { .. });
                 log_event(&event);
+                match &event {
+                    Event::Rejected { code, .. } => {
+                        let errors = &metrics.signal_errors;
+                        errors.get_or_create(&[("code", code.as_str())]).inc();
+                    }
+                    Event::Resumed { .. } => {
+                        metrics.signal_resumes.inc();
+                    }
+                    _ => {}
+                }
                 if let Event::Joined { conn, peer } | Event::Resumed { conn, peer } = event
                     && let Some(tx) = conns.get(&conn)
                 {
@@ -421,12 +443,13 @@ pub fn upgrade(
     };
     let span = tracing::info_span!("signal", room = %name, conn, peer = tracing::field::Empty);
     let shutdown = state.shutdown.clone();
+    let metrics = hub.metrics.clone();
     state.tasks.spawn(
         async move {
             match websocket.await {
                 Ok(ws) => {
                     tracing::debug!(%remote, "signaling connection open");
-                    let end = run_conn(ws, conn, room, out_rx, &cfg, shutdown).await;
+                    let end = run_conn(ws, conn, room, out_rx, &cfg, shutdown, &metrics).await;
                     tracing::debug!(?end, "signaling connection closed");
                 }
                 Err(e) => {
@@ -480,6 +503,7 @@ async fn run_conn(
     mut out: mpsc::Receiver<Outbound>,
     cfg: &signaling::Config,
     shutdown: CancellationToken,
+    metrics: &crate::metrics::Metrics,
 ) -> ConnEnd {
     let heartbeat = Duration::from_millis(cfg.heartbeat_interval_ms);
     let idle = Duration::from_millis(cfg.idle_timeout_ms);
@@ -520,7 +544,10 @@ async fn run_conn(
             frame = ws.next(), if reading => {
                 last_seen = Instant::now();
                 let input = match frame {
-                    Some(Ok(Message::Text(t))) => Input::Text { conn, text: t.as_str().to_owned() },
+                    Some(Ok(Message::Text(t))) => {
+                        metrics.signal_message(t.as_str());
+                        Input::Text { conn, text: t.as_str().to_owned() }
+                    }
                     Some(Ok(Message::Binary(_))) => Input::Binary { conn },
                     Some(Ok(Message::Ping(_) | Message::Pong(_) | Message::Frame(_))) => continue,
                     // The client closes; tungstenite answers and ends the stream.

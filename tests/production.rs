@@ -630,10 +630,25 @@ async fn wss_and_https_playback_through_tls() {
 
 /// Joins signaling room `room` as `peer`; returns the socket after `welcome`.
 async fn signal_join(addr: SocketAddr, room: &str, peer: &str) -> WsClient {
+    signal_join_with(
+        addr,
+        room,
+        serde_json::json!({"type": "join", "peer": peer}),
+    )
+    .await
+    .0
+}
+
+/// Sends `join` and returns the socket and the `welcome`.
+async fn signal_join_with(
+    addr: SocketAddr,
+    room: &str,
+    join: serde_json::Value,
+) -> (WsClient, serde_json::Value) {
     let (mut ws, _) = tokio_tungstenite::connect_async(format!("ws://{addr}/signal/{room}"))
         .await
         .expect("signal connect");
-    let join = serde_json::json!({"type": "join", "peer": peer}).to_string();
+    let join = join.to_string();
     ws.send(Message::text(join)).await.unwrap();
     loop {
         let msg = tokio::time::timeout(5 * SECOND, ws.next())
@@ -644,7 +659,7 @@ async fn signal_join(addr: SocketAddr, room: &str, peer: &str) -> WsClient {
         if let Message::Text(t) = msg {
             let v: serde_json::Value = serde_json::from_str(&t).unwrap();
             assert_eq!(v["type"], "welcome", "{v}");
-            return ws;
+            return (ws, v);
         }
     }
 }
@@ -714,11 +729,38 @@ async fn metrics_move_as_streams_and_peers_come_and_go() {
     metric_until(addr, "wsrelay_players{protocol=\"http\"}", |v| v == 0.0).await;
 
     // Signaling rooms and peers.
-    let a = signal_join(addr, "r1", "alice").await;
+    let (mut a, welcome) = signal_join_with(
+        addr,
+        "r1",
+        serde_json::json!({"type": "join", "peer": "alice"}),
+    )
+    .await;
     let b = signal_join(addr, "r1", "bob").await;
     let c = signal_join(addr, "r2", "carol").await;
     assert_eq!(metric(addr, "wsrelay_signal_rooms").await, 2.0);
     assert_eq!(metric(addr, "wsrelay_signal_peers").await, 3.0);
+    assert_eq!(
+        metric(addr, "wsrelay_signal_messages_total{type=\"join\"}").await,
+        3.0
+    );
+    a.send(Message::text(r#"{"type":"ping"}"#)).await.unwrap();
+    a.send(Message::text("{nope")).await.unwrap();
+    metric_until(addr, "wsrelay_signal_messages_total{type=\"ping\"}", |v| {
+        v == 1.0
+    })
+    .await;
+    metric_until(
+        addr,
+        "wsrelay_signal_errors_total{code=\"bad-json\"}",
+        |v| v == 1.0,
+    )
+    .await;
+    // Alice's connection drops; she resumes her session.
+    drop(a);
+    let resume = serde_json::json!({"type": "join", "resume": welcome["session"]});
+    let (a, again) = signal_join_with(addr, "r1", resume).await;
+    assert_eq!(again["resumed"], true, "{again}");
+    metric_until(addr, "wsrelay_signal_resumes_total", |v| v == 1.0).await;
     drop((a, b, c));
 
     // The publisher leaves: the stream ends after the grace period.
