@@ -1,0 +1,490 @@
+//! The wsrelay load harness: `cargo bench --bench load -- <live|signal|self-test> [options]`.
+//!
+//! - `live`: a publisher replays an FLV (generated with ffmpeg, or `--file`) and N
+//!   light players (raw TCP, tag headers only) play it over WS-FLV or HTTP-FLV, for
+//!   each N of `--players`, against wsrelay (started here on free ports, or `--url`)
+//!   and, in the same invocation, against the ceiling: a minimal fan-out server
+//!   (`ceiling.rs`). Prints a table, appends JSON lines, draws an SVG against N.
+//! - `signal`: signaling peers relaying messages at rates, and an idle-memory test.
+//!
+//! See `benches/README.md` for what each figure means and the commands.
+
+mod ceiling;
+mod live;
+mod media;
+mod player;
+mod procfs;
+mod publisher;
+mod report;
+mod server;
+mod signal;
+mod stats;
+mod wire;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+use crate::live::{Kind, LiveResult, LiveSettings};
+use crate::media::{Media, MediaSpec};
+use crate::publisher::{Pace, PublishMode};
+use crate::signal::{Rate, SignalSettings};
+
+/// wsrelay load harness.
+#[derive(Debug, Parser)]
+#[command(name = "load", about)]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Debug, Subcommand)]
+enum Cmd {
+    /// Live relay: one publisher, N players, wsrelay vs the ceiling.
+    Live(LiveArgs),
+    /// Signaling: relayed messages/s, latency, memory per peer.
+    Signal(SignalArgs),
+    /// Checks the harness's own decoders.
+    SelfTest,
+    /// The ceiling server (started by `live`; not for direct use).
+    #[command(hide = true)]
+    CeilingServer {
+        /// Listen address.
+        #[arg(long, default_value = "127.0.0.1:0")]
+        listen: SocketAddr,
+        /// Worker threads [default: one per core, like wsrelay].
+        #[arg(long)]
+        threads: Option<usize>,
+    },
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum Play {
+    /// WebSocket-FLV.
+    Ws,
+    /// HTTP-FLV.
+    Http,
+}
+
+/// Options shared by `live` and `signal`.
+#[derive(Debug, Args)]
+struct Common {
+    /// Measure this server instead of starting wsrelay (e.g. http://127.0.0.1:8080).
+    #[arg(long)]
+    url: Option<String>,
+    /// PID of the `--url` server, for its CPU and RSS (from /proc).
+    #[arg(long)]
+    server_pid: Option<u32>,
+    /// wsrelay binary to start.
+    #[arg(long, default_value = env!("CARGO_BIN_EXE_wsrelay"))]
+    server_bin: PathBuf,
+    /// Directory for logs, the server config, generated media and default outputs.
+    #[arg(long, default_value = "target/bench-load")]
+    out_dir: PathBuf,
+    /// JSON lines output (appended) [default: OUT_DIR/<live|signal>.jsonl].
+    #[arg(long)]
+    json: Option<PathBuf>,
+    /// Seconds between the last join and the measurement window.
+    #[arg(long, default_value_t = 3.0)]
+    warmup_secs: f64,
+    /// Length of the measurement window, seconds.
+    #[arg(long, default_value_t = 10.0)]
+    secs: f64,
+    /// Harness worker threads [default: one per core].
+    #[arg(long)]
+    threads: Option<usize>,
+    /// Exit with status 1 if any player/peer failed, fell behind or lost messages (CI).
+    #[arg(long)]
+    strict: bool,
+}
+
+#[derive(Debug, Args)]
+struct LiveArgs {
+    #[command(flatten)]
+    common: Common,
+    /// Numbers of players, one run each (e.g. 100,500,1000,2000).
+    #[arg(long, value_delimiter = ',', default_value = "100")]
+    players: Vec<usize>,
+    /// Do not run the ceiling server.
+    #[arg(long)]
+    no_ceiling: bool,
+    /// Only run the ceiling server.
+    #[arg(long, conflicts_with = "no_ceiling")]
+    only_ceiling: bool,
+    /// Search the largest N where every player keeps up, from the first --players.
+    #[arg(long)]
+    find_max: bool,
+    /// Upper bound for --find-max.
+    #[arg(long, default_value_t = 8000)]
+    max_players: usize,
+    /// Player protocol.
+    #[arg(long, value_enum, default_value = "ws")]
+    play: Play,
+    /// Publisher transport (the ceiling is always fed by HTTP POST).
+    #[arg(long, value_enum, default_value = "http")]
+    publish: PublishMode,
+    /// Replay speed.
+    #[arg(long, value_enum, default_value = "realtime")]
+    pace: Pace,
+    /// Stream name.
+    #[arg(long, default_value = "bench")]
+    stream: String,
+    /// FLV file to replay instead of generating one.
+    #[arg(long)]
+    file: Option<PathBuf>,
+    /// Generated video size.
+    #[arg(long, default_value = "1280x720")]
+    size: String,
+    /// Generated frame rate.
+    #[arg(long, default_value_t = 30)]
+    fps: u32,
+    /// Generated total bitrate, kbit/s (H.264 CBR + 128 kbit/s AAC).
+    #[arg(long, default_value_t = 2500)]
+    kbps: u32,
+    /// Generated keyframe interval, ms.
+    #[arg(long, default_value_t = 1000)]
+    gop_ms: u32,
+    /// Length of the generated file, s (the publisher loops it).
+    #[arg(long, default_value_t = 20)]
+    media_secs: u32,
+    /// Players join evenly over this many ms (0: all at once).
+    #[arg(long, default_value_t = 2000)]
+    ramp_ms: u64,
+    /// The publisher runs this long before players join (fills the GOP cache).
+    #[arg(long, default_value_t = 1500)]
+    prestart_ms: u64,
+    /// Share of the stream a player must receive in the window to count as kept up.
+    #[arg(long, default_value_t = 0.95)]
+    keep_up: f64,
+    /// SVG plot of CPU and latency against N [default: OUT_DIR/live.svg].
+    #[arg(long)]
+    plot: Option<PathBuf>,
+    /// Worker threads of the ceiling server [default: one per core].
+    #[arg(long)]
+    ceiling_threads: Option<usize>,
+}
+
+#[derive(Debug, Args)]
+struct SignalArgs {
+    #[command(flatten)]
+    common: Common,
+    /// Peers.
+    #[arg(long, default_value_t = 100)]
+    peers: usize,
+    /// Rooms (peers are spread evenly).
+    #[arg(long, default_value_t = 10)]
+    rooms: usize,
+    /// Total message rates, one run each: messages/s or `max` (closed loop).
+    #[arg(long, value_delimiter = ',', default_value = "10000,max")]
+    rate: Vec<Rate>,
+    /// Outstanding pings per peer in `max` mode.
+    #[arg(long, default_value_t = 8)]
+    inflight: usize,
+    /// Idle-connection memory test with this many peers (0: skip).
+    #[arg(long, default_value_t = 10_000)]
+    idle_peers: usize,
+    /// Peers per room in the idle test.
+    #[arg(long, default_value_t = 10)]
+    idle_per_room: usize,
+}
+
+fn main() -> ExitCode {
+    // `cargo bench` appends `--bench`; it means nothing here.
+    let args = std::env::args_os().filter(|a| a != "--bench");
+    let cli = Cli::parse_from(args);
+    let threads = match &cli.cmd {
+        Cmd::Live(a) => a.common.threads,
+        Cmd::Signal(a) => a.common.threads,
+        Cmd::CeilingServer { threads, .. } => *threads,
+        Cmd::SelfTest => Some(1),
+    };
+    let mut rt = tokio::runtime::Builder::new_multi_thread();
+    if let Some(t) = threads {
+        rt.worker_threads(t.max(1));
+    }
+    let rt = match rt.enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("load: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = rt.block_on(async move {
+        match cli.cmd {
+            Cmd::Live(a) => live_main(a).await,
+            Cmd::Signal(a) => signal_main(a).await,
+            Cmd::SelfTest => wire::self_test().map(|()| {
+                println!("self-test ok");
+                true
+            }),
+            Cmd::CeilingServer { listen, .. } => ceiling::serve(listen).await.map(|()| true),
+        }
+    });
+    match result {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => {
+            eprintln!("load: FAILED (--strict): some players/peers failed or fell behind");
+            ExitCode::FAILURE
+        }
+        Err(e) => {
+            eprintln!("load: error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn secs(s: f64) -> Duration {
+    Duration::from_secs_f64(s.max(0.0))
+}
+
+async fn live_main(a: LiveArgs) -> Result<bool, String> {
+    let c = &a.common;
+    std::fs::create_dir_all(&c.out_dir).map_err(|e| format!("{}: {e}", c.out_dir.display()))?;
+    let media = match &a.file {
+        Some(file) => Media::load(file)?,
+        None => {
+            let spec = MediaSpec {
+                size: a.size.clone(),
+                fps: a.fps,
+                kbps: a.kbps,
+                gop_ms: a.gop_ms,
+                secs: a.media_secs,
+            };
+            tokio::task::block_in_place(|| Media::generate(&spec, &c.out_dir.join("media")))?
+        }
+    };
+    println!(
+        "media: {} ({:.0} kbit/s, {} tags per {:.1} s loop); load average {}",
+        media.path.display(),
+        media.kbps(),
+        media.tags.len(),
+        f64::from(media.loop_ms) / 1e3,
+        procfs::loadavg()
+    );
+    let media = Arc::new(media);
+    let main_kind = match &c.url {
+        Some(url) => Kind::Url(url.clone()),
+        None => Kind::Wsrelay,
+    };
+    let mut kinds = Vec::new();
+    if !a.only_ceiling {
+        kinds.push(main_kind);
+    }
+    if !a.no_ceiling && !(a.publish == PublishMode::Attach) {
+        kinds.push(Kind::Ceiling);
+    }
+    let settings = LiveSettings {
+        server_bin: c.server_bin.clone(),
+        server_pid: c.server_pid,
+        out_dir: c.out_dir.clone(),
+        stream: a.stream.clone(),
+        ws: a.play == Play::Ws,
+        publish: a.publish,
+        pace: a.pace,
+        ramp: Duration::from_millis(a.ramp_ms),
+        warmup: secs(c.warmup_secs),
+        window: secs(c.secs),
+        prestart: Duration::from_millis(a.prestart_ms),
+        keep_up: a.keep_up,
+        ceiling_threads: a.ceiling_threads,
+    };
+    let json = c
+        .json
+        .clone()
+        .unwrap_or_else(|| c.out_dir.join("live.jsonl"));
+    let mut results: Vec<LiveResult> = Vec::new();
+    let run_one = async |kind: &Kind, n: usize, results: &mut Vec<LiveResult>| {
+        eprintln!(
+            "run: {} N={n} (load average {})",
+            kind.label(),
+            procfs::loadavg()
+        );
+        let r = live::run(kind, n, &settings, &media).await?;
+        eprintln!(
+            "  kept up {}/{}  {:.1} Mbit/s  server CPU {}%  latency p99 {} ms",
+            r.kept_up,
+            r.players,
+            r.mbit_s,
+            r.server_cpu_pct.map_or("-".into(), |v| format!("{v:.0}")),
+            r.latency_ms[1].map_or("-".into(), |v| format!("{v:.2}")),
+        );
+        report::json_lines(&json, std::slice::from_ref(&r))?;
+        let ok = r.all_kept_up();
+        results.push(r);
+        Ok::<bool, String>(ok)
+    };
+    let limit = nofile_limit().saturating_sub(200).min(a.max_players);
+    if a.find_max {
+        let mut found = Vec::new();
+        for kind in &kinds {
+            let mut lo: Option<usize> = None;
+            let mut hi: Option<usize> = None;
+            let mut n = a.players.first().copied().unwrap_or(500).clamp(1, limit);
+            loop {
+                if run_one(kind, n, &mut results).await? {
+                    lo = Some(n);
+                } else {
+                    hi = Some(n);
+                }
+                n = match (lo, hi) {
+                    (Some(l), None) if l >= limit => break,
+                    (Some(l), None) => (l * 2).min(limit),
+                    (None, Some(h)) if h <= 1 => break,
+                    (None, Some(h)) => h / 2,
+                    (Some(l), Some(h)) if h - l <= (l / 10).max(10) => break,
+                    (Some(l), Some(h)) => (l + h) / 2,
+                    (None, None) => break,
+                };
+            }
+            found.push((kind.label().to_owned(), lo, hi));
+        }
+        results.sort_by_key(|r| (r.target.clone(), r.players));
+        report::live_table(&results);
+        println!();
+        for (label, lo, hi) in found {
+            println!(
+                "largest N where all players kept up: {label} {} (first N that did not: {})",
+                lo.map_or("none".into(), |v| v.to_string()),
+                hi.map_or(format!("none up to {limit}"), |v| v.to_string())
+            );
+        }
+    } else {
+        for &n in &a.players {
+            if n > limit {
+                return Err(format!(
+                    "{n} players exceed the open-file limit ({}): raise `ulimit -n`",
+                    nofile_limit()
+                ));
+            }
+            for kind in &kinds {
+                run_one(kind, n, &mut results).await?;
+            }
+        }
+        report::live_table(&results);
+    }
+    let plot = a.plot.clone().unwrap_or_else(|| c.out_dir.join("live.svg"));
+    report::plot(&plot, &results)?;
+    println!();
+    println!("JSON lines: {}   plot: {}", json.display(), plot.display());
+    let clean = results
+        .iter()
+        .all(|r| r.failures.is_empty() && r.all_kept_up());
+    Ok(clean || !c.strict)
+}
+
+async fn signal_main(a: SignalArgs) -> Result<bool, String> {
+    let c = &a.common;
+    if a.peers == 0 || a.rooms == 0 {
+        return Err("--peers and --rooms must be positive".into());
+    }
+    let settings = SignalSettings {
+        server_bin: c.server_bin.clone(),
+        url: c.url.clone(),
+        server_pid: c.server_pid,
+        out_dir: c.out_dir.clone(),
+        peers: a.peers,
+        rooms: a.rooms.min(a.peers),
+        inflight: a.inflight.max(1),
+        warmup: secs(c.warmup_secs),
+        window: secs(c.secs),
+    };
+    std::fs::create_dir_all(&c.out_dir).map_err(|e| format!("{}: {e}", c.out_dir.display()))?;
+    let json = c
+        .json
+        .clone()
+        .unwrap_or_else(|| c.out_dir.join("signal.jsonl"));
+    let limit = nofile_limit().saturating_sub(200);
+    if a.peers > limit || a.idle_peers > limit {
+        return Err(format!(
+            "more peers than the open-file limit ({limit}) allows: raise `ulimit -n`"
+        ));
+    }
+    let mut clean = true;
+    println!(
+        "{:<8} {:>6} {:>5} {:>7} {:>12} {:>20} {:>8} {:>10} {:>6}  errors/failures",
+        "target",
+        "peers",
+        "rooms",
+        "rate",
+        "relayed/s",
+        "lat p50/99/max ms",
+        "srvCPU%",
+        "KiB/peer",
+        "harn%"
+    );
+    for rate in &a.rate {
+        let r = signal::run(&settings, *rate).await?;
+        let f = |v: Option<f64>, d: usize| v.map_or("-".to_owned(), |v| format!("{v:.d$}"));
+        let problems: Vec<String> = r
+            .errors
+            .iter()
+            .map(|(k, v)| format!("{v}× error {k}"))
+            .chain(r.failures.iter().map(|(k, v)| format!("{v}× {k}")))
+            .collect();
+        println!(
+            "{:<8} {:>6} {:>5} {:>7} {:>12.0} {:>20} {:>8} {:>10} {:>6}  {}",
+            r.target,
+            r.peers,
+            r.rooms,
+            r.rate,
+            r.relayed_per_s,
+            format!(
+                "{}/{}/{}",
+                f(r.latency_ms[0], 2),
+                f(r.latency_ms[1], 2),
+                f(r.latency_ms[2], 1)
+            ),
+            f(r.server_cpu_pct, 0),
+            f(r.rss_per_peer_kib, 1),
+            f(r.harness_cpu_pct, 0),
+            if problems.is_empty() {
+                "-".to_owned()
+            } else {
+                problems.join("; ")
+            }
+        );
+        // Open loop: what was sent in the window must (nearly) all arrive.
+        let lost = match rate {
+            Rate::PerSec(_) => r.delivered + r.delivered / 50 < r.sent,
+            Rate::Max => r.delivered == 0,
+        };
+        clean &= problems.is_empty() && r.peers == a.peers && !lost;
+        report::json_lines(&json, std::slice::from_ref(&r))?;
+    }
+    if a.idle_peers > 0 {
+        let r = signal::idle(&settings, a.idle_peers, a.idle_per_room).await?;
+        println!(
+            "idle: {}/{} peers joined in {:.1} s; server RSS {} → {} MiB: {} KiB per idle peer{}",
+            r.joined,
+            r.peers,
+            r.join_s,
+            r.rss_base_mib.map_or("-".into(), |v| format!("{v:.1}")),
+            r.rss_mib.map_or("-".into(), |v| format!("{v:.1}")),
+            r.rss_per_peer_kib.map_or("-".into(), |v| format!("{v:.2}")),
+            if r.failures.is_empty() {
+                String::new()
+            } else {
+                format!("; failures: {:?}", r.failures)
+            }
+        );
+        clean &= r.failures.is_empty() && r.joined == r.peers;
+        report::json_lines(&json, std::slice::from_ref(&r))?;
+    }
+    println!("JSON lines: {}", json.display());
+    Ok(clean || !c.strict)
+}
+
+/// The soft open-file limit (`ulimit -n`), from /proc/self/limits.
+fn nofile_limit() -> usize {
+    std::fs::read_to_string("/proc/self/limits")
+        .ok()
+        .and_then(|s| {
+            let line = s.lines().find(|l| l.starts_with("Max open files"))?;
+            line.split_whitespace().nth(3)?.parse().ok()
+        })
+        .unwrap_or(1024)
+}

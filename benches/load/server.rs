@@ -1,0 +1,172 @@
+//! Servers under test: wsrelay or the ceiling, started as child processes on free
+//! ports, or an external server given by `--url`.
+
+use std::io::{BufRead, BufReader, Write};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+/// How long a started server has to print its `listening` lines.
+const START_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// The wsrelay configuration the harness runs with: loopback listeners, limits
+/// raised so that the harness's own load is not refused (these are the knobs an
+/// operator would raise for such a load too), everything else default.
+fn wsrelay_config(rtmp: bool) -> String {
+    format!(
+        r#"# Written by the load harness (benches/load).
+http = "127.0.0.1:0"
+rtmp = "{rtmp}"
+max_connections = 19000
+
+[live]
+max_players = 19000
+max_players_per_stream = 19000
+
+[signal]
+max_connections = 19000
+max_rooms = 19000
+max_peers_per_room = 1000
+rate_per_second = 1000000
+rate_burst = 1000000
+"#,
+        rtmp = if rtmp { "127.0.0.1:0" } else { "off" }
+    )
+}
+
+/// A server under test.
+#[derive(Debug)]
+pub struct Target {
+    /// Label in reports: `wsrelay`, `ceiling` or `url`.
+    pub label: String,
+    /// `host:port` of the HTTP/WebSocket listener.
+    pub http: SocketAddr,
+    /// `host:port` of the RTMP listener, if any.
+    pub rtmp: Option<SocketAddr>,
+    /// PID for CPU/RSS sampling.
+    pub pid: Option<u32>,
+    child: Option<Child>,
+}
+
+impl Drop for Target {
+    fn drop(&mut self) {
+        if let Some(child) = &mut self.child {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Target {
+    /// An external server.
+    pub fn external(url: &str, pid: Option<u32>) -> Result<Target, String> {
+        let rest = url
+            .strip_prefix("http://")
+            .or_else(|| url.strip_prefix("ws://"))
+            .ok_or_else(|| format!("--url must start with http:// or ws:// (got {url})"))?;
+        let hostport = rest.split('/').next().unwrap_or(rest);
+        let http = std::net::ToSocketAddrs::to_socket_addrs(hostport)
+            .map_err(|e| format!("cannot resolve {hostport}: {e}"))?
+            .next()
+            .ok_or_else(|| format!("{hostport} resolves to nothing"))?;
+        Ok(Target {
+            label: "url".into(),
+            http,
+            rtmp: None,
+            pid,
+            child: None,
+        })
+    }
+
+    /// Starts wsrelay (`bin`) with the harness config in `dir`.
+    pub fn wsrelay(bin: &Path, dir: &Path, rtmp: bool) -> Result<Target, String> {
+        if !bin.exists() {
+            return Err(format!(
+                "wsrelay binary {} not found: build it with `cargo build --release --bin wsrelay` \
+                 or pass --server-bin",
+                bin.display()
+            ));
+        }
+        let config = dir.join("wsrelay-bench.toml");
+        std::fs::write(&config, wsrelay_config(rtmp))
+            .map_err(|e| format!("cannot write {}: {e}", config.display()))?;
+        let mut cmd = Command::new(bin);
+        cmd.arg("--config").arg(&config);
+        spawn("wsrelay", cmd, dir, rtmp)
+    }
+
+    /// Starts the ceiling server: this very binary, `ceiling-server` subcommand.
+    pub fn ceiling(dir: &Path, threads: Option<usize>) -> Result<Target, String> {
+        let me = std::env::current_exe().map_err(|e| format!("current_exe: {e}"))?;
+        let mut cmd = Command::new(me);
+        cmd.args(["ceiling-server", "--listen", "127.0.0.1:0"]);
+        if let Some(t) = threads {
+            cmd.arg("--threads").arg(t.to_string());
+        }
+        spawn("ceiling", cmd, dir, false)
+    }
+}
+
+fn spawn(label: &str, mut cmd: Command, dir: &Path, want_rtmp: bool) -> Result<Target, String> {
+    std::fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+    let log_path: PathBuf = dir.join(format!("{label}.log"));
+    let log = std::fs::File::create(&log_path)
+        .map_err(|e| format!("cannot create {}: {e}", log_path.display()))?;
+    let mut child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(log)
+        .spawn()
+        .map_err(|e| format!("cannot start {label}: {e}"))?;
+    let stdout = child.stdout.take().expect("stdout is piped");
+    let (tx, rx) = mpsc::channel::<String>();
+    // Reads the `listening` lines, then keeps draining stdout so the child never
+    // blocks on a full pipe.
+    std::thread::spawn(move || {
+        let mut log = std::fs::OpenOptions::new()
+            .append(true)
+            .create(true)
+            .open(log_path.with_extension("stdout.log"))
+            .ok();
+        for line in BufReader::new(stdout).lines() {
+            let Ok(line) = line else { break };
+            if let Some(f) = &mut log {
+                let _ = writeln!(f, "{line}");
+            }
+            let _ = tx.send(line);
+        }
+    });
+    let mut http = None;
+    let mut rtmp = None;
+    let deadline = std::time::Instant::now() + START_TIMEOUT;
+    while http.is_none() || (want_rtmp && rtmp.is_none()) {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        match rx.recv_timeout(left) {
+            Ok(line) => {
+                if let Some(a) = line.strip_prefix("listening http://") {
+                    http = a.trim().parse().ok();
+                } else if let Some(a) = line.strip_prefix("listening rtmp://") {
+                    rtmp = a.trim().parse().ok();
+                }
+            }
+            Err(_) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                let what = if http.is_none() { "http" } else { "rtmp" };
+                return Err(format!(
+                    "{label} did not print `listening {what}://…` in {START_TIMEOUT:?} (see {}/{label}.log)",
+                    dir.display()
+                ));
+            }
+        }
+    }
+    Ok(Target {
+        label: label.to_owned(),
+        http: http.expect("loop ends with http set"),
+        rtmp,
+        pid: Some(child.id()),
+        child: Some(child),
+    })
+}

@@ -1,0 +1,42 @@
+#!/usr/bin/env bash
+# CI smoke run of the bench harness (benches/README.md): a few seconds of each part at
+# small scale, so the harness cannot rot. Fails (exit != 0) on any error, any player
+# or peer that fails or falls behind, or lost signaling messages (--strict).
+# Needs ffmpeg (the harness generates its test stream with it).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+command -v ffmpeg >/dev/null || { echo "bench-smoke: ffmpeg is required (apt-get install ffmpeg)" >&2; exit 1; }
+
+OUT=target/bench-smoke
+rm -rf "$OUT"
+mkdir -p "$OUT"
+
+echo "== bench smoke: build"
+cargo build --release --bin wsrelay
+cargo bench --no-run --bench load --bench fanout --bench signaling
+
+echo "== bench smoke: harness self-test"
+cargo bench --bench load -- self-test
+
+echo "== bench smoke: live, 20 WS-FLV players, wsrelay and ceiling"
+cargo bench --bench load -- live --strict --out-dir "$OUT" \
+  --players 20 --ramp-ms 500 --warmup-secs 1 --secs 3 \
+  --size 640x360 --media-secs 6
+
+echo "== bench smoke: live, 20 HTTP-FLV players, WebSocket publisher, wsrelay only"
+cargo bench --bench load -- live --strict --out-dir "$OUT" --no-ceiling \
+  --players 20 --play http --publish ws --ramp-ms 500 --warmup-secs 1 --secs 2 \
+  --size 640x360 --media-secs 6
+
+echo "== bench smoke: signaling, 20 peers in 4 rooms, 1000 msg/s and max; 200 idle peers"
+cargo bench --bench load -- signal --strict --out-dir "$OUT" \
+  --peers 20 --rooms 4 --rate 1000,max --warmup-secs 0.5 --secs 2 --idle-peers 200
+
+test -s "$OUT/live.jsonl" && test -s "$OUT/signal.jsonl" && test -s "$OUT/live.svg" \
+  || { echo "bench-smoke: missing outputs in $OUT" >&2; exit 1; }
+
+echo "== bench smoke: criterion benches, one iteration each"
+cargo bench --bench fanout --bench signaling -- --test
+
+echo "bench smoke: ok"
