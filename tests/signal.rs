@@ -506,3 +506,29 @@ async fn a_client_that_stops_reading_is_dropped_not_buffered() {
     }
     srv.shutdown().await;
 }
+
+#[tokio::test]
+async fn room_full_and_join_timeout_over_the_wire() {
+    let srv = server(|c| {
+        c.signal.max_peers_per_room = 2;
+        c.signal.join_timeout_ms = 300;
+    })
+    .await;
+    let addr = srv.http_addr().unwrap();
+    let _a = Client::join(addr, "full", "a").await;
+    let _b = Client::join(addr, "full", "b").await;
+    let mut c = Client::connect(addr, "full").await;
+    c.send(json!({"type": "join", "peer": "c"})).await;
+    c.expect_error("room-full").await;
+    assert_eq!(
+        c.expect_close().await,
+        Closed::Frame(4013, "room full".into())
+    );
+    // Another room is not full; a socket that never joins is closed.
+    let mut d = Client::connect(addr, "other").await;
+    assert_eq!(
+        d.expect_close().await,
+        Closed::Frame(4002, "join timeout".into())
+    );
+    srv.shutdown().await;
+}

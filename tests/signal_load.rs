@@ -123,7 +123,14 @@ async fn relay_rate() {
         // Receiver: count relayed messages.
         tasks.push(tokio::spawn(async move {
             while let Some(Ok(m)) = b.ws.next().await {
-                if let Message::Text(_) = m {
+                if let Message::Text(t) = m {
+                    // Only relayed messages from `a` count.
+                    assert!(
+                        t.as_str()
+                            .starts_with(r#"{"type":"message","from":"a","data":["#),
+                        "{}",
+                        t.as_str()
+                    );
                     acked2.fetch_add(1, Ordering::Relaxed);
                     received2.fetch_add(1, Ordering::Relaxed);
                 }
