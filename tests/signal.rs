@@ -169,6 +169,19 @@ async fn errors_over_the_wire() {
         y.expect_close().await,
         Closed::Frame(4003, "binary frames are not supported".into())
     );
+    // Text that is not UTF-8: error, then close 4007.
+    let mut z = Client::join(addr, "errs", "z").await;
+    use tokio_tungstenite::tungstenite::protocol::frame::{
+        Frame,
+        coding::{Data, OpCode},
+    };
+    let bad = Frame::message(vec![b'"', 0xff, 0xfe, b'"'], OpCode::Data(Data::Text), true);
+    z.send_raw(Message::Frame(bad)).await;
+    z.expect_error("bad-json").await;
+    assert_eq!(
+        z.expect_close().await,
+        Closed::Frame(4007, "text is not UTF-8".into())
+    );
     srv.shutdown().await;
 }
 
