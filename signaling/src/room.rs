@@ -1,6 +1,6 @@
 //! The room state machine: every rule of the protocol, no I/O.
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -182,6 +182,16 @@ impl Bucket {
     }
 }
 
+/// Something due at an instant; ordered so that equal instants expire in a
+/// deterministic order (join deadlines first, then by conn id / peer id).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+enum Deadline {
+    /// An unjoined connection must have joined.
+    Join(ConnId),
+    /// A reconnecting peer's grace period ends.
+    Grace(String),
+}
+
 #[derive(Debug)]
 struct Conn {
     /// The peer this connection joined as.
@@ -223,6 +233,9 @@ pub struct Room {
     peers: BTreeMap<String, Peer>,
     /// Session token → peer id.
     sessions: HashMap<String, String>,
+    /// Every pending join deadline and grace period, soonest first, so that
+    /// each input costs O(log n) however many sockets sit in the room.
+    deadlines: BTreeSet<(Instant, Deadline)>,
     next_seq: u64,
     out: VecDeque<Output>,
 }
@@ -249,6 +262,7 @@ impl Room {
             conns: BTreeMap::new(),
             peers: BTreeMap::new(),
             sessions: HashMap::new(),
+            deadlines: BTreeSet::new(),
             next_seq: 0,
             out: VecDeque::new(),
         }
@@ -286,13 +300,7 @@ impl Room {
     /// The next instant at which `handle(now, Input::Tick)` has work to do: a
     /// join deadline or the end of a grace period.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        let joins = self
-            .conns
-            .values()
-            .filter(|c| c.peer.is_none())
-            .map(|c| c.join_deadline);
-        let graces = self.peers.values().filter_map(|p| p.grace_until);
-        joins.chain(graces).min()
+        self.deadlines.first().map(|(t, _)| *t)
     }
 
     /// The next output, oldest first.
@@ -311,12 +319,17 @@ impl Room {
         self.expire(now);
         match input {
             Input::Connect { conn } => {
-                let join_deadline = now + Duration::from_millis(self.config.join_timeout_ms);
-                self.conns.entry(conn).or_insert_with(|| Conn {
-                    peer: None,
-                    join_deadline,
-                    bucket: Bucket::full(now, self.config.rate_burst),
-                });
+                if !self.conns.contains_key(&conn) {
+                    let join_deadline = now + Duration::from_millis(self.config.join_timeout_ms);
+                    self.deadlines.insert((join_deadline, Deadline::Join(conn)));
+                    let bucket = Bucket::full(now, self.config.rate_burst);
+                    let c = Conn {
+                        peer: None,
+                        join_deadline,
+                        bucket,
+                    };
+                    self.conns.insert(conn, c);
+                }
             }
             Input::Text { conn, text } => self.on_text(now, conn, &text),
             Input::Binary { conn } => self.reject(conn, None, SignalError::Binary),
@@ -331,31 +344,49 @@ impl Room {
     }
 
     fn expire(&mut self, now: Instant) {
-        let late: Vec<ConnId> = self
-            .conns
-            .iter()
-            .filter(|(_, c)| c.peer.is_none() && c.join_deadline <= now)
-            .map(|(id, _)| *id)
-            .collect();
-        for conn in late {
-            self.conns.remove(&conn);
-            self.out.push_back(Output::Close {
-                conn,
-                reason: CloseReason::JoinTimeout,
-            });
+        while let Some((t, _)) = self.deadlines.first()
+            && *t <= now
+        {
+            let Some((_, due)) = self.deadlines.pop_first() else {
+                break;
+            };
+            match due {
+                Deadline::Join(conn) => {
+                    if self.drop_conn(conn).is_some() {
+                        self.out.push_back(Output::Close {
+                            conn,
+                            reason: CloseReason::JoinTimeout,
+                        });
+                    }
+                }
+                Deadline::Grace(peer) => {
+                    if let Some(p) = self.peers.get_mut(&peer) {
+                        p.grace_until = None;
+                    }
+                    self.remove_peer(&peer, LeaveReason::Timeout);
+                }
+            }
         }
-        let mut gone: Vec<(Instant, u64, String)> = self
-            .peers
-            .iter()
-            .filter_map(|(id, p)| {
-                p.grace_until
-                    .filter(|t| *t <= now)
-                    .map(|t| (t, p.seq, id.clone()))
-            })
-            .collect();
-        gone.sort();
-        for (_, _, peer) in gone {
-            self.remove_peer(&peer, LeaveReason::Timeout);
+    }
+
+    /// Forget `conn`, with its join deadline if it had not joined.
+    fn drop_conn(&mut self, conn: ConnId) -> Option<Conn> {
+        let c = self.conns.remove(&conn)?;
+        if c.peer.is_none() {
+            self.deadlines
+                .remove(&(c.join_deadline, Deadline::Join(conn)));
+        }
+        Some(c)
+    }
+
+    /// `conn` joined (or resumed): its join deadline no longer applies.
+    fn mark_joined(&mut self, conn: ConnId, peer: &str) {
+        if let Some(c) = self.conns.get_mut(&conn) {
+            if c.peer.is_none() {
+                self.deadlines
+                    .remove(&(c.join_deadline, Deadline::Join(conn)));
+            }
+            c.peer = Some(peer.to_owned());
         }
     }
 
@@ -500,9 +531,7 @@ impl Room {
                 queued_bytes: 0,
             },
         );
-        if let Some(c) = self.conns.get_mut(&conn) {
-            c.peer = Some(peer.clone());
-        }
+        self.mark_joined(conn, &peer);
         self.welcome(now, conn, &peer, false);
         let me = &self.peers[&peer];
         for (other_id, other) in &self.peers {
@@ -526,21 +555,24 @@ impl Room {
         let Some(peer) = self.peers.get_mut(&peer_id) else {
             return;
         };
-        if let Some(old) = peer.conn.replace(conn) {
+        let old = peer.conn.replace(conn);
+        let grace = peer.grace_until.take();
+        let queued = std::mem::take(&mut peer.queue);
+        peer.queued_bytes = 0;
+        if let Some(old) = old {
             // The old socket is half-open or still alive (e.g. the page was
             // reloaded before the server noticed): the session moves here.
-            self.conns.remove(&old);
+            self.drop_conn(old);
             self.out.push_back(Output::Close {
                 conn: old,
                 reason: CloseReason::Replaced,
             });
         }
-        peer.grace_until = None;
-        let queued = std::mem::take(&mut peer.queue);
-        peer.queued_bytes = 0;
-        if let Some(c) = self.conns.get_mut(&conn) {
-            c.peer = Some(peer_id.clone());
+        if let Some(t) = grace {
+            self.deadlines
+                .remove(&(t, Deadline::Grace(peer_id.clone())));
         }
+        self.mark_joined(conn, &peer_id);
         self.welcome(now, conn, &peer_id, true);
         for (_, text) in queued {
             self.out.push_back(Output::Send { conn, text });
@@ -620,7 +652,7 @@ impl Room {
     }
 
     fn disconnect(&mut self, now: Instant, conn: ConnId) {
-        let Some(c) = self.conns.remove(&conn) else {
+        let Some(c) = self.drop_conn(conn) else {
             return;
         };
         let Some(peer_id) = c.peer else {
@@ -635,6 +667,8 @@ impl Room {
         {
             p.conn = None;
             p.grace_until = Some(grace);
+            self.deadlines
+                .insert((grace, Deadline::Grace(peer_id.clone())));
             let text = ServerMessage::PeerReconnecting { peer: &peer_id }.to_json();
             self.broadcast_event(&peer_id, &text);
             self.out
@@ -663,7 +697,7 @@ impl Room {
 
     /// Close `conn`; its peer, if any, leaves the room at once with `why`.
     fn close(&mut self, conn: ConnId, reason: CloseReason, why: LeaveReason) {
-        let Some(c) = self.conns.remove(&conn) else {
+        let Some(c) = self.drop_conn(conn) else {
             return;
         };
         self.out.push_back(Output::Close { conn, reason });
@@ -679,10 +713,14 @@ impl Room {
             return;
         };
         self.sessions.remove(&peer.session);
+        if let Some(t) = peer.grace_until {
+            self.deadlines
+                .remove(&(t, Deadline::Grace(peer_id.to_owned())));
+        }
         if let Some(conn) = peer.conn {
             // Only reachable with `resume_grace_ms == 0` from `disconnect` or
             // from `close`, both of which already dropped the conn.
-            self.conns.remove(&conn);
+            self.drop_conn(conn);
         }
         for p in self.peers.values_mut() {
             // Messages from a peer that is gone would reach its receiver
@@ -738,5 +776,117 @@ impl Room {
         let mut bytes = [0u8; 32];
         self.rng.fill_bytes(&mut bytes);
         base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    impl Room {
+        /// Internal consistency: the deadline set mirrors conns and peers exactly,
+        /// and conns, peers and sessions point at each other.
+        fn check(&self) {
+            let mut want = BTreeSet::new();
+            for (id, c) in &self.conns {
+                match &c.peer {
+                    None => {
+                        want.insert((c.join_deadline, Deadline::Join(*id)));
+                    }
+                    Some(p) => assert_eq!(self.peers[p].conn, Some(*id), "conn {id} ↔ peer {p}"),
+                }
+            }
+            for (id, p) in &self.peers {
+                if let Some(t) = p.grace_until {
+                    assert!(p.conn.is_none());
+                    want.insert((t, Deadline::Grace(id.clone())));
+                }
+                if let Some(c) = p.conn {
+                    assert_eq!(self.conns[&c].peer.as_deref(), Some(id.as_str()));
+                }
+                assert_eq!(self.sessions[&p.session], *id);
+            }
+            assert_eq!(self.sessions.len(), self.peers.len());
+            assert_eq!(self.deadlines, want);
+        }
+    }
+
+    #[derive(Debug, Clone)]
+    enum Op {
+        Connect,
+        Join(usize, usize),
+        Resume(usize, usize),
+        Text(usize, &'static str),
+        Drop(usize),
+        Wait(u64),
+    }
+
+    fn op() -> impl Strategy<Value = Op> {
+        prop_oneof![
+            3 => Just(Op::Connect),
+            3 => (0..8usize, 0..4usize).prop_map(|(c, p)| Op::Join(c, p)),
+            2 => (0..8usize, 0..4usize).prop_map(|(c, p)| Op::Resume(c, p)),
+            2 => (0..8usize, prop_oneof![
+                Just(r#"{"type":"leave"}"#),
+                Just(r#"{"type":"message","data":1}"#),
+                Just(r#"{"type":"message","to":"p1","data":1}"#),
+                Just("garbage"),
+            ]).prop_map(|(c, t)| Op::Text(c, t)),
+            2 => (0..8usize).prop_map(Op::Drop),
+            2 => (0..20_000u64).prop_map(Op::Wait),
+        ]
+    }
+
+    proptest! {
+        #[test]
+        fn deadlines_stay_consistent(ops in proptest::collection::vec(op(), 1..120)) {
+            let t0 = Instant::now();
+            let config = Config { max_peers_per_room: 3, ..Config::default() };
+            let mut room = Room::new("r", Arc::new(config), WallClock::new(t0, 0), [1; 32]);
+            let mut now = t0;
+            let mut conns: Vec<ConnId> = Vec::new();
+            let mut sessions: Vec<String> = Vec::new();
+            for op in ops {
+                let pick = |i: usize| conns.get(i % conns.len().max(1)).copied();
+                match op {
+                    Op::Connect => {
+                        let c = conns.len() as ConnId;
+                        conns.push(c);
+                        room.handle(now, Input::Connect { conn: c });
+                    }
+                    Op::Join(i, p) => if let Some(c) = pick(i) {
+                        let text = format!(r#"{{"type":"join","peer":"p{p}"}}"#);
+                        room.handle(now, Input::Text { conn: c, text });
+                    },
+                    Op::Resume(i, s) => if let (Some(c), Some(sess)) = (pick(i), sessions.get(s)) {
+                        let text = format!(r#"{{"type":"join","resume":"{sess}"}}"#);
+                        room.handle(now, Input::Text { conn: c, text });
+                    },
+                    Op::Text(i, t) => if let Some(c) = pick(i) {
+                        room.handle(now, Input::Text { conn: c, text: t.into() });
+                    },
+                    Op::Drop(i) => if let Some(c) = pick(i) {
+                        room.handle(now, Input::Disconnect { conn: c });
+                    },
+                    Op::Wait(ms) => {
+                        now += Duration::from_millis(ms);
+                        room.handle(now, Input::Tick);
+                    }
+                }
+                while let Some(out) = room.poll_output() {
+                    if let Output::Send { text, .. } = out
+                        && let Ok(v) = serde_json::from_str::<serde_json::Value>(&text)
+                        && v["type"] == "welcome"
+                    {
+                        sessions.push(v["session"].as_str().unwrap_or_default().to_owned());
+                    }
+                }
+                room.check();
+                if let Some(t) = room.poll_timeout() {
+                    prop_assert!(t > now, "a deadline at or before now was not applied");
+                }
+            }
+        }
     }
 }
