@@ -4,9 +4,9 @@
 //! moves bytes and time:
 //!
 //! - [`SignalHub`] is the registry of rooms. Each room is owned by **one task**
-//!   ([`run_room`]) that holds the [`Room`] state machine and a bounded inbox, so
+//!   (`run_room`) that holds the [`Room`] state machine and a bounded inbox, so
 //!   joins, leaves and relays of a room are serialized and can never race.
-//! - Each WebSocket has one task ([`run_conn`]) that forwards frames to its room's
+//! - Each WebSocket has one task (`run_conn`) that forwards frames to its room's
 //!   inbox and writes what the room sends it from a bounded outbound queue. A client
 //!   that reads slower than its queue fills is dropped (4006); one that stops
 //!   answering pings is closed (4005); on shutdown every socket gets a 1001 close.
@@ -481,7 +481,6 @@ fn ws_config(cfg: &signaling::Config) -> WebSocketConfig {
 
 /// How a connection ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[allow(dead_code)] // read through Debug in the log line
 enum ConnEnd {
     /// The room closed it (leave, error, replaced...).
     Closed(CloseReason),
