@@ -47,7 +47,7 @@ impl Proc {
         let conf = dir.join(format!("signal-load-{}.toml", std::process::id()));
         std::fs::write(
             &conf,
-            format!("max_connections = 50000\n[signal]\nmax_connections = 50000\n{extra}"),
+            format!("max_connections = 50000\nmax_connections_per_ip = 50000\n[signal]\nmax_connections = 50000\n{extra}"),
         )
         .unwrap();
         let mut child = Command::new(env!("CARGO_BIN_EXE_wsrelay"))

@@ -20,6 +20,8 @@ fn wsrelay_config(rtmp: bool) -> String {
 http = "127.0.0.1:0"
 rtmp = "{rtmp}"
 max_connections = 19000
+# All load comes from loopback: one IP.
+max_connections_per_ip = 19000
 
 [live]
 max_players = 19000
