@@ -1,9 +1,11 @@
 //! The status and admin API (`/api/…`) and `/metrics`; described in
 //! `docs/openapi.yaml`.
 //!
-//! When `admin_token` is configured every `/api/` route needs
-//! `Authorization: Bearer <admin_token>`. Errors are JSON objects with a stable
-//! `code` ([`ApiError`]) and a human `message`.
+//! The lists (`/api/streams`, `/api/rooms`) are the public status the web pages
+//! show. The admin routes (`/api/streams/NAME` GET and DELETE, `/api/rooms/ROOM`:
+//! client addresses, kicking) need `Authorization: Bearer <admin_token>` when an
+//! `admin_token` is configured. Errors are JSON objects with a stable `code`
+//! ([`ApiError`]) and a human `message`.
 
 use hyper::body::Incoming;
 use hyper::header::{self, HeaderValue};
@@ -92,10 +94,11 @@ pub fn route(state: &AppState, req: &Request<Incoming>) -> Response<Body> {
 }
 
 fn handle(state: &AppState, req: &Request<Incoming>) -> Result<Response<Body>, ApiError> {
-    if !state.policy.get().admin_allowed(req.headers()) {
+    let path = req.uri().path();
+    let admin = path.starts_with("/api/streams/") || path.starts_with("/api/rooms/");
+    if admin && !state.policy.get().admin_allowed(req.headers()) {
         return Err(ApiError::Unauthorized);
     }
-    let path = req.uri().path();
     let read = || {
         if req.method() == Method::GET || req.method() == Method::HEAD {
             Ok(())

@@ -66,8 +66,8 @@ pub struct Config {
     /// `Access-Control-Allow-Origin` for HTTP-FLV and the API. Default `*`: browsers
     /// fetch HTTP-FLV cross-origin from pages hosted elsewhere.
     pub cors_origin: String,
-    /// Maximum simultaneous TCP connections on the HTTP listener; past it new
-    /// connections get `503`. Default 10,000: far above what a 2-core box serves at
+    /// Maximum simultaneous TCP connections on the HTTP and TLS listeners
+    /// together; past it new connections get `503`. Default 10,000: far above what a 2-core box serves at
     /// real-time bitrates, low enough to keep file descriptors and memory bounded.
     pub max_connections: usize,
     /// Time allowed to finish a graceful shutdown before connections are dropped.
@@ -91,8 +91,9 @@ pub struct Config {
     /// `on_publish` / `on_play` / `on_unpublish` HTTP hooks (`[hooks]`). Reloaded on
     /// SIGHUP.
     pub hooks: crate::hooks::HooksConfig,
-    /// `Authorization: Bearer` token the `/api/` routes require. Default none: the
-    /// API is open (bind to loopback or protect it in the proxy). Reloaded on SIGHUP.
+    /// `Authorization: Bearer` token the admin routes (`/api/streams/NAME` GET and
+    /// DELETE, `/api/rooms/ROOM`) require. Default none: they are open (bind to
+    /// loopback or protect them in the proxy). Reloaded on SIGHUP.
     pub admin_token: Option<signaling::Secret>,
     /// Proxies (`10.0.0.0/8`, `127.0.0.1/32`, `::1/128`) whose `X-Forwarded-For`
     /// gives the client address; from anyone else the header is ignored. Trusted

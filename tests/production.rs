@@ -781,22 +781,22 @@ async fn admin_api_needs_its_token_and_a_kick_ends_the_stream_at_once() {
     let addr = server.http_addr().unwrap();
     let bearer = "Authorization: Bearer admin-secret\r\n";
 
-    let (status, body) = request(addr, "GET", "/api/streams", "", b"").await;
+    // The admin routes need the token; the public lists, /healthz and /metrics not.
+    for path in ["/api/streams/any", "/api/rooms/any"] {
+        let (status, body) = request(addr, "GET", path, "", b"").await;
+        assert_eq!(status, 401, "{path}");
+        let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(v["code"], "unauthorized");
+        let nope = "Authorization: Bearer nope\r\n";
+        let (status, _) = request(addr, "GET", path, nope, b"").await;
+        assert_eq!(status, 401);
+        let (status, _) = request(addr, "GET", path, bearer, b"").await;
+        assert_eq!(status, 404, "{path} with the token");
+    }
+    let (status, _) = request(addr, "DELETE", "/api/streams/any", "", b"").await;
     assert_eq!(status, 401);
-    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
-    assert_eq!(v["code"], "unauthorized");
-    let (status, _) = request(
-        addr,
-        "GET",
-        "/api/streams",
-        "Authorization: Bearer nope\r\n",
-        b"",
-    )
-    .await;
-    assert_eq!(status, 401);
-    let (status, _) = request(addr, "GET", "/api/streams", bearer, b"").await;
+    let (status, _) = request(addr, "GET", "/api/streams", "", b"").await;
     assert_eq!(status, 200);
-    // /healthz and /metrics stay open.
     assert!(http_get(addr, "/healthz").await.is_ok());
     assert!(http_get(addr, "/metrics").await.is_ok());
 
