@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # The test command (see README.md). On a fresh Debian machine it installs what the
-# tests need (ffmpeg, chromium, the npm packages), then runs the formatter and linter
-# checks, every Rust test (unit, property, integration with real clients) and the
-# headless-Chromium browser tests. Any missing tool is a failure, never a skip.
+# tests need (ffmpeg, chromium, nginx, the npm packages), then runs the formatter and
+# linter checks, every Rust test (unit, property, integration with real clients), a
+# smoke run of the bench harness and the headless-Chromium browser tests. Any missing
+# tool is a failure, never a skip.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -23,7 +24,7 @@ apt_install() {
     fi
 }
 
-apt_install ffmpeg:ffmpeg ffprobe:ffmpeg chromium:chromium
+apt_install ffmpeg:ffmpeg ffprobe:ffmpeg chromium:chromium nginx:nginx
 
 if [[ -f static/package.json ]]; then
     log "npm packages for the pages"
@@ -40,6 +41,8 @@ log "cargo clippy"
 cargo clippy --workspace --all-targets -- -D warnings
 log "cargo test"
 cargo test --workspace
+log "bench harness smoke run"
+scripts/bench-smoke.sh
 log "browser tests (headless Chromium)"
 cargo build --bin wsrelay
 node --test --test-concurrency=1 tests/browser/
