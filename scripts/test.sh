@@ -44,5 +44,8 @@ cargo test --workspace
 log "bench harness smoke run"
 scripts/bench-smoke.sh
 log "browser tests (headless Chromium)"
-cargo build --bin wsrelay
+# `cargo test` above built target/debug/wsrelay (cargo builds the binary for the
+# integration tests); a separate `cargo build` would rebuild dependencies with another
+# feature set for nothing.
+test -x target/debug/wsrelay || { echo "target/debug/wsrelay missing" >&2; exit 1; }
 node --test --test-concurrency=1 tests/browser/
