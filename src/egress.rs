@@ -11,11 +11,11 @@
 //! write stalls for `live.player_write_timeout_ms`, is disconnected with a logged
 //! reason. The publisher and the other players never wait for it.
 
+use std::io::IoSlice;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use flv::{Tag, TagType};
-use futures_util::stream::{SplitSink, SplitStream};
 use futures_util::{SinkExt, StreamExt};
 use hyper::upgrade::Upgraded;
 use hyper_tungstenite::WebSocketStream;
@@ -23,6 +23,7 @@ use hyper_tungstenite::tungstenite::Message;
 use hyper_tungstenite::tungstenite::protocol::CloseFrame;
 use hyper_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use hyper_util::rt::TokioIo;
+use tokio::io::{AsyncWrite, AsyncWriteExt};
 use tokio::sync::broadcast::error::{RecvError, TryRecvError};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -127,32 +128,83 @@ pub(crate) trait PlayerSink {
 }
 
 /// A WebSocket-FLV player connection.
+///
+/// Data frames bypass tungstenite's write buffer: [`WsSink::write`] frames each chunk
+/// as one binary message itself and hands the frame headers and the shared payloads to
+/// the socket with vectored writes, so no payload byte is copied in user space and no
+/// per-player buffer grows to the size of a keyframe or a GOP (tungstenite copies
+/// every message into its write buffer, which keeps its largest capacity for the
+/// connection's life). tungstenite still reads (pings, the close) and writes its
+/// control frames (pongs, the close); both only ever write whole frames, so the
+/// byte stream stays a valid sequence of frames.
 pub(crate) struct WsSink {
-    tx: SplitSink<Ws, Message>,
-    rx: SplitStream<Ws>,
+    ws: Ws,
+}
+
+/// Most iovecs handed to one `writev` (Linux's IOV_MAX is 1024). A batch of tags
+/// (at most `live.player_write_batch_bytes` plus one tag, or a join preamble) needs
+/// two per tag; longer batches take several calls.
+const MAX_IOVECS: usize = 512;
+
+/// The header of an unmasked, final binary frame of `len` bytes (RFC 6455 §5.2).
+fn binary_frame_header(len: usize) -> ([u8; 10], usize) {
+    let mut h = [0u8; 10];
+    h[0] = 0x82; // FIN + binary
+    if len < 126 {
+        h[1] = len as u8;
+        (h, 2)
+    } else if let Ok(len) = u16::try_from(len) {
+        h[1] = 126;
+        h[2..4].copy_from_slice(&len.to_be_bytes());
+        (h, 4)
+    } else {
+        h[1] = 127;
+        h[2..10].copy_from_slice(&(len as u64).to_be_bytes());
+        (h, 10)
+    }
+}
+
+/// Writes all of `bufs`, `MAX_IOVECS` at a time.
+async fn write_all_vectored<W: AsyncWrite + Unpin>(
+    io: &mut W,
+    mut bufs: &mut [IoSlice<'_>],
+) -> std::io::Result<()> {
+    while !bufs.is_empty() {
+        let n = bufs.len().min(MAX_IOVECS);
+        let written = io.write_vectored(&bufs[..n]).await?;
+        if written == 0 {
+            return Err(std::io::ErrorKind::WriteZero.into());
+        }
+        IoSlice::advance_slices(&mut bufs, written);
+    }
+    io.flush().await
 }
 
 impl WsSink {
     pub(crate) fn new(ws: Ws) -> WsSink {
-        let (tx, rx) = ws.split();
-        WsSink { tx, rx }
+        WsSink { ws }
     }
 }
 
 impl PlayerSink for WsSink {
     async fn write(&mut self, chunks: &[Bytes]) -> Result<(), String> {
-        for chunk in chunks {
-            self.tx
-                .feed(Message::Binary(chunk.clone()))
-                .await
-                .map_err(|e| e.to_string())?;
+        let heads: Vec<([u8; 10], usize)> = chunks
+            .iter()
+            .map(|c| binary_frame_header(c.len()))
+            .collect();
+        let mut slices: Vec<IoSlice<'_>> = Vec::with_capacity(chunks.len() * 2);
+        for (chunk, (head, len)) in chunks.iter().zip(&heads) {
+            slices.push(IoSlice::new(&head[..*len]));
+            slices.push(IoSlice::new(chunk));
         }
-        self.tx.flush().await.map_err(|e| e.to_string())
+        write_all_vectored(self.ws.get_mut(), &mut slices)
+            .await
+            .map_err(|e| e.to_string())
     }
 
     async fn closed(&mut self) {
         // Players send nothing we need; read to see pings answered and the close.
-        while let Some(Ok(msg)) = self.rx.next().await {
+        while let Some(Ok(msg)) = self.ws.next().await {
             if msg.is_close() {
                 return;
             }
@@ -162,9 +214,9 @@ impl PlayerSink for WsSink {
     async fn finish(mut self, end: &PlayerEnd) {
         if let Some(frame) = end.close_frame() {
             let close = async {
-                self.tx.send(Message::Close(Some(frame))).await?;
+                self.ws.send(Message::Close(Some(frame))).await?;
                 // Wait briefly for the client's close reply, as the RFC asks.
-                while let Some(msg) = self.rx.next().await {
+                while let Some(msg) = self.ws.next().await {
                     if msg?.is_close() {
                         break;
                     }
@@ -372,6 +424,20 @@ mod tests {
         assert!(gate.pass(&video(true, false)));
         assert!(gate.pass(&audio()));
         assert!(gate.pass(&video(false, false)));
+    }
+
+    #[test]
+    fn binary_frame_headers_use_the_shortest_length_encoding() {
+        for (len, want) in [
+            (0, &[0x82, 0][..]),
+            (125, &[0x82, 125][..]),
+            (126, &[0x82, 126, 0, 126][..]),
+            (65_535, &[0x82, 126, 0xff, 0xff][..]),
+            (65_536, &[0x82, 127, 0, 0, 0, 0, 0, 1, 0, 0][..]),
+        ] {
+            let (head, n) = binary_frame_header(len);
+            assert_eq!(&head[..n], want, "length {len}");
+        }
     }
 
     #[test]

@@ -48,6 +48,10 @@ pub struct LiveSettings {
     pub out_dir: PathBuf,
     /// Stream name.
     pub stream: String,
+    /// Player request path (default `/live/STREAM.flv`).
+    pub play_path: Option<String>,
+    /// RTMP URL for `--publish rtmp` (default: the started wsrelay's listener).
+    pub rtmp_url: Option<String>,
     /// WS-FLV players (else HTTP-FLV).
     pub ws: bool,
     /// Publisher transport (for wsrelay/url; the ceiling always gets HTTP POST).
@@ -152,7 +156,10 @@ pub async fn run(
         Publish {
             mode: publish_mode,
             http: target.http,
-            rtmp: target.rtmp,
+            rtmp: s
+                .rtmp_url
+                .clone()
+                .or_else(|| target.rtmp.map(|a| format!("rtmp://{a}/live/{}", s.stream))),
             stream: s.stream.clone(),
             media: media.clone(),
             pace: s.pace,
@@ -177,7 +184,10 @@ pub async fn run(
     let w_to = w_from + s.window;
     let cfg = Arc::new(PlayerConfig {
         addr: target.http,
-        path: format!("/live/{}.flv", s.stream),
+        path: s
+            .play_path
+            .clone()
+            .unwrap_or_else(|| format!("/live/{}.flv", s.stream)),
         ws: s.ws,
         table: table.clone(),
         window: (w_from, w_to),

@@ -133,6 +133,13 @@ struct LiveArgs {
     /// Stream name.
     #[arg(long, default_value = "bench")]
     stream: String,
+    /// Player request path [default: /live/STREAM.flv] (for servers with other URL
+    /// layouts, e.g. `/live?app=live&stream=bench` for nginx-http-flv).
+    #[arg(long)]
+    play_path: Option<String>,
+    /// RTMP URL for `--publish rtmp` [default: the started wsrelay's RTMP listener].
+    #[arg(long)]
+    rtmp_url: Option<String>,
     /// FLV file to replay instead of generating one.
     #[arg(long)]
     file: Option<PathBuf>,
@@ -282,6 +289,8 @@ async fn live_main(a: LiveArgs) -> Result<bool, String> {
         server_pid: c.server_pid,
         out_dir: c.out_dir.clone(),
         stream: a.stream.clone(),
+        play_path: a.play_path.clone(),
+        rtmp_url: a.rtmp_url.clone(),
         ws: a.play == Play::Ws,
         publish: a.publish,
         pace: a.pace,

@@ -85,8 +85,8 @@ pub struct Publish {
     pub mode: PublishMode,
     /// The server's HTTP/WebSocket address.
     pub http: SocketAddr,
-    /// The server's RTMP address, if it has one.
-    pub rtmp: Option<SocketAddr>,
+    /// RTMP URL to push to (`--rtmp-url`, or the server's RTMP listener).
+    pub rtmp: Option<String>,
     /// Stream name (`/live/NAME.flv`).
     pub stream: String,
     /// What to replay.
@@ -118,8 +118,9 @@ pub async fn run(p: Publish, stop: CancellationToken) -> Result<(), String> {
             Ok(())
         }
         PublishMode::Rtmp => {
-            let rtmp = rtmp.ok_or("--publish rtmp: the server has no RTMP listener")?;
-            rtmp_ffmpeg(rtmp, stream, &media, stop).await
+            let rtmp =
+                rtmp.ok_or("--publish rtmp: the server has no RTMP listener (--rtmp-url)")?;
+            rtmp_ffmpeg(&rtmp, &media, stop).await
         }
         PublishMode::Http | PublishMode::Ws => {
             let mut sink = Sink::connect(mode, http, stream).await?;
@@ -241,12 +242,7 @@ impl Sink {
     }
 }
 
-async fn rtmp_ffmpeg(
-    rtmp: SocketAddr,
-    stream: &str,
-    media: &Media,
-    stop: CancellationToken,
-) -> Result<(), String> {
+async fn rtmp_ffmpeg(url: &str, media: &Media, stop: CancellationToken) -> Result<(), String> {
     let mut child = tokio::process::Command::new("ffmpeg")
         .args([
             "-hide_banner",
@@ -259,7 +255,7 @@ async fn rtmp_ffmpeg(
         ])
         .arg(&media.path)
         .args(["-c", "copy", "-f", "flv"])
-        .arg(format!("rtmp://{rtmp}/live/{stream}"))
+        .arg(url)
         .stdin(std::process::Stdio::null())
         .kill_on_drop(true)
         .spawn()
