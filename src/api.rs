@@ -111,7 +111,10 @@ fn handle(state: &AppState, req: &Request<Incoming>) -> Result<Response<Body>, A
             read()?;
             Ok(http::json(
                 StatusCode::OK,
-                &serde_json::json!({ "streams": state.hub.streams() }),
+                &serde_json::json!({
+                    "streams": state.hub.streams(),
+                    "rtmp_port": state.rtmp_addr.map(|a| a.port()),
+                }),
             ))
         }
         "/api/rooms" => {

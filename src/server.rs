@@ -70,6 +70,8 @@ pub struct AppState {
     pub policy: PolicyCell,
     /// Open connections per client IP on the HTTP and TLS listeners.
     pub per_ip: Arc<PerIpLimiter>,
+    /// The bound RTMP address, when RTMP is on (shown to users in `/api/streams`).
+    pub rtmp_addr: Option<SocketAddr>,
 }
 
 /// A running server.
@@ -94,6 +96,30 @@ pub async fn spawn(config: Config) -> io::Result<Server> {
             return Err(io::Error::other(crate::tls::TlsError::MissingFiles));
         }
     };
+    // Bind everything first: a port in use fails the start before any task runs, and
+    // the state knows the bound addresses (the pages show the RTMP port).
+    async fn bind(listen: Listen) -> io::Result<Option<(TcpListener, SocketAddr)>> {
+        match listen {
+            Listen::On(addr) => {
+                let listener = TcpListener::bind(addr).await?;
+                let local = listener.local_addr()?;
+                Ok(Some((listener, local)))
+            }
+            Listen::Off => Ok(None),
+        }
+    }
+    let http = bind(config.http).await?;
+    let tls = match tls {
+        Some((addr, acceptor)) => bind(Listen::On(addr))
+            .await?
+            .map(|(listener, local)| (listener, local, acceptor)),
+        None => None,
+    };
+    let rtmp = bind(config.rtmp).await?;
+    let http_addr = http.as_ref().map(|(_, a)| *a);
+    let tls_addr = tls.as_ref().map(|(_, a, _)| *a);
+    let rtmp_addr = rtmp.as_ref().map(|(_, a)| *a);
+
     let state = Arc::new(AppState {
         hub: Hub::with_metrics(config.live.clone(), metrics.clone()),
         signal: crate::signal::SignalHub::with_metrics(config.signal.clone(), metrics.clone()),
@@ -102,46 +128,29 @@ pub async fn spawn(config: Config) -> io::Result<Server> {
         started: Instant::now(),
         policy: PolicyCell::new(Policy::new(&config, metrics.clone())),
         per_ip: Arc::default(),
+        rtmp_addr,
         metrics,
         config,
     });
     // One connection budget for the plain and the TLS listener.
     let permits = Arc::new(Semaphore::new(state.config.max_connections));
-    let http_addr = match state.config.http {
-        Listen::On(addr) => {
-            let listener = TcpListener::bind(addr).await?;
-            let local = listener.local_addr()?;
-            let st = state.clone();
-            state
-                .tasks
-                .spawn(accept_http(listener, st, permits.clone(), None));
-            Some(local)
-        }
-        Listen::Off => None,
-    };
-    let tls_addr = match tls {
-        Some((addr, acceptor)) => {
-            let listener = TcpListener::bind(addr).await?;
-            let local = listener.local_addr()?;
-            let st = state.clone();
-            state
-                .tasks
-                .spawn(accept_http(listener, st, permits, Some(acceptor)));
-            Some(local)
-        }
-        None => None,
-    };
-    let rtmp_addr = match state.config.rtmp {
-        Listen::On(addr) => {
-            let listener = TcpListener::bind(addr).await?;
-            let local = listener.local_addr()?;
-            state
-                .tasks
-                .spawn(crate::rtmp::accept_loop(listener, state.clone()));
-            Some(local)
-        }
-        Listen::Off => None,
-    };
+    if let Some((listener, _)) = http {
+        let st = state.clone();
+        state
+            .tasks
+            .spawn(accept_http(listener, st, permits.clone(), None));
+    }
+    if let Some((listener, _, acceptor)) = tls {
+        let st = state.clone();
+        state
+            .tasks
+            .spawn(accept_http(listener, st, permits, Some(acceptor)));
+    }
+    if let Some((listener, _)) = rtmp {
+        state
+            .tasks
+            .spawn(crate::rtmp::accept_loop(listener, state.clone()));
+    }
     Ok(Server {
         http_addr,
         rtmp_addr,

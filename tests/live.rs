@@ -519,6 +519,12 @@ async fn routes_statuses_and_headers() {
         404
     );
     assert_eq!(http_get(addr, "/healthz").await.unwrap().trim(), "ok");
+    let api: serde_json::Value =
+        serde_json::from_str(&http_get(addr, "/api/streams").await.unwrap()).unwrap();
+    assert!(
+        api["rtmp_port"].is_null(),
+        "RTMP is off in this test: {api}"
+    );
     let ws = tokio_tungstenite::connect_async(format!("ws://{addr}/live/none.flv")).await;
     match ws {
         Err(tokio_tungstenite::tungstenite::Error::Http(res)) => assert_eq!(res.status(), 404),
