@@ -94,6 +94,14 @@ pub struct Cli {
     /// PEM private key for --tls (tls_key).
     #[arg(long, value_name = "FILE")]
     pub tls_key: Option<PathBuf>,
+    /// Set any config key, as in the TOML file: `--set signal.max_peers_per_room=50`,
+    /// `--set 'signal.stun_urls=["stun:stun.example.org"]'`. Repeatable; applied after the
+    /// file and before the other flags. A value that is not TOML is taken as a string.
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    pub set: Vec<String>,
+    /// Print the effective configuration as TOML and exit.
+    #[arg(long)]
+    pub print_config: bool,
     /// A subcommand instead of running the server.
     #[command(subcommand)]
     pub command: Option<Command>,
@@ -159,6 +167,18 @@ impl Cli {
             Some(path) => Config::from_file(path)?,
             None => Config::default(),
         };
+        if !self.set.is_empty() {
+            let mut table = match &self.config {
+                Some(path) => Config::read_table(path)?,
+                None => toml::Table::new(),
+            };
+            for assignment in &self.set {
+                apply_set(&mut table, assignment)?;
+            }
+            c = table
+                .try_into()
+                .map_err(|e: toml::de::Error| ConfigError::Invalid(format!("--set: {e}")))?;
+        }
         fn set<T>(slot: &mut T, value: Option<T>) {
             if let Some(v) = value {
                 *slot = v;
@@ -221,9 +241,67 @@ impl Cli {
     }
 }
 
+/// Applies `a.b.c=VALUE` to a TOML table (creating tables on the way).
+fn apply_set(table: &mut toml::Table, assignment: &str) -> Result<(), ConfigError> {
+    let invalid = |why: &str| ConfigError::Invalid(format!("--set {assignment}: {why}"));
+    let (key, raw) = assignment
+        .split_once('=')
+        .ok_or_else(|| invalid("expected KEY=VALUE"))?;
+    let value = toml::from_str::<toml::Table>(&format!("v = {raw}"))
+        .ok()
+        .and_then(|mut t| t.remove("v"))
+        .unwrap_or_else(|| toml::Value::String(raw.to_owned()));
+    let mut path: Vec<&str> = key.trim().split('.').collect();
+    let last = path
+        .pop()
+        .filter(|k| !k.is_empty())
+        .ok_or_else(|| invalid("empty key"))?;
+    let mut node = table;
+    for part in path {
+        node = node
+            .entry(part)
+            .or_insert_with(|| toml::Value::Table(toml::Table::new()))
+            .as_table_mut()
+            .ok_or_else(|| invalid(&format!("`{part}` is not a table")))?;
+    }
+    node.insert(last.to_owned(), value);
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn set_reaches_any_key_and_reports_bad_ones() {
+        let cli = Cli::parse_from([
+            "wsrelay",
+            "--set",
+            "signal.max_peers_per_room=3",
+            "--set",
+            "signal.stun_urls=[\"stun:a.example\"]",
+            "--set",
+            "cors_origin=https://b.example",
+            "--set",
+            "live.max_streams=9",
+            "--max-streams",
+            "10",
+        ]);
+        let c = cli.into_config().unwrap();
+        assert_eq!(c.signal.max_peers_per_room, 3);
+        assert_eq!(c.signal.stun_urls, vec!["stun:a.example".to_owned()]);
+        assert_eq!(c.cors_origin, "https://b.example");
+        assert_eq!(c.live.max_streams, 10, "dedicated flags win over --set");
+        for bad in [
+            "nokey",
+            "live.nope=1",
+            "live.max_streams=\"x\"",
+            "cors_origin.x=1",
+        ] {
+            let cli = Cli::parse_from(["wsrelay", "--set", bad]);
+            assert!(cli.into_config().is_err(), "{bad}");
+        }
+    }
 
     #[test]
     fn flags_override_file_and_defaults() {

@@ -35,6 +35,7 @@ async fn main() -> ExitCode {
             }
         };
     }
+    let print_config = cli.print_config;
     let config = match cli.into_config() {
         Ok(config) => config,
         Err(e) => {
@@ -42,6 +43,18 @@ async fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    if print_config {
+        return match redacted_toml(&config) {
+            Ok(text) => {
+                print!("{text}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("wsrelay: cannot print the config: {e}");
+                ExitCode::FAILURE
+            }
+        };
+    }
     let server = match wsrelay::server::spawn(config).await {
         Ok(server) => server,
         Err(e) => {
@@ -114,4 +127,29 @@ fn reload(server: &wsrelay::server::Server) {
     if let Err(e) = applied {
         tracing::error!(error = %e, "SIGHUP: config not reloaded; keeping the current one");
     }
+}
+
+/// The config as TOML with secrets replaced, for `--print-config` (secrets never leave
+/// the process, not even on request).
+fn redacted_toml(config: &wsrelay::config::Config) -> Result<String, toml::ser::Error> {
+    let mut table = toml::Table::try_from(config)?;
+    let redacted = || toml::Value::String("<redacted>".to_owned());
+    if table.contains_key("admin_token") {
+        table.insert("admin_token".to_owned(), redacted());
+    }
+    for (section, key) in [
+        ("auth", "secrets"),
+        ("signal", "jwt_secret"),
+        ("signal", "turn_secret"),
+    ] {
+        if let Some(toml::Value::Table(t)) = table.get_mut(section)
+            && let Some(v) = t.get_mut(key)
+        {
+            *v = match v {
+                toml::Value::Array(a) => toml::Value::Array(a.iter().map(|_| redacted()).collect()),
+                _ => redacted(),
+            };
+        }
+    }
+    toml::to_string(&table)
 }
