@@ -288,6 +288,14 @@ pub(crate) async fn run_player<S: PlayerSink>(
     batch.extend(sub.preamble.drain(..).map(|f| f.wire));
 
     let mut behind_since: Option<Instant> = None;
+    // Whether the last gather took everything queued (the player is at the live
+    // edge). Tracked from `try_recv` instead of asking the ring (`Receiver::len`
+    // locks the ring's tail, which every player and the publisher share).
+    let mut caught_up = true;
+    // Created once: a fresh `cancelled()` per wakeup would re-register with the
+    // token every time.
+    let cancelled = shutdown.cancelled();
+    tokio::pin!(cancelled);
     let end = loop {
         // Write what we have; a stalled client cannot hold us longer than the timeout.
         if !batch.is_empty() {
@@ -308,7 +316,7 @@ pub(crate) async fn run_player<S: PlayerSink>(
             }
             batch.clear();
         }
-        if sub.rx.is_empty() {
+        if caught_up {
             behind_since = None;
         } else {
             let since = *behind_since.get_or_insert_with(Instant::now);
@@ -319,13 +327,14 @@ pub(crate) async fn run_player<S: PlayerSink>(
 
         let first = tokio::select! {
             biased;
-            _ = shutdown.cancelled() => break PlayerEnd::Stream(EndReason::Shutdown),
+            _ = &mut cancelled => break PlayerEnd::Stream(EndReason::Shutdown),
             _ = sink.closed() => break PlayerEnd::ClientGone,
             event = sub.rx.recv() => event,
         };
         let mut pending = Some(first);
         let mut batch_bytes = 0;
         let mut ended = None;
+        caught_up = false;
         // Gather what is already queued (never wait for more) into one write.
         while let Some(event) = pending.take() {
             match event {
@@ -360,7 +369,10 @@ pub(crate) async fn run_player<S: PlayerSink>(
                     Ok(event) => Some(Ok(event)),
                     Err(TryRecvError::Lagged(n)) => Some(Err(RecvError::Lagged(n))),
                     Err(TryRecvError::Closed) => Some(Err(RecvError::Closed)),
-                    Err(TryRecvError::Empty) => None,
+                    Err(TryRecvError::Empty) => {
+                        caught_up = true;
+                        None
+                    }
                 };
             }
         }
