@@ -4,8 +4,6 @@
 
 mod common;
 
-use std::net::SocketAddr;
-use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use common::*;
@@ -15,37 +13,6 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio_tungstenite::tungstenite::Message;
 
 const SECOND: Duration = Duration::from_secs(1);
-
-/// `ffmpeg -i http://…/live/NAME.flv -t SECS -f null -`: returns (frames decoded, errors).
-async fn ffmpeg_play(addr: SocketAddr, name: &str, secs: u32) -> (u64, String) {
-    let progress = scratch().join(format!("progress-{name}-{}.txt", std::process::id()));
-    let out = tokio::process::Command::new("ffmpeg")
-        .args(["-hide_banner", "-nostdin", "-v", "error", "-i"])
-        .arg(format!("http://{addr}/live/{name}.flv"))
-        .args(["-t", &secs.to_string(), "-f", "null", "-", "-progress"])
-        .arg(&progress)
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true)
-        .output();
-    let out = tokio::time::timeout(Duration::from_secs(60), out)
-        .await
-        .expect("ffmpeg player finished")
-        .expect("ffmpeg runs");
-    assert!(
-        out.status.success(),
-        "ffmpeg player failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let text = std::fs::read_to_string(&progress).unwrap_or_default();
-    let frames = text
-        .lines()
-        .filter_map(|l| l.strip_prefix("frame="))
-        .filter_map(|v| v.trim().parse().ok())
-        .next_back()
-        .unwrap_or(0);
-    (frames, String::from_utf8_lossy(&out.stderr).into_owned())
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ffmpeg_post_publish_plays_over_http_flv_and_ws_flv() {

@@ -231,21 +231,7 @@ async fn plays_and_signals_through_nginx_with_the_example_config() {
 
     // WS-FLV over wss through nginx.
     let mut ws = wss(nginx.addr, &ca, "/live/proxied.flv", "203.0.113.50").await;
-    let mut demux = flv::Demuxer::new(flv::DemuxerConfig::default());
-    let mut check = StreamCheck::new();
-    let started = Instant::now();
-    while check.video < 75 {
-        match tokio::time::timeout(5 * SECOND, ws.next())
-            .await
-            .expect("wss data")
-        {
-            Some(Ok(Message::Binary(data))) => demux.push(&data),
-            other => panic!("unexpected message through nginx: {other:?}"),
-        }
-        while let Some(tag) = demux.next_tag().expect("valid FLV through nginx") {
-            check.tag(&tag, started.elapsed());
-        }
-    }
+    read_ws_flv(&mut ws, 75).await; // asserts the player-stream rules on the way
     // wsrelay saw the client nginx forwarded for.
     let body = http_get(upstream, "/api/streams/proxied").await.unwrap();
     let detail: serde_json::Value = serde_json::from_str(&body).unwrap();

@@ -148,25 +148,11 @@ async fn request(
 
 /// `ffmpeg … -f flv -rtmp_playpath KEY rtmp://ADDR/live` (OBS's server + key form).
 fn publish_rtmp(rtmp: SocketAddr, key: &str, file: &Path) -> Child {
-    require("ffmpeg");
-    Command::new("ffmpeg")
-        .args([
-            "-hide_banner",
-            "-nostdin",
-            "-loglevel",
-            "error",
-            "-re",
-            "-i",
-        ])
-        .arg(file)
-        .args(["-c", "copy", "-f", "flv", "-rtmp_playpath", key])
-        .arg(format!("rtmp://{rtmp}/live"))
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("spawn ffmpeg")
+    ffmpeg_publish(
+        &format!("rtmp://{rtmp}/live"),
+        file,
+        &["-rtmp_playpath", key],
+    )
 }
 
 /// `ffmpeg -re -i MEDIA -c copy -f flv -method POST http://ADDR/live/NAME.flv?QUERY`.
@@ -575,22 +561,7 @@ async fn wss_and_https_playback_through_tls() {
         .await
         .expect("wss upgrade");
     assert_eq!(res.status(), 101);
-    let mut demux = flv::Demuxer::new(flv::DemuxerConfig::default());
-    let mut check = StreamCheck::new();
-    let started = Instant::now();
-    while check.video < 50 {
-        match tokio::time::timeout(5 * SECOND, ws.next())
-            .await
-            .expect("wss data")
-        {
-            Some(Ok(Message::Binary(data))) => demux.push(&data),
-            other => panic!("unexpected wss message {other:?}"),
-        }
-        while let Some(tag) = demux.next_tag().expect("valid FLV over wss") {
-            check.tag(&tag, started.elapsed());
-        }
-    }
-    let header = demux.header().unwrap();
+    let (header, _) = read_ws_flv(&mut ws, 50).await;
     assert!(header.audio && header.video);
     ws.close(None).await.ok();
 
@@ -610,6 +581,7 @@ async fn wss_and_https_playback_through_tls() {
     let mut body = res.into_body();
     let mut demux = flv::Demuxer::new(flv::DemuxerConfig::default());
     let mut check = StreamCheck::new();
+    let started = Instant::now();
     while check.video < 50 {
         let frame = tokio::time::timeout(5 * SECOND, body.frame())
             .await

@@ -106,56 +106,7 @@ async fn rtmp_server(tweak: impl FnOnce(&mut Config)) -> (Server, SocketAddr, So
 
 /// `ffmpeg -re -i FILE -c copy [extra] -f flv rtmp://ADDR/PATH` (stderr piped).
 fn publish_rtmp(rtmp: SocketAddr, path: &str, file: &Path, extra: &[&str]) -> Child {
-    require("ffmpeg");
-    Command::new("ffmpeg")
-        .args([
-            "-hide_banner",
-            "-nostdin",
-            "-loglevel",
-            "error",
-            "-re",
-            "-i",
-        ])
-        .arg(file)
-        .args(["-c", "copy"])
-        .args(extra)
-        .args(["-f", "flv"])
-        .arg(format!("rtmp://{rtmp}/{path}"))
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("spawn ffmpeg")
-}
-
-/// `ffmpeg -i http://…/live/NAME.flv -t SECS -f null -`: returns (frames decoded, errors).
-async fn ffmpeg_play(addr: SocketAddr, name: &str, secs: u32) -> (u64, String) {
-    let tag = name.replace('/', "_");
-    let progress = scratch().join(format!("progress-rtmp-{tag}-{}.txt", std::process::id()));
-    let out = Command::new("ffmpeg")
-        .args(["-hide_banner", "-nostdin", "-v", "error", "-i"])
-        .arg(format!("http://{addr}/live/{name}.flv"))
-        .args(["-t", &secs.to_string(), "-f", "null", "-", "-progress"])
-        .arg(&progress)
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true)
-        .output();
-    let out = tokio::time::timeout(60 * SECOND, out)
-        .await
-        .expect("ffmpeg player finished")
-        .expect("ffmpeg runs");
-    let errors = String::from_utf8_lossy(&out.stderr).into_owned();
-    assert!(out.status.success(), "ffmpeg player failed: {errors}");
-    let text = std::fs::read_to_string(&progress).unwrap_or_default();
-    let frames = text
-        .lines()
-        .filter_map(|l| l.strip_prefix("frame="))
-        .filter_map(|v| v.trim().parse().ok())
-        .next_back()
-        .unwrap_or(0);
-    (frames, errors)
+    ffmpeg_publish(&format!("rtmp://{rtmp}/{path}"), file, extra)
 }
 
 /// Plays `name` over WebSocket-FLV for `secs`, checking the player-stream rules;

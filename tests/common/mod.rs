@@ -142,6 +142,89 @@ pub fn publish_http(addr: std::net::SocketAddr, name: &str, file: &Path) -> Chil
         .expect("spawn ffmpeg")
 }
 
+/// `ffmpeg -re -i FILE -c copy [extra] -f flv URL` (stderr piped, for tests that read
+/// ffmpeg's verdict).
+pub fn ffmpeg_publish(url: &str, file: &Path, extra: &[&str]) -> Child {
+    require("ffmpeg");
+    Command::new("ffmpeg")
+        .args([
+            "-hide_banner",
+            "-nostdin",
+            "-loglevel",
+            "error",
+            "-re",
+            "-i",
+        ])
+        .arg(file)
+        .args(["-c", "copy"])
+        .args(extra)
+        .args(["-f", "flv", url])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("spawn ffmpeg")
+}
+
+/// `ffmpeg -i http://ADDR/live/NAME.flv -t SECS -f null -`: plays HTTP-FLV with
+/// ffmpeg and returns (frames decoded, error output). Fails if ffmpeg fails.
+pub async fn ffmpeg_play(addr: std::net::SocketAddr, name: &str, secs: u32) -> (u64, String) {
+    require("ffmpeg");
+    let tag = name.replace('/', "_");
+    let progress = scratch().join(format!("progress-{tag}-{}.txt", std::process::id()));
+    let out = Command::new("ffmpeg")
+        .args(["-hide_banner", "-nostdin", "-v", "error", "-i"])
+        .arg(format!("http://{addr}/live/{name}.flv"))
+        .args(["-t", &secs.to_string(), "-f", "null", "-", "-progress"])
+        .arg(&progress)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .output();
+    let out = tokio::time::timeout(Duration::from_secs(60), out)
+        .await
+        .expect("ffmpeg player finished")
+        .expect("ffmpeg runs");
+    let errors = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(out.status.success(), "ffmpeg player failed: {errors}");
+    let text = std::fs::read_to_string(&progress).unwrap_or_default();
+    let frames = text
+        .lines()
+        .filter_map(|l| l.strip_prefix("frame="))
+        .filter_map(|v| v.trim().parse().ok())
+        .next_back()
+        .unwrap_or(0);
+    (frames, errors)
+}
+
+/// Reads WebSocket-FLV from any WebSocket stream (plain, TLS, through a proxy) until
+/// `min_video` video frames arrived, checking the player-stream rules on the way.
+pub async fn read_ws_flv<S>(
+    ws: &mut tokio_tungstenite::WebSocketStream<S>,
+    min_video: usize,
+) -> (Header, StreamCheck)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    let mut demux = Demuxer::new(DemuxerConfig::default());
+    let mut check = StreamCheck::new();
+    let started = Instant::now();
+    while check.video < min_video {
+        match tokio::time::timeout(Duration::from_secs(5), ws.next())
+            .await
+            .expect("WebSocket-FLV data within 5 s")
+        {
+            Some(Ok(Message::Binary(data))) => demux.push(&data),
+            other => panic!("unexpected WebSocket message: {other:?}"),
+        }
+        while let Some(tag) = demux.next_tag().expect("valid FLV") {
+            check.tag(&tag, started.elapsed());
+        }
+    }
+    (demux.header().expect("FLV header"), check)
+}
+
 /// Polls `/api/streams` until `name` is live (a publisher just started).
 pub async fn wait_live(addr: std::net::SocketAddr, name: &str) {
     let deadline = Instant::now() + Duration::from_secs(15);
