@@ -279,14 +279,12 @@ pub enum ConfigError {
 impl Config {
     /// Reads a TOML config file; missing keys keep their defaults.
     pub fn from_file(path: &Path) -> Result<Config, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-            path: path.to_owned(),
-            source,
-        })?;
-        toml::from_str(&text).map_err(|source| ConfigError::Parse {
-            path: path.to_owned(),
-            source: Box::new(source),
-        })
+        Config::read_table(path)?
+            .try_into()
+            .map_err(|source| ConfigError::Parse {
+                path: path.to_owned(),
+                source: Box::new(source),
+            })
     }
 
     /// Reads a TOML config file as a table (for `--set` overrides on top of it).

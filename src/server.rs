@@ -553,36 +553,15 @@ fn ws_player(
         PLAYER_WS_MAX_MESSAGE,
         live.max_tag_bytes,
     );
-    let (res, websocket) = match hyper_tungstenite::upgrade(&mut req, Some(config)) {
-        Ok(up) => up,
-        Err(e) => {
-            return http::text(
-                StatusCode::BAD_REQUEST,
-                format!("bad WebSocket upgrade: {e}"),
-            );
-        }
-    };
     let span = tracing::info_span!("player", stream = %name, proto = "ws");
     let st = state.clone();
-    state.tasks.spawn(
-        async move {
-            let ws = match websocket.await {
-                Ok(ws) => ws,
-                Err(e) => {
-                    tracing::info!(error = %e, "WebSocket upgrade failed");
-                    return;
-                }
-            };
-            tracing::info!(%remote, "player joined");
-            let started = Instant::now();
-            let (end, stats) =
-                egress::run_player(WsSink::new(ws), sub, &st.config.live, st.shutdown.clone())
-                    .await;
-            log_player_end(&end, &stats, started);
-        }
-        .instrument(span),
-    );
-    http::boxed(res)
+    upgrade_and_spawn(&state, &mut req, config, span, move |ws| async move {
+        tracing::info!(%remote, "player joined");
+        let started = Instant::now();
+        let (end, stats) =
+            egress::run_player(WsSink::new(ws), sub, &st.config.live, st.shutdown.clone()).await;
+        log_player_end(&end, &stats, started);
+    })
 }
 
 fn http_player(state: Arc<AppState>, name: String, remote: SocketAddr) -> Response<Body> {
@@ -651,7 +630,33 @@ fn ws_publisher(
     };
     let live = &state.config.live;
     let config = ws_config(16 << 10, live.max_publish_message_bytes, 0);
-    let (res, websocket) = match hyper_tungstenite::upgrade(&mut req, Some(config)) {
+    let query = req.uri().query().map(str::to_owned);
+    let span = tracing::info_span!("publisher", stream = %name, proto = "ws");
+    let st = state.clone();
+    upgrade_and_spawn(&state, &mut req, config, span, move |ws| async move {
+        tracing::info!(%remote, "publisher started");
+        let result = ingest::ws_publish(ws, publisher, &st.config.live, st.shutdown.clone()).await;
+        log_publisher_end(&result);
+        let policy = st.policy.get();
+        let query = query.as_deref();
+        crate::policy::unpublished(&policy, &name, remote, query, Protocol::Ws, &st.tasks);
+    })
+}
+
+/// Answers a WebSocket upgrade and runs `serve` on the socket in its own task, within
+/// `span`. A failed upgrade is a `400` (before) or a log line (after the `101`).
+fn upgrade_and_spawn<F, Fut>(
+    state: &AppState,
+    req: &mut Request<Incoming>,
+    config: WebSocketConfig,
+    span: tracing::Span,
+    serve: F,
+) -> Response<Body>
+where
+    F: FnOnce(egress::Ws) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = ()> + Send,
+{
+    let (res, websocket) = match hyper_tungstenite::upgrade(req, Some(config)) {
         Ok(up) => up,
         Err(e) => {
             return http::text(
@@ -660,25 +665,12 @@ fn ws_publisher(
             );
         }
     };
-    let query = req.uri().query().map(str::to_owned);
-    let span = tracing::info_span!("publisher", stream = %name, proto = "ws");
-    let st = state.clone();
     state.tasks.spawn(
         async move {
-            let ws = match websocket.await {
-                Ok(ws) => ws,
-                Err(e) => {
-                    tracing::info!(error = %e, "WebSocket upgrade failed");
-                    return;
-                }
-            };
-            tracing::info!(%remote, "publisher started");
-            let result =
-                ingest::ws_publish(ws, publisher, &st.config.live, st.shutdown.clone()).await;
-            log_publisher_end(&result);
-            let policy = st.policy.get();
-            let query = query.as_deref();
-            crate::policy::unpublished(&policy, &name, remote, query, Protocol::Ws, &st.tasks);
+            match websocket.await {
+                Ok(ws) => serve(ws).await,
+                Err(e) => tracing::info!(error = %e, "WebSocket upgrade failed"),
+            }
         }
         .instrument(span),
     );
