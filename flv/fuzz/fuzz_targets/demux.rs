@@ -25,7 +25,12 @@ fuzz_target!(|input: (u8, &[u8])| {
         loop {
             match demux.next_tag() {
                 Ok(Some(tag)) => {
-                    let _ = (tag.video(), tag.audio(), tag.is_keyframe(), tag.is_sequence_header());
+                    let _ = (
+                        tag.video(),
+                        tag.audio(),
+                        tag.is_keyframe(),
+                        tag.is_sequence_header(),
+                    );
                     if tag.tag_type == TagType::Script {
                         let _ = Metadata::parse(&tag.body).map(|m| m.encode());
                     }
