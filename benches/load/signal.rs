@@ -271,9 +271,11 @@ async fn peer(ws: Ws, plan: PeerPlan, stop: CancellationToken) -> PeerOut {
     let (mut tx, mut rx) = ws.split();
     let in_window = |now: Instant| now >= plan.window.0 && now < plan.window.1;
     let tick = Duration::from_millis(10);
-    let mut interval = tokio::time::interval(tick);
+    // Peers tick at spread-out phases, as independent clients would, not in lockstep.
+    let phase = tick.mul_f64((plan.me % 97) as f64 / 97.0);
+    let mut interval = tokio::time::interval_at(tokio::time::Instant::now() + phase, tick);
     interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut credit = (plan.me % 100) as f64 / 100.0;
+    let mut credit = 0.0;
     if plan.rate == Rate::Max {
         for _ in 0..plan.inflight {
             if tx.feed(message(plan.to, plan.epoch, 0)).await.is_err() {
