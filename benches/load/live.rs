@@ -68,6 +68,9 @@ pub struct LiveSettings {
     pub prestart: Duration,
     /// Ratio of the stream a player must get in the window to have kept up.
     pub keep_up: f64,
+    /// A player whose own p99 latency exceeds this has not kept up either (a live
+    /// player's buffer runs dry): real time, not just the rate.
+    pub keep_up_latency: Duration,
     /// Worker threads of the ceiling server (default: as many as cores, like wsrelay).
     pub ceiling_threads: Option<usize>,
 }
@@ -91,6 +94,10 @@ pub struct LiveResult {
     pub stream_kbps: Option<f64>,
     /// Players that got ≥ keep_up of the stream in the window without failing.
     pub kept_up: usize,
+    /// Players that got the stream's rate but with a p99 latency above the bound.
+    pub late: usize,
+    /// Players that did not fail but got less than `keep_up` of the stream.
+    pub behind: usize,
     /// Players that failed, by reason.
     pub failures: BTreeMap<String, usize>,
     /// Aggregate delivered rate in the window, Mbit/s.
@@ -244,11 +251,23 @@ pub async fn run(
     };
     let mut failures = BTreeMap::new();
     let mut kept_up = 0;
+    let mut late = 0;
+    let mut behind = 0;
     for r in &results {
         if let Some(f) = &r.failure {
             *failures.entry(f.clone()).or_insert(0) += 1;
         } else if reference > 0 && got(r) as f64 >= s.keep_up * reference as f64 {
-            kept_up += 1;
+            let mut own = r.latency_us.clone();
+            own.sort_unstable();
+            let too_late =
+                pct(&own, 0.99).is_some_and(|p99| u128::from(p99) > s.keep_up_latency.as_micros());
+            if too_late {
+                late += 1;
+            } else {
+                kept_up += 1;
+            }
+        } else {
+            behind += 1;
         }
     }
     let delivered: u64 = results.iter().map(got).sum();
@@ -282,6 +301,8 @@ pub async fn run(
         pace: s.pace,
         stream_kbps: sent.map(|b| b as f64 * 8.0 / window_s / 1e3),
         kept_up,
+        late,
+        behind,
         failures,
         mbit_s: delivered as f64 * 8.0 / window_s / 1e6,
         server_cpu_pct: server_cpu.map(|c| c.1),

@@ -167,6 +167,9 @@ struct LiveArgs {
     /// Share of the stream a player must receive in the window to count as kept up.
     #[arg(long, default_value_t = 0.95)]
     keep_up: f64,
+    /// …and whose own p99 publisher→player latency is at most this many ms.
+    #[arg(long, default_value_t = 1000)]
+    keep_up_latency_ms: u64,
     /// SVG plot of CPU and latency against N [default: OUT_DIR/live.svg].
     #[arg(long)]
     plot: Option<PathBuf>,
@@ -299,6 +302,7 @@ async fn live_main(a: LiveArgs) -> Result<bool, String> {
         window: secs(c.secs),
         prestart: Duration::from_millis(a.prestart_ms),
         keep_up: a.keep_up,
+        keep_up_latency: Duration::from_millis(a.keep_up_latency_ms),
         ceiling_threads: a.ceiling_threads,
     };
     let json = c

@@ -39,14 +39,21 @@ pub fn live_table(results: &[LiveResult]) {
         "harn%"
     );
     for r in results {
-        let failures = if r.failures.is_empty() {
+        let mut problems: Vec<String> = r
+            .failures
+            .iter()
+            .map(|(k, v)| format!("{v}× {k}"))
+            .collect();
+        if r.behind > 0 {
+            problems.push(format!("{}× below the stream rate", r.behind));
+        }
+        if r.late > 0 {
+            problems.push(format!("{}× p99 latency over the keep-up bound", r.late));
+        }
+        let failures = if problems.is_empty() {
             "-".to_owned()
         } else {
-            r.failures
-                .iter()
-                .map(|(k, v)| format!("{v}× {k}"))
-                .collect::<Vec<_>>()
-                .join("; ")
+            problems.join("; ")
         };
         println!(
             "{:<8} {:>5} {:>6} {:>8.1} {:>7} {:>9} {:>7} {:>7} {:>17} {:>17} {:>17} {:>6}  {}",
