@@ -3,15 +3,17 @@
 //! - `fanout/push`: what the publisher side does per tag — `Publisher::push` (timeline,
 //!   `Frame::encode` once, GOP cache, one send on the shared broadcast ring).
 //! - `fanout/ws/N`: push one tag, then for each of N players what `egress::run_player`
-//!   and `WsSink` do: receive from the ring, clone the shared `Bytes`, frame it as one
-//!   WebSocket binary message (tungstenite, the server's write-buffer config) and flush
-//!   it into a socket stand-in that accepts everything. Per-element = per tag per player.
+//!   and `WsSink` do: receive from the ring, clone the shared `Bytes`, build the
+//!   WebSocket binary frame header and hand header + payload to one vectored write
+//!   into a socket stand-in that accepts everything. Per-element = per tag per player.
+//! - `fanout/ws_tungstenite/N`: the same through tungstenite's `write` + `flush` (the
+//!   path before egress bypassed it: every payload is copied into its write buffer).
 //! - `fanout/http/N`: the same with the HTTP-FLV path's bounded body channel.
 //!
 //! The FLV demuxer and the GOP join snapshot are benchmarked in `flv/benches/flv.rs`.
 
 use std::hint::black_box;
-use std::io::{self, Read, Write};
+use std::io::{self, IoSlice, Read, Write};
 use std::net::SocketAddr;
 
 use bytes::Bytes;
@@ -35,6 +37,11 @@ impl Write for Sink {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         self.0 += buf.len() as u64;
         Ok(buf.len())
+    }
+    fn write_vectored(&mut self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
+        let n = bufs.iter().map(|b| b.len()).sum::<usize>();
+        self.0 += n as u64;
+        Ok(n)
     }
     fn flush(&mut self) -> io::Result<()> {
         Ok(())
@@ -82,6 +89,24 @@ fn sequence_headers() -> [Tag; 2] {
     ]
 }
 
+/// The header of an unmasked binary frame, as `egress` writes it.
+fn frame_header(len: usize) -> ([u8; 10], usize) {
+    let mut h = [0u8; 10];
+    h[0] = 0x82;
+    if len < 126 {
+        h[1] = len as u8;
+        (h, 2)
+    } else if let Ok(len) = u16::try_from(len) {
+        h[1] = 126;
+        h[2..4].copy_from_slice(&len.to_be_bytes());
+        (h, 4)
+    } else {
+        h[1] = 127;
+        h[2..10].copy_from_slice(&(len as u64).to_be_bytes());
+        (h, 10)
+    }
+}
+
 fn ws_config() -> WebSocketConfig {
     // As src/server.rs configures player sockets.
     WebSocketConfig::default()
@@ -119,6 +144,31 @@ fn benches(c: &mut Criterion) {
     g.throughput(Throughput::Elements(1));
     g.bench_function("push", |b| b.iter(|| publisher.push(next()).expect("push")));
     for players in [1usize, 100, 1000] {
+        g.throughput(Throughput::Elements(players as u64));
+        let mut raw: Vec<(Subscription, Sink)> = (0..players)
+            .map(|_| (hub.play("bench").expect("play"), Sink(0)))
+            .collect();
+        g.bench_function(format!("ws/{players}"), |b| {
+            b.iter(|| {
+                publisher.push(next()).expect("push");
+                for (sub, sink) in &mut raw {
+                    let mut batch = Vec::new();
+                    while let Ok(Event::Frame(frame)) = sub.rx.try_recv() {
+                        batch.push(frame.wire.clone());
+                    }
+                    let heads: Vec<([u8; 10], usize)> =
+                        batch.iter().map(|c| frame_header(c.len())).collect();
+                    let mut slices = Vec::with_capacity(batch.len() * 2);
+                    for (chunk, (head, n)) in batch.iter().zip(&heads) {
+                        slices.push(IoSlice::new(&head[..*n]));
+                        slices.push(IoSlice::new(chunk));
+                    }
+                    sink.write_vectored(&slices).expect("write");
+                }
+            })
+        });
+        black_box(raw.iter().map(|(_, s)| s.0).sum::<u64>());
+        drop(raw);
         let mut subs: Vec<(Subscription, WebSocket<Sink>)> = (0..players)
             .map(|_| {
                 let sub = hub.play("bench").expect("play");
@@ -126,8 +176,7 @@ fn benches(c: &mut Criterion) {
                 (sub, ws)
             })
             .collect();
-        g.throughput(Throughput::Elements(players as u64));
-        g.bench_function(format!("ws/{players}"), |b| {
+        g.bench_function(format!("ws_tungstenite/{players}"), |b| {
             b.iter(|| {
                 publisher.push(next()).expect("push");
                 for (sub, ws) in &mut subs {
