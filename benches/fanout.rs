@@ -163,7 +163,8 @@ fn benches(c: &mut Criterion) {
                         slices.push(IoSlice::new(&head[..*n]));
                         slices.push(IoSlice::new(chunk));
                     }
-                    sink.write_vectored(&slices).expect("write");
+                    let n = sink.write_vectored(&slices).expect("write");
+                    black_box(n);
                 }
             })
         });
