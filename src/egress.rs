@@ -139,6 +139,10 @@ pub(crate) trait PlayerSink {
 /// byte stream stays a valid sequence of frames.
 pub(crate) struct WsSink {
     ws: Ws,
+    /// A vectored write was started and did not finish (an error, or the write
+    /// timeout cancelled it): the byte stream may end inside a frame, so no further
+    /// frame, not even a close, may be written.
+    mid_frame: bool,
 }
 
 /// Most iovecs handed to one `writev` (Linux's IOV_MAX is 1024). A batch of tags
@@ -182,7 +186,10 @@ async fn write_all_vectored<W: AsyncWrite + Unpin>(
 
 impl WsSink {
     pub(crate) fn new(ws: Ws) -> WsSink {
-        WsSink { ws }
+        WsSink {
+            ws,
+            mid_frame: false,
+        }
     }
 }
 
@@ -197,9 +204,15 @@ impl PlayerSink for WsSink {
             slices.push(IoSlice::new(&head[..*len]));
             slices.push(IoSlice::new(chunk));
         }
+        // tungstenite may hold the tail of a control frame (a pong queued while we read,
+        // half written to a full socket): finish it before our frames go out.
+        self.ws.flush().await.map_err(|e| e.to_string())?;
+        self.mid_frame = true;
         write_all_vectored(self.ws.get_mut(), &mut slices)
             .await
-            .map_err(|e| e.to_string())
+            .map_err(|e| e.to_string())?;
+        self.mid_frame = false;
+        Ok(())
     }
 
     async fn closed(&mut self) {
@@ -212,6 +225,9 @@ impl PlayerSink for WsSink {
     }
 
     async fn finish(mut self, end: &PlayerEnd) {
+        if self.mid_frame {
+            return; // a close frame would land inside a data frame; just drop the socket
+        }
         if let Some(frame) = end.close_frame() {
             let close = async {
                 self.ws.send(Message::Close(Some(frame))).await?;

@@ -521,6 +521,43 @@ async fn routes_statuses_and_headers() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pings_from_a_player_interleave_with_the_stream() {
+    // Data frames go out through vectored writes, pongs through tungstenite: a client
+    // that pings while it plays must still see well-formed frames and every pong.
+    let server = server(|_| {}).await;
+    let addr = server.http_addr().unwrap();
+    let _publisher = publish_http(addr, "ping", media());
+    wait_live(addr, "ping").await;
+    let mut player = WsPlayer::connect(addr, "ping").await;
+    let mut check = StreamCheck::new();
+    let (mut pings, mut pongs) = (0u32, 0u32);
+    let until = Instant::now() + 3 * SECOND;
+    while Instant::now() < until {
+        player
+            .ws
+            .send(Message::Ping(pings.to_be_bytes().to_vec().into()))
+            .await
+            .unwrap();
+        pings += 1;
+        let step = Instant::now() + Duration::from_millis(20);
+        while Instant::now() < step {
+            match tokio::time::timeout_at(step.into(), player.ws.next()).await {
+                Err(_) => break,
+                Ok(Some(Ok(Message::Binary(data)))) => player.demux.push(&data),
+                Ok(Some(Ok(Message::Pong(_)))) => pongs += 1,
+                Ok(other) => panic!("unexpected {other:?}"),
+            }
+            while let Some(tag) = player.demux.next_tag().expect("valid FLV") {
+                check.tag(&tag, player.started.elapsed());
+            }
+        }
+    }
+    assert!(check.video > 50, "{} video frames", check.video);
+    assert!(pongs + 5 >= pings, "{pongs} pongs for {pings} pings");
+    server.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn limits_answer_503_with_a_reason() {
     let server = server(|c| {
         c.live.max_players_per_stream = 1;
