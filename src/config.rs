@@ -70,6 +70,11 @@ pub struct Config {
     /// together; past it new connections get `503`. Default 10,000: far above what a 2-core box serves at
     /// real-time bitrates, low enough to keep file descriptors and memory bounded.
     pub max_connections: usize,
+    /// Listen backlog of the HTTP, TLS and RTMP listeners (the kernel caps it at
+    /// `net.core.somaxconn`). Default 4,096: with the common 128, a few hundred
+    /// players joining at once overflow the accept queue and wait a SYN retransmit
+    /// (about 1 s) to get in.
+    pub listen_backlog: u32,
     /// Time allowed to finish a graceful shutdown before connections are dropped.
     /// Default 5,000 ms.
     pub shutdown_timeout_ms: u64,
@@ -126,6 +131,7 @@ impl Default for Config {
             static_dir: PathBuf::from("static"),
             cors_origin: "*".to_owned(),
             max_connections: 10_000,
+            listen_backlog: 4_096,
             shutdown_timeout_ms: 5_000,
             live: LiveConfig::default(),
             signal: signaling::Config::default(),

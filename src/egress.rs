@@ -308,8 +308,10 @@ pub(crate) async fn run_player<S: PlayerSink>(
     // edge). Tracked from `try_recv` instead of asking the ring (`Receiver::len`
     // locks the ring's tail, which every player and the publisher share).
     let mut caught_up = true;
-    // Created once: a fresh `cancelled()` per wakeup would re-register with the
-    // token every time.
+    // A child token per player, waited on through one future created once: a wakeup
+    // then locks only this player's token, not the server-wide one every player
+    // shares, and does not re-register with it.
+    let shutdown = shutdown.child_token();
     let cancelled = shutdown.cancelled();
     tokio::pin!(cancelled);
     let end = loop {

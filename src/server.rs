@@ -40,8 +40,11 @@ use crate::policy::{PerIpLimiter, Policy, PolicyCell};
 /// backlog, and a player that cannot drain this stalls its writer, which times out.
 const HTTP_PLAYER_QUEUE: usize = 64;
 
-/// WebSocket read buffer for players, which send us next to nothing.
-const PLAYER_WS_READ_BUFFER: usize = 4 << 10;
+/// WebSocket read buffer for players, which send us next to nothing (control frames).
+/// Small on purpose: tungstenite zero-fills it before every read attempt, and a
+/// player task makes one per wakeup (measured: 3.5 % of server CPU at 500 players
+/// with 4 KiB, and 4 KiB of RSS per player).
+const PLAYER_WS_READ_BUFFER: usize = 256;
 
 /// Largest message a player may send (players have nothing to say but close frames).
 const PLAYER_WS_MAX_MESSAGE: usize = 64 << 10;
@@ -98,24 +101,32 @@ pub async fn spawn(config: Config) -> io::Result<Server> {
     };
     // Bind everything first: a port in use fails the start before any task runs, and
     // the state knows the bound addresses (the pages show the RTMP port).
-    async fn bind(listen: Listen) -> io::Result<Option<(TcpListener, SocketAddr)>> {
-        match listen {
-            Listen::On(addr) => {
-                let listener = TcpListener::bind(addr).await?;
-                let local = listener.local_addr()?;
-                Ok(Some((listener, local)))
-            }
-            Listen::Off => Ok(None),
-        }
+    fn bind(listen: Listen, backlog: u32) -> io::Result<Option<(TcpListener, SocketAddr)>> {
+        let Listen::On(addr) = listen else {
+            return Ok(None);
+        };
+        let socket = if addr.is_ipv4() {
+            tokio::net::TcpSocket::new_v4()?
+        } else {
+            tokio::net::TcpSocket::new_v6()?
+        };
+        // As std's TcpListener::bind does: a restart can rebind while old
+        // connections linger in TIME_WAIT.
+        socket.set_reuseaddr(true)?;
+        socket.bind(addr)?;
+        let listener = socket.listen(backlog)?;
+        let local = listener.local_addr()?;
+        Ok(Some((listener, local)))
     }
-    let http = bind(config.http).await?;
+    let backlog = config.listen_backlog;
+    let http = bind(config.http, backlog)?;
     let tls = match tls {
-        Some((addr, acceptor)) => bind(Listen::On(addr))
-            .await?
-            .map(|(listener, local)| (listener, local, acceptor)),
+        Some((addr, acceptor)) => {
+            bind(Listen::On(addr), backlog)?.map(|(listener, local)| (listener, local, acceptor))
+        }
         None => None,
     };
-    let rtmp = bind(config.rtmp).await?;
+    let rtmp = bind(config.rtmp, backlog)?;
     let http_addr = http.as_ref().map(|(_, a)| *a);
     let tls_addr = tls.as_ref().map(|(_, a, _)| *a);
     let rtmp_addr = rtmp.as_ref().map(|(_, a)| *a);
