@@ -157,23 +157,8 @@ fn publish_rtmp(rtmp: SocketAddr, key: &str, file: &Path) -> Child {
 
 /// `ffmpeg -re -i MEDIA -c copy -f flv -method POST http://ADDR/live/NAME.flv?QUERY`.
 fn publish_http_query(addr: SocketAddr, name: &str, query: &str) -> Child {
-    require("ffmpeg");
-    Command::new("ffmpeg")
-        .args([
-            "-hide_banner",
-            "-nostdin",
-            "-loglevel",
-            "error",
-            "-re",
-            "-i",
-        ])
-        .arg(media())
-        .args(["-c", "copy", "-f", "flv", "-method", "POST"])
-        .arg(format!("http://{addr}/live/{name}.flv?{query}"))
-        .stdin(Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("spawn ffmpeg")
+    let url = format!("http://{addr}/live/{name}.flv?{query}");
+    ffmpeg_publish(&url, media(), &["-method", "POST"])
 }
 
 /// Waits for a refused ffmpeg publisher to give up; returns its stderr.
