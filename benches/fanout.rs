@@ -22,6 +22,7 @@ use flv::{Tag, TagType};
 use hyper_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
 use hyper_tungstenite::tungstenite::{Message, WebSocket};
 use wsrelay::config::LiveConfig;
+use wsrelay::egress;
 use wsrelay::hub::{Event, Hub, Protocol, PublisherInfo, Subscription};
 
 /// A socket stand-in: counts what is written, never has anything to read.
@@ -89,24 +90,6 @@ fn sequence_headers() -> [Tag; 2] {
     ]
 }
 
-/// The header of an unmasked binary frame, as `egress` writes it.
-fn frame_header(len: usize) -> ([u8; 10], usize) {
-    let mut h = [0u8; 10];
-    h[0] = 0x82;
-    if len < 126 {
-        h[1] = len as u8;
-        (h, 2)
-    } else if let Ok(len) = u16::try_from(len) {
-        h[1] = 126;
-        h[2..4].copy_from_slice(&len.to_be_bytes());
-        (h, 4)
-    } else {
-        h[1] = 127;
-        h[2..10].copy_from_slice(&(len as u64).to_be_bytes());
-        (h, 10)
-    }
-}
-
 fn ws_config() -> WebSocketConfig {
     // As src/server.rs configures player sockets.
     WebSocketConfig::default()
@@ -156,8 +139,10 @@ fn benches(c: &mut Criterion) {
                     while let Ok(Event::Frame(frame)) = sub.rx.try_recv() {
                         batch.push(frame.wire.clone());
                     }
-                    let heads: Vec<([u8; 10], usize)> =
-                        batch.iter().map(|c| frame_header(c.len())).collect();
+                    let heads: Vec<([u8; 10], usize)> = batch
+                        .iter()
+                        .map(|c| egress::binary_frame_header(c.len()))
+                        .collect();
                     let mut slices = Vec::with_capacity(batch.len() * 2);
                     for (chunk, (head, n)) in batch.iter().zip(&heads) {
                         slices.push(IoSlice::new(&head[..*n]));

@@ -151,7 +151,7 @@ pub(crate) struct WsSink {
 const MAX_IOVECS: usize = 512;
 
 /// The header of an unmasked, final binary frame of `len` bytes (RFC 6455 §5.2).
-fn binary_frame_header(len: usize) -> ([u8; 10], usize) {
+pub fn binary_frame_header(len: usize) -> ([u8; 10], usize) {
     let mut h = [0u8; 10];
     h[0] = 0x82; // FIN + binary
     if len < 126 {
