@@ -178,6 +178,13 @@ pub struct RtmpConfig {
     /// Chunk streams a client may use. Default 64: encoders use fewer than 10; each
     /// one keeps a header and may hold a partly received message.
     pub max_chunk_streams: usize,
+    /// Largest RTMP message accepted before a publish is admitted (tokens and hooks
+    /// checked). Default 65,536: `connect`/`publish` commands are a few hundred
+    /// bytes. Partly received messages of an unadmitted connection are bounded by
+    /// twice this (128 KiB), not by `live.max_tag_bytes`, so idle unauthenticated
+    /// connections cannot pin tag-sized buffers. After the publish, messages may be
+    /// up to `live.max_tag_bytes`.
+    pub pre_publish_max_message_bytes: usize,
 }
 
 impl Default for RtmpConfig {
@@ -189,6 +196,7 @@ impl Default for RtmpConfig {
             write_timeout_ms: 5_000,
             max_chunk_size: 65_536,
             max_chunk_streams: 64,
+            pre_publish_max_message_bytes: 64 << 10,
         }
     }
 }
@@ -216,6 +224,18 @@ pub struct LiveConfig {
     /// keyframe. This is the length of the stream's shared ring (tags are stored once
     /// for all players). Default 1,024: about 15 s of a 25 fps + AAC stream.
     pub player_backlog_tags: usize,
+    /// Bytes of tags the stream's shared ring holds, whatever their count; a player
+    /// further behind skips to the next keyframe. Default 16 MiB: 50 s of a
+    /// 2.5 Mbit/s stream, 6 s of 20 Mbit/s. This (not the tag count) bounds what one
+    /// stalled player can pin: 1,024 tags of up to `max_tag_bytes` would be 8 GiB.
+    pub player_backlog_bytes: usize,
+    /// Bytes of cached and buffered media (GOP caches and rings of all streams
+    /// together). Past it new publishers are refused (HTTP 503, RTMP
+    /// `NetStream.Publish.Failed`) and rings shrink to a quarter of
+    /// `player_backlog_bytes`. Default 2 GiB: about 400 streams of 2.5 Mbit/s with
+    /// full caches and rings; `max_streams` × (`gop_max_bytes` +
+    /// `player_backlog_bytes`) would be 32 GiB.
+    pub max_media_bytes: usize,
     /// A player that has not caught up with the live edge for this long is
     /// disconnected. Default 10,000 ms.
     pub player_max_behind_ms: u64,
@@ -246,6 +266,8 @@ impl Default for LiveConfig {
             gop_max_bytes: 16 << 20,
             gop_max_duration_ms: 10_000,
             player_backlog_tags: 1_024,
+            player_backlog_bytes: 16 << 20,
+            max_media_bytes: 2 << 30,
             player_max_behind_ms: 10_000,
             player_write_timeout_ms: 10_000,
             player_write_batch_bytes: 64 << 10,

@@ -24,12 +24,12 @@ use hyper_tungstenite::tungstenite::protocol::CloseFrame;
 use hyper_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncWrite, AsyncWriteExt};
-use tokio::sync::broadcast::error::{RecvError, TryRecvError};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::LiveConfig;
 use crate::hub::{EndReason, Event, Subscription};
+use crate::ring::TryRecvError;
 
 /// The WebSocket type after an upgrade.
 pub type Ws = WebSocketStream<TokioIo<Upgraded>>;
@@ -61,6 +61,7 @@ impl PlayerEnd {
         let code = match self {
             PlayerEnd::Stream(EndReason::PublisherGone | EndReason::Kicked) => CloseCode::Normal,
             PlayerEnd::Stream(EndReason::Shutdown) => CloseCode::Away,
+            PlayerEnd::Stream(EndReason::Failed) => CloseCode::Error,
             PlayerEnd::TooSlow(_) | PlayerEnd::WriteStalled(_) => CloseCode::Policy,
             PlayerEnd::ClientGone | PlayerEnd::WriteFailed(_) => return None,
         };
@@ -370,27 +371,22 @@ pub(crate) async fn run_player<S: PlayerSink>(
                     ended = Some(PlayerEnd::Stream(reason));
                     break;
                 }
-                Err(RecvError::Lagged(missed)) => {
+                Err(TryRecvError::Lagged(missed)) => {
                     stats.lags += 1;
                     stats.skipped += missed;
                     metrics.tags_skipped.inc_by(missed);
                     gate.lagged();
                     tracing::debug!(missed, "player fell behind; skipping to the next keyframe");
                 }
-                Err(RecvError::Closed) => {
-                    ended = Some(PlayerEnd::Stream(EndReason::PublisherGone));
-                    break;
-                }
+                Err(TryRecvError::Empty) => {}
             }
             if batch_bytes < config.player_write_batch_bytes {
                 pending = match sub.rx.try_recv() {
-                    Ok(event) => Some(Ok(event)),
-                    Err(TryRecvError::Lagged(n)) => Some(Err(RecvError::Lagged(n))),
-                    Err(TryRecvError::Closed) => Some(Err(RecvError::Closed)),
                     Err(TryRecvError::Empty) => {
                         caught_up = true;
                         None
                     }
+                    other => Some(other),
                 };
             }
         }

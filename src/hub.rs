@@ -1,7 +1,7 @@
 //! The hub: the registry of live streams and the fan-out of their tags.
 //!
 //! Each [`Stream`] owns its codec state and GOP cache ([`flv::GopCache`]) and a
-//! bounded broadcast ring of [`Frame`]s. A frame is encoded once, at ingest, into the
+//! fan-out [`Ring`] of [`Frame`]s bounded in tags and bytes. A frame is encoded once, at ingest, into the
 //! exact FLV bytes a player receives; every player writes that same reference-counted
 //! `Bytes`, so a tag is stored once however many players read it.
 //!
@@ -10,8 +10,18 @@
 //! never misses or repeats a tag. It is never held across an `.await`.
 //!
 //! Slow players cannot slow anyone down: the ring never waits for a reader. A reader
-//! that falls more than `player_backlog_tags` behind is told how many tags it missed
-//! and skips to the next keyframe (see [`crate::egress`]).
+//! that falls more than `player_backlog_tags` (or `player_backlog_bytes`) behind is
+//! told how many tags it missed and skips to the next keyframe (see
+//! [`crate::egress`]).
+//!
+//! Memory: every GOP cache and ring counts its bytes into one [`MediaBudget`]
+//! (`live.max_media_bytes`). Past it, new publishers are refused (503) and rings
+//! give back what they can; each stream's own bounds (`gop_max_bytes`,
+//! `player_backlog_bytes`) hold whatever the budget.
+//!
+//! A panic while a stream's state is locked (a bug) poisons that stream: it ends
+//! for its players at once ([`EndReason::Failed`]) instead of limping on with state
+//! a half-done update may have left inconsistent; other streams are untouched.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -22,8 +32,11 @@ use std::time::{Duration, Instant};
 use bytes::{Bytes, BytesMut};
 use flv::{GopCache, GopCacheConfig, Header, Tag, TagType};
 use serde::Serialize;
-use tokio::sync::{broadcast, watch};
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
+
+use crate::ring::{Reader, Ring};
 
 use crate::config::LiveConfig;
 use crate::metrics::{GaugeGuard, Metrics};
@@ -86,6 +99,8 @@ pub enum EndReason {
     Shutdown,
     /// An operator ended the stream (`DELETE /api/streams/NAME`).
     Kicked,
+    /// A bug (a panic inside the stream's state update) ended the stream.
+    Failed,
 }
 
 impl EndReason {
@@ -95,6 +110,7 @@ impl EndReason {
             EndReason::PublisherGone => "stream ended: publisher gone",
             EndReason::Shutdown => "server shutting down",
             EndReason::Kicked => "stream ended: kicked by operator",
+            EndReason::Failed => "stream ended: internal error",
         }
     }
 }
@@ -153,6 +169,15 @@ pub enum PublishError {
     /// The server is shutting down (HTTP 503).
     #[error("server shutting down")]
     ShuttingDown,
+    /// Cached and buffered media of all streams exceed `live.max_media_bytes`
+    /// (HTTP 503, RTMP `NetStream.Publish.Failed`).
+    #[error("server media memory budget exhausted ({used} of {limit} bytes); try again later")]
+    MediaBudget {
+        /// Bytes in use.
+        used: usize,
+        /// `live.max_media_bytes`.
+        limit: usize,
+    },
 }
 
 /// Why a play was refused.
@@ -182,38 +207,74 @@ pub enum PushError {
     Ended,
 }
 
-/// Per-track timestamp continuity across publishers.
+/// A publisher timestamp step larger than this (forward or back) is a
+/// discontinuity (an encoder restart, a clock jump), not stream time: the stream
+/// continues 1 ms after where players are instead of jumping. Real streams step
+/// tens of milliseconds; interleaved audio and video differ by well under a second.
+pub const TIMESTAMP_JUMP_MS: i64 = 10_000;
+
+/// Maps a publisher's 32-bit timestamps onto the stream's 64-bit timeline, per
+/// stream, across publishers.
+///
+/// - Steps are read with serial-number arithmetic (RFC 1982): the step from `last`
+///   to `ts` is `(ts - last) mod 2^32` as a signed 32-bit value, so a wrap at 2^32
+///   (49.7 days of a 24/7 stream, or an encoder that starts high) is a small step
+///   forward, not a jump back.
+/// - Small backward steps are clamped per track (players need monotonic
+///   timestamps per track); steps over [`TIMESTAMP_JUMP_MS`] and a new publisher
+///   rebase: the stream continues 1 ms after its newest tag.
+/// - Players get the timeline modulo 2^32 (an FLV timestamp). A stream whose first
+///   timestamp is within 2^31 ms of the wrap starts at 0, so no player sees the
+///   wrap within 24 days of it.
 #[derive(Debug, Default)]
 struct Timeline {
-    /// Added to the publisher's timestamps (set when a publisher resumes a stream).
-    offset: i64,
-    /// A publisher resumed the stream: compute `offset` from its first A/V tag.
+    /// The publisher's previous A/V timestamp (raw) and where it landed (64-bit).
+    anchor: Option<(u32, i64)>,
+    /// A publisher resumed the stream: rebase on its first A/V tag.
     rebase_pending: bool,
-    last_video: Option<u32>,
-    last_audio: Option<u32>,
+    last_video: Option<i64>,
+    last_audio: Option<i64>,
 }
 
 impl Timeline {
-    /// Maps a publisher timestamp to the stream's timeline: rebased after a publisher
-    /// change, and never going back on a track (players need monotonic timestamps).
+    /// The newest A/V time on the timeline.
+    fn edge(&self) -> Option<i64> {
+        self.last_video.max(self.last_audio)
+    }
+
+    /// Maps a publisher timestamp to the stream's timeline (as sent to players).
     fn map(&mut self, tag_type: TagType, ts: u32) -> u32 {
-        let av = matches!(tag_type, TagType::Audio | TagType::Video);
-        if self.rebase_pending && av {
-            let last = self.last_video.max(self.last_audio);
-            // Continue one millisecond after where players are: no gap to wait out.
-            let next = last.map_or(0, |l| i64::from(l) + 1);
-            self.offset = next - i64::from(ts);
-            self.rebase_pending = false;
+        if !matches!(tag_type, TagType::Audio | TagType::Video) {
+            // Script data is stamped at the live edge: an `onMetaData` sent at 0
+            // mid-stream must not look like a jump back.
+            return self.edge().unwrap_or(0) as u32;
         }
-        let mapped = (i64::from(ts) + self.offset).clamp(0, i64::from(u32::MAX)) as u32;
+        let mapped = match self.anchor {
+            Some((last_raw, last)) if !self.rebase_pending => {
+                let step = i64::from(ts.wrapping_sub(last_raw) as i32);
+                if step.abs() > TIMESTAMP_JUMP_MS {
+                    self.edge().map_or(0, |e| e + 1)
+                } else {
+                    last + step
+                }
+            }
+            _ => match self.edge() {
+                // A new publisher continues right after where players are.
+                Some(edge) => edge + 1,
+                None if ts >= 1 << 31 => 0,
+                None => i64::from(ts),
+            },
+        };
+        self.rebase_pending = false;
+        self.anchor = Some((ts, mapped));
         let last = match tag_type {
             TagType::Video => &mut self.last_video,
-            TagType::Audio => &mut self.last_audio,
-            _ => return mapped,
+            _ => &mut self.last_audio,
         };
         let out = last.map_or(mapped, |l| mapped.max(l));
         *last = Some(out);
-        out
+        // The FLV timestamp is the timeline modulo 2^32.
+        out as u32
     }
 }
 
@@ -246,13 +307,85 @@ struct ActivePublisher {
     stop: watch::Sender<bool>,
 }
 
+/// Bytes of media held by all streams (GOP caches and rings) against
+/// `live.max_media_bytes`. A frame held by both a stream's cache and its ring is
+/// counted twice: the budget errs on the safe side.
+#[derive(Clone, Debug)]
+pub struct MediaBudget {
+    used: Arc<AtomicUsize>,
+    limit: usize,
+}
+
+impl MediaBudget {
+    /// A budget of `limit` bytes.
+    pub fn new(limit: usize) -> MediaBudget {
+        MediaBudget {
+            used: Arc::default(),
+            limit,
+        }
+    }
+
+    /// Counts `n` more bytes.
+    pub fn add(&self, n: usize) {
+        self.used.fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// Counts `n` bytes fewer.
+    pub fn sub(&self, n: usize) {
+        self.used.fetch_sub(n, Ordering::Relaxed);
+    }
+
+    /// Bytes in use.
+    pub fn used(&self) -> usize {
+        self.used.load(Ordering::Relaxed)
+    }
+
+    /// `live.max_media_bytes`.
+    pub fn limit(&self) -> usize {
+        self.limit
+    }
+
+    /// Whether more than the limit is in use.
+    pub fn over(&self) -> bool {
+        self.used() > self.limit
+    }
+}
+
+/// What `onMetaData` says, parsed once when it arrives (not on every status
+/// request).
+#[derive(Clone, Copy, Debug, Default)]
+struct MetaSummary {
+    width: Option<f64>,
+    height: Option<f64>,
+    fps: Option<f64>,
+    sample_rate: Option<f64>,
+    channels: Option<u8>,
+}
+
+impl MetaSummary {
+    fn parse(body: &[u8]) -> Option<MetaSummary> {
+        let m = flv::Metadata::parse(body).ok()?;
+        Some(MetaSummary {
+            width: m.width,
+            height: m.height,
+            fps: m.framerate,
+            sample_rate: m.audio_sample_rate,
+            channels: m.stereo.map(|s| if s { 2 } else { 1 }),
+        })
+    }
+}
+
 #[derive(Debug)]
 struct StreamState {
     cache: GopCache<Frame>,
+    /// `cache.bytes()` as last counted into the media budget.
+    cache_counted: usize,
+    meta: Option<MetaSummary>,
     publisher: Option<ActivePublisher>,
-    /// Bumped on each publish/unpublish: a grace timer only ends the stream if nothing
-    /// happened since it started.
-    generation: u64,
+    /// When the publisher's grace period ends (no publisher and not ended).
+    grace_until: Option<tokio::time::Instant>,
+    /// The stream's one grace timer task is running.
+    grace_timer: bool,
     ended: bool,
     timeline: Timeline,
     rate: RateMeter,
@@ -262,13 +395,15 @@ struct StreamState {
 #[derive(Debug)]
 pub struct Stream {
     name: String,
-    tx: broadcast::Sender<Event>,
+    ring: Arc<Ring>,
     state: Mutex<StreamState>,
     players: AtomicUsize,
     /// Connected players by id, for `GET /api/streams/NAME`.
     roster: Mutex<HashMap<u64, (PlayerInfo, Instant)>>,
     bytes_in: AtomicU64,
     created: Instant,
+    /// Where the cache's bytes are counted.
+    budget: MediaBudget,
 }
 
 impl Stream {
@@ -277,10 +412,10 @@ impl Stream {
         &self.name
     }
 
-    fn lock(&self) -> MutexGuard<'_, StreamState> {
-        // A poisoned lock means a bug panicked while holding it; the state is still
-        // consistent enough to serve (every update is a single assignment or push).
-        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    /// The stream's state, or `None` when a panic poisoned it (the stream is then
+    /// ended by whoever finds out; see the module docs).
+    fn lock(&self) -> Option<MutexGuard<'_, StreamState>> {
+        self.state.lock().ok()
     }
 }
 
@@ -292,8 +427,12 @@ pub struct Hub {
     players: AtomicUsize,
     next_id: AtomicU64,
     shutting_down: std::sync::atomic::AtomicBool,
-    /// Grace-period timers; closed and awaited on shutdown.
+    /// Grace-period timers, one per stream at most; cancelled by `cancel`.
     timers: TaskTracker,
+    /// Cancelled when the hub shuts down: grace timers end at once.
+    cancel: CancellationToken,
+    /// Bytes of cached and buffered media of all streams.
+    budget: MediaBudget,
     /// Streams, publishers, players and bytes in.
     metrics: Arc<Metrics>,
 }
@@ -317,7 +456,7 @@ pub struct Subscription {
     /// Metadata, sequence headers and the cached GOP from its keyframe, in order.
     pub preamble: Vec<Frame>,
     /// Live tags after the preamble.
-    pub rx: broadcast::Receiver<Event>,
+    pub rx: Reader,
     /// The stream (for names and counters).
     pub stream: Arc<Stream>,
     /// When the player asked to play (time to first frame is measured from it).
@@ -448,12 +587,14 @@ impl Hub {
     /// A hub with these limits, counting into `metrics`.
     pub fn with_metrics(config: LiveConfig, metrics: Arc<Metrics>) -> Arc<Hub> {
         Arc::new(Hub {
-            config,
+            config: config.clone(),
             streams: Mutex::new(HashMap::new()),
             players: AtomicUsize::new(0),
             next_id: AtomicU64::new(1),
             shutting_down: false.into(),
             timers: TaskTracker::new(),
+            cancel: CancellationToken::new(),
+            budget: MediaBudget::new(config.max_media_bytes),
             metrics,
         })
     }
@@ -481,6 +622,12 @@ impl Hub {
         if self.shutting_down.load(Ordering::Relaxed) {
             return Err(PublishError::ShuttingDown);
         }
+        if self.budget.over() {
+            return Err(PublishError::MediaBudget {
+                used: self.budget.used(),
+                limit: self.budget.limit(),
+            });
+        }
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let (stop_tx, stop_rx) = watch::channel(false);
         let mut streams = self.registry();
@@ -496,7 +643,11 @@ impl Hub {
                 stream
             }
         };
-        let mut st = stream.lock();
+        let Some(mut st) = stream.lock() else {
+            drop(streams);
+            self.fail(&stream);
+            return Err(PublishError::AlreadyPublishing(name.to_owned()));
+        };
         if let Some(current) = &st.publisher {
             if !self.config.allow_takeover {
                 return Err(PublishError::AlreadyPublishing(name.to_owned()));
@@ -504,9 +655,8 @@ impl Hub {
             tracing::info!(stream = name, old = %current.info.remote, "publisher taken over");
             let _ = current.stop.send(true);
         }
-        let resumed = st.timeline.last_video.is_some() || st.timeline.last_audio.is_some();
-        st.timeline.rebase_pending = resumed;
-        st.generation += 1;
+        st.timeline.rebase_pending = true;
+        st.grace_until = None;
         let label = [("protocol", info.protocol.as_str())];
         st.publisher = Some(ActivePublisher {
             id,
@@ -527,18 +677,24 @@ impl Hub {
     }
 
     fn new_stream(&self, name: &str) -> Stream {
-        let (tx, _) = broadcast::channel(self.config.player_backlog_tags);
         let now = Instant::now();
         Stream {
             name: name.to_owned(),
-            tx,
+            ring: Arc::new(Ring::new(
+                self.config.player_backlog_tags,
+                self.config.player_backlog_bytes,
+                self.budget.clone(),
+            )),
             state: Mutex::new(StreamState {
                 cache: GopCache::new(GopCacheConfig {
                     max_bytes: self.config.gop_max_bytes,
                     max_duration_ms: self.config.gop_max_duration_ms,
                 }),
+                cache_counted: 0,
+                meta: None,
                 publisher: None,
-                generation: 0,
+                grace_until: None,
+                grace_timer: false,
                 ended: false,
                 timeline: Timeline::default(),
                 rate: RateMeter {
@@ -551,6 +707,7 @@ impl Hub {
             roster: Mutex::new(HashMap::new()),
             bytes_in: AtomicU64::new(0),
             created: now,
+            budget: self.budget.clone(),
         }
     }
 
@@ -593,13 +750,16 @@ impl Hub {
                 self.config.max_players_per_stream,
             ));
         }
-        let st = stream.lock();
+        let Some(st) = stream.lock() else {
+            self.fail(&stream);
+            return Err(PlayError::NotFound(name.to_owned()));
+        };
         if st.ended {
             return Err(PlayError::NotFound(name.to_owned()));
         }
         let header = st.cache.header();
         let mut preamble: Vec<Frame> = st.cache.join().cloned().collect();
-        let rx = stream.tx.subscribe();
+        let rx = stream.ring.subscribe();
         drop(st);
         fix_preamble_timestamps(&mut preamble);
         let protocol = info.protocol;
@@ -626,22 +786,26 @@ impl Hub {
     /// Status of every stream, sorted by name.
     pub fn streams(&self) -> Vec<StreamStatus> {
         let streams: Vec<Arc<Stream>> = self.registry().values().cloned().collect();
-        let mut out: Vec<StreamStatus> = streams.iter().map(|s| status(s)).collect();
+        let mut out: Vec<StreamStatus> = streams.iter().filter_map(|s| status(s)).collect();
         out.sort_by(|a, b| a.name.cmp(&b.name));
         out
     }
 
-    /// Status of one stream.
-    pub fn stream(&self, name: &str) -> Option<StreamStatus> {
-        let stream = self.registry().get(name).cloned()?;
-        Some(status(&stream))
+    /// Whether `name` is live (or waiting for its publisher within the grace period).
+    pub fn is_live(&self, name: &str) -> bool {
+        self.registry().contains_key(name)
+    }
+
+    /// The media budget (cached and buffered bytes of all streams).
+    pub fn budget(&self) -> &MediaBudget {
+        &self.budget
     }
 
     /// One stream with its publisher and players.
     pub fn stream_detail(&self, name: &str) -> Option<StreamDetail> {
         let stream = self.registry().get(name).cloned()?;
-        let status = status(&stream);
-        let publisher_info = stream.lock().publisher.as_ref().map(|p| PeerStatus {
+        let status = status(&stream)?;
+        let publisher_info = stream.lock()?.publisher.as_ref().map(|p| PeerStatus {
             id: 0,
             protocol: p.info.protocol,
             address: p.info.remote.to_string(),
@@ -674,16 +838,20 @@ impl Hub {
         let mut streams = self.registry();
         let stream = streams.remove(name)?;
         self.metrics.streams.dec();
-        let mut st = stream.lock();
-        // Taking the publisher makes its later unpublish a no-op: no grace timer.
-        let publisher = st.publisher.take();
-        if let Some(p) = &publisher {
-            let _ = p.stop.send(true);
-        }
-        st.ended = true;
-        st.generation += 1;
-        let _ = stream.tx.send(Event::End(EndReason::Kicked));
-        drop(st);
+        let publisher = match stream.lock() {
+            Some(mut st) => {
+                // Taking the publisher makes its later unpublish a no-op: no grace.
+                let publisher = st.publisher.take();
+                if let Some(p) = &publisher {
+                    let _ = p.stop.send(true);
+                }
+                st.ended = true;
+                st.grace_until = None;
+                publisher
+            }
+            None => None,
+        };
+        stream.ring.push(Event::End(EndReason::Kicked));
         drop(streams);
         tracing::info!(stream = name, "stream kicked by operator");
         Some(KickReport {
@@ -693,68 +861,131 @@ impl Hub {
         })
     }
 
-    /// Number of connected players.
-    pub fn player_count(&self) -> usize {
-        self.players.load(Ordering::Relaxed)
+    /// Refuses new publishers from now on and stops the grace timers: called first
+    /// on shutdown, before connections are told, so no publisher that drops during
+    /// shutdown can start a new grace period.
+    pub fn begin_shutdown(&self) {
+        self.shutting_down.store(true, Ordering::SeqCst);
+        self.cancel.cancel();
+        self.timers.close();
     }
 
-    /// Stops every publisher and ends every stream for its players.
-    pub async fn shutdown(&self) {
-        self.shutting_down.store(true, Ordering::Relaxed);
+    /// Stops every publisher and ends every stream for its players. Never waits.
+    pub fn shutdown(&self) {
+        self.begin_shutdown();
         let streams: Vec<Arc<Stream>> = self.registry().drain().map(|(_, s)| s).collect();
         self.metrics.streams.dec_by(streams.len() as i64);
         for stream in streams {
-            let mut st = stream.lock();
-            if let Some(p) = &st.publisher {
-                let _ = p.stop.send(true);
+            if let Some(mut st) = stream.lock() {
+                if let Some(p) = &st.publisher {
+                    let _ = p.stop.send(true);
+                }
+                st.ended = true;
             }
-            st.ended = true;
-            let _ = stream.tx.send(Event::End(EndReason::Shutdown));
+            stream.ring.push(Event::End(EndReason::Shutdown));
         }
-        self.timers.close();
-        self.timers.wait().await;
+    }
+
+    /// Ends a stream whose state a panic poisoned: out of the registry, players
+    /// get [`EndReason::Failed`] (the ring has its own lock).
+    fn fail(&self, stream: &Arc<Stream>) {
+        let mut streams = self.registry();
+        if streams
+            .get(&stream.name)
+            .is_some_and(|s| Arc::ptr_eq(s, stream))
+        {
+            streams.remove(&stream.name);
+            self.metrics.streams.dec();
+            drop(streams);
+            tracing::error!(
+                stream = stream.name,
+                "stream state poisoned by a panic (a bug); stream ended"
+            );
+            stream.ring.push(Event::End(EndReason::Failed));
+        }
     }
 
     fn unpublish(self: &Arc<Self>, stream: &Arc<Stream>, id: u64) {
-        let mut st = stream.lock();
+        let Some(mut st) = stream.lock() else {
+            self.fail(stream);
+            return;
+        };
         if st.publisher.as_ref().map(|p| p.id) != Some(id) {
             return; // taken over: the new publisher owns the stream
         }
         st.publisher = None;
-        st.generation += 1;
-        let generation = st.generation;
-        let never_started = st.timeline.last_video.is_none() && st.timeline.last_audio.is_none();
-        drop(st);
-        if self.shutting_down.load(Ordering::Relaxed) {
+        if st.ended || self.shutting_down.load(Ordering::SeqCst) {
             return;
         }
+        let never_started = st.timeline.edge().is_none();
         if never_started && stream.players.load(Ordering::Relaxed) == 0 {
             // Nothing was published and nobody waits: no grace period to keep.
-            self.expire(stream, generation);
+            drop(st);
+            self.expire(stream);
             return;
         }
         let grace = Duration::from_millis(self.config.publisher_grace_ms);
+        st.grace_until = Some(tokio::time::Instant::now() + grace);
+        let spawn = !st.grace_timer;
+        st.grace_timer = true;
+        drop(st);
         tracing::info!(
             stream = stream.name,
             grace_ms = self.config.publisher_grace_ms,
             "publisher left; waiting for it to return"
         );
-        let hub = self.clone();
-        let stream = stream.clone();
-        self.timers.spawn(async move {
-            tokio::time::sleep(grace).await;
-            hub.expire(&stream, generation);
-        });
+        if spawn {
+            let hub = self.clone();
+            let stream = stream.clone();
+            self.timers
+                .spawn(async move { hub.grace_timer(&stream).await });
+        }
     }
 
-    /// Ends `stream` if nothing happened since its publisher left.
-    fn expire(&self, stream: &Arc<Stream>, generation: u64) {
+    /// The one grace timer of `stream`: sleeps until the grace period in force ends
+    /// (a publisher that returns and drops again moves it), then ends the stream.
+    async fn grace_timer(&self, stream: &Arc<Stream>) {
+        loop {
+            let deadline = {
+                let Some(mut st) = stream.lock() else { return };
+                match st.grace_until {
+                    Some(d) if st.publisher.is_none() && !st.ended => d,
+                    _ => {
+                        st.grace_timer = false;
+                        return;
+                    }
+                }
+            };
+            tokio::select! {
+                () = tokio::time::sleep_until(deadline) => {}
+                () = self.cancel.cancelled() => return,
+            }
+            let due = stream
+                .lock()
+                .is_some_and(|st| st.grace_until.is_some_and(|d| d <= deadline));
+            if due {
+                self.expire(stream);
+                if let Some(mut st) = stream.lock() {
+                    st.grace_timer = false;
+                }
+                return;
+            }
+        }
+    }
+
+    /// Ends `stream` if it still has no publisher.
+    fn expire(&self, stream: &Arc<Stream>) {
         let mut streams = self.registry();
-        let mut st = stream.lock();
-        if st.generation != generation || st.publisher.is_some() || st.ended {
+        let Some(mut st) = stream.lock() else {
+            drop(streams);
+            self.fail(stream);
+            return;
+        };
+        if st.publisher.is_some() || st.ended {
             return;
         }
         st.ended = true;
+        st.grace_until = None;
         if streams
             .get(&stream.name)
             .is_some_and(|s| Arc::ptr_eq(s, stream))
@@ -762,7 +993,9 @@ impl Hub {
             streams.remove(&stream.name);
             self.metrics.streams.dec();
         }
-        let _ = stream.tx.send(Event::End(EndReason::PublisherGone));
+        drop(st);
+        drop(streams);
+        stream.ring.push(Event::End(EndReason::PublisherGone));
         tracing::info!(
             stream = stream.name,
             "stream ended: publisher did not return"
@@ -789,13 +1022,9 @@ fn fix_preamble_timestamps(preamble: &mut [Frame]) {
     }
 }
 
-fn status(stream: &Stream) -> StreamStatus {
-    let st = stream.lock();
-    let meta = st
-        .cache
-        .metadata()
-        .and_then(|m| flv::Metadata::parse(&m.tag.body).ok());
-    let meta = meta.as_ref();
+fn status(stream: &Stream) -> Option<StreamStatus> {
+    let st = stream.lock()?;
+    let meta = st.meta.as_ref();
     let video = st
         .cache
         .video_sequence_header()
@@ -804,7 +1033,7 @@ fn status(stream: &Stream) -> StreamStatus {
             codec: v.codec.name(),
             width: meta.and_then(|m| m.width),
             height: meta.and_then(|m| m.height),
-            fps: meta.and_then(|m| m.framerate),
+            fps: meta.and_then(|m| m.fps),
         });
     let audio = st
         .cache
@@ -812,10 +1041,10 @@ fn status(stream: &Stream) -> StreamStatus {
         .and_then(|f| f.tag.audio())
         .map(|a| AudioStatus {
             codec: a.codec.name(),
-            sample_rate: meta.and_then(|m| m.audio_sample_rate),
-            channels: meta.and_then(|m| m.stereo).map(|s| if s { 2 } else { 1 }),
+            sample_rate: meta.and_then(|m| m.sample_rate),
+            channels: meta.and_then(|m| m.channels),
         });
-    StreamStatus {
+    Some(StreamStatus {
         name: stream.name.clone(),
         state: if st.publisher.is_some() {
             "live"
@@ -830,15 +1059,10 @@ fn status(stream: &Stream) -> StreamStatus {
         publisher: st.publisher.as_ref().map(|p| p.info.protocol),
         bytes_in: stream.bytes_in.load(Ordering::Relaxed),
         gop_ms: st.cache.duration_ms(),
-    }
+    })
 }
 
 impl Publisher {
-    /// The stream being published.
-    pub fn stream(&self) -> &Arc<Stream> {
-        &self.stream
-    }
-
     /// Accepts one tag from the publisher: caches it and fans it out. Never waits.
     pub fn push(&mut self, tag: Tag) -> Result<(), PushError> {
         if *self.stop.borrow() {
@@ -864,7 +1088,12 @@ impl Publisher {
             .bytes_in
             .fetch_add(tag.encoded_len() as u64, Ordering::Relaxed);
         self.bytes_in.inc_by(tag.encoded_len() as u64);
-        let mut st = self.stream.lock();
+        // Parsed before taking the lock; only when metadata arrives.
+        let meta = tag.is_metadata().then(|| MetaSummary::parse(&tag.body));
+        let Some(mut st) = self.stream.lock() else {
+            self.hub.fail(&self.stream);
+            return Err(PushError::Ended);
+        };
         if st.ended {
             return Err(PushError::Ended);
         }
@@ -882,11 +1111,23 @@ impl Publisher {
             // New codec configuration: cached frames belong to the old one.
             st.cache.clear_gop();
         }
+        if let Some(meta) = meta {
+            st.meta = meta;
+        }
         let ts = st.timeline.map(tag.tag_type, tag.timestamp);
         let frame = Frame::encode(&tag, ts);
         st.cache.push(frame.clone());
-        // No receivers is fine: the tag is cached for the next player.
-        let _ = self.stream.tx.send(Event::Frame(frame));
+        let cached = st.cache.bytes();
+        let budget = &self.hub.budget;
+        if cached >= st.cache_counted {
+            budget.add(cached - st.cache_counted);
+        } else {
+            budget.sub(st.cache_counted - cached);
+        }
+        st.cache_counted = cached;
+        // Pushed under the stream lock: a joiner's snapshot and subscription (also
+        // under it) see each tag exactly once, in the cache or in the ring.
+        self.stream.ring.push(Event::Frame(frame));
         Ok(())
     }
 
@@ -914,6 +1155,18 @@ fn is_redundant(cache: &GopCache<Frame>, tag: &Tag) -> bool {
     current.is_some_and(|c| c.tag.body == tag.body)
 }
 
+impl Drop for Stream {
+    fn drop(&mut self) {
+        // The ring gives back its own bytes when it drops; the cache's are counted
+        // here (a poisoned state still holds them).
+        let counted = match self.state.get_mut() {
+            Ok(st) => st.cache_counted,
+            Err(poisoned) => poisoned.into_inner().cache_counted,
+        };
+        self.budget.sub(counted);
+    }
+}
+
 impl Drop for Publisher {
     fn drop(&mut self) {
         self.hub.unpublish(&self.stream, self.id);
@@ -934,9 +1187,49 @@ mod tests {
         assert_eq!(t.map(TagType::Video, 4000), 5000);
         // A new publisher starting from 0 continues right after the last tag.
         t.rebase_pending = true;
-        assert_eq!(t.map(TagType::Script, 0), 0);
+        assert_eq!(t.map(TagType::Script, 0), 5000);
         assert_eq!(t.map(TagType::Video, 0), 5001);
         assert_eq!(t.map(TagType::Audio, 21), 5022);
         assert_eq!(t.map(TagType::Video, 40), 5041);
+    }
+
+    #[test]
+    fn timeline_continues_through_a_32_bit_wrap() {
+        let mut t = Timeline::default();
+        // A stream that starts low and runs for 49.7 days crosses the wrap...
+        let start = u32::MAX - 2_000;
+        // (an encoder that starts this high is moved to 0 at once)
+        assert_eq!(t.map(TagType::Video, start), 0);
+        let mut last = 0;
+        for i in 1..200u32 {
+            let ts = start.wrapping_add(i * 40);
+            let out = t.map(TagType::Video, ts);
+            assert_eq!(out, i * 40, "monotonic through the wrap at step {i}");
+            assert!(out > last);
+            last = out;
+        }
+        // ...and a running stream crosses it the same way.
+        let mut t = Timeline::default();
+        assert_eq!(t.map(TagType::Audio, 1_000), 1_000);
+        t.anchor = Some((u32::MAX - 9, (1i64 << 32) - 10));
+        t.last_audio = Some((1i64 << 32) - 10);
+        assert_eq!(t.map(TagType::Audio, 12), 12, "2^32 + 12 on the timeline");
+    }
+
+    #[test]
+    fn timeline_rebases_big_jumps_and_clamps_small_steps_back() {
+        let mut t = Timeline::default();
+        assert_eq!(t.map(TagType::Video, 20_000), 20_000);
+        assert_eq!(t.map(TagType::Audio, 19_990), 19_990);
+        // A small step back on a track is clamped.
+        assert_eq!(t.map(TagType::Video, 19_000), 20_000);
+        // An encoder restart from 0 mid-stream: a jump back, rebased.
+        assert_eq!(t.map(TagType::Video, 0), 20_001);
+        assert_eq!(t.map(TagType::Video, 40), 20_041);
+        // A jump far ahead: rebased too.
+        assert_eq!(t.map(TagType::Video, 3_000_000), 20_042);
+        assert_eq!(t.map(TagType::Video, 3_000_040), 20_082);
+        // Metadata mid-stream is stamped at the edge.
+        assert_eq!(t.map(TagType::Script, 0), 20_082);
     }
 }

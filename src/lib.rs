@@ -10,6 +10,7 @@
 //! - [`ingest`]: HTTP and WebSocket publishers. [`egress`]: players.
 //! - [`rtmp`]: RTMP publishers (OBS, ffmpeg).
 
+pub mod admission;
 pub mod api;
 pub mod auth;
 pub mod cli;
@@ -21,6 +22,7 @@ pub mod hub;
 pub mod ingest;
 pub mod metrics;
 pub mod policy;
+pub mod ring;
 pub mod rtmp;
 pub mod server;
 pub mod signal;

@@ -20,21 +20,20 @@
 //! ([`crate::server::parse_live_path`]).
 
 pub mod chunk;
+pub mod command;
 pub mod session;
 
-use std::future::Future;
 use std::net::SocketAddr;
-use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures_util::FutureExt;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 use tokio::time::Instant;
 use tracing::Instrument;
 
+use crate::admission::{admit, contain};
 use crate::auth::Action;
 use crate::hub::{Protocol, PublishError, Publisher, PublisherInfo, PushError};
 use crate::server::AppState;
@@ -151,14 +150,19 @@ pub async fn accept_loop(listener: TcpListener, state: Arc<AppState>) {
             Err(e) => {
                 // Out of file descriptors and the like: back off instead of spinning.
                 tracing::warn!(error = %e, "RTMP accept failed");
-                tokio::time::sleep(Duration::from_millis(50)).await;
+                tokio::time::sleep(crate::server::ACCEPT_BACKOFF).await;
                 continue;
             }
         };
-        let Ok(permit) = permits.clone().try_acquire_owned() else {
-            // RTMP has no way to say "busy" before the handshake: just close.
-            tracing::warn!(peer = %remote, limit, "RTMP connection refused: at connection limit");
-            continue;
+        let policy = state.policy.get();
+        let admission = match admit(&permits, &state.per_ip, &policy, remote.ip()) {
+            Ok(admission) => admission,
+            Err(refused) => {
+                // RTMP has no way to say "busy" before the handshake: just close.
+                crate::admission::count_refusal(&state, remote, refused, "rtmp");
+                tracing::debug!(limit, "RTMP connection limit");
+                continue;
+            }
         };
         let _ = socket.set_nodelay(true);
         let span = tracing::info_span!(
@@ -169,7 +173,7 @@ pub async fn accept_loop(listener: TcpListener, state: Arc<AppState>) {
         let st = state.clone();
         state.tasks.spawn(
             async move {
-                let _permit = permit;
+                let _admission = admission;
                 let started = Instant::now();
                 let outcome = contain(connection(socket, remote, st)).await;
                 log_end(remote, outcome, started);
@@ -177,18 +181,6 @@ pub async fn accept_loop(listener: TcpListener, state: Arc<AppState>) {
             .instrument(span),
         );
     }
-}
-
-/// Runs `fut`, turning a panic into an error carrying the panic message, so one
-/// client can never take the server (or another client) down.
-pub async fn contain<F: Future>(fut: F) -> Result<F::Output, String> {
-    AssertUnwindSafe(fut).catch_unwind().await.map_err(|panic| {
-        panic
-            .downcast_ref::<&str>()
-            .map(|s| (*s).to_owned())
-            .or_else(|| panic.downcast_ref::<String>().cloned())
-            .unwrap_or_else(|| "non-string panic payload".to_owned())
-    })
 }
 
 fn log_end(remote: SocketAddr, outcome: Result<(RtmpEnd, Stats), String>, started: Instant) {
@@ -228,6 +220,7 @@ async fn connection(
             max_chunk_size: cfg.max_chunk_size,
             max_chunk_streams: cfg.max_chunk_streams,
         },
+        pre_publish_max_message_bytes: cfg.pre_publish_max_message_bytes,
     });
     let mut publisher: Option<Publisher> = None;
     // What was published, for the `on_unpublish` hook.
@@ -454,18 +447,5 @@ mod tests {
         assert!(t("live", "?token=x").is_err());
         assert!(t("live", "a b").is_err());
         assert!(t("live", "../x").is_err());
-    }
-
-    #[tokio::test]
-    async fn a_panicking_session_becomes_an_error() {
-        let r = contain(async {
-            if std::hint::black_box(true) {
-                panic!("boom");
-            }
-            1
-        })
-        .await;
-        assert_eq!(r, Err("boom".to_owned()));
-        assert_eq!(contain(async { 2 }).await, Ok(2));
     }
 }

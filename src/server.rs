@@ -34,6 +34,7 @@ use crate::hub::{Hub, PlayError, PlayerInfo, Protocol, PublishError, PublisherIn
 use crate::ingest;
 use crate::metrics::Metrics;
 use crate::policy::{PerIpLimiter, Policy, PolicyCell};
+use bytes::Bytes;
 
 /// HTTP-FLV body queue, in chunks (each an encoded tag shared with other players).
 /// Small on purpose: it only smooths hyper's polling; the stream's ring is the real
@@ -214,11 +215,14 @@ impl Server {
     /// connections to finish (at most `shutdown_timeout_ms`).
     pub async fn shutdown(self) {
         let state = self.state;
-        state.shutdown.cancel();
-        state.hub.shutdown().await;
-        state.tasks.close();
         let limit = Duration::from_millis(state.config.shutdown_timeout_ms);
-        if tokio::time::timeout(limit, state.tasks.wait())
+        let deadline = tokio::time::Instant::now() + limit;
+        // The hub first: from here no publisher that drops can start a grace period.
+        state.hub.begin_shutdown();
+        state.shutdown.cancel();
+        state.hub.shutdown();
+        state.tasks.close();
+        if tokio::time::timeout_at(deadline, state.tasks.wait())
             .await
             .is_err()
         {
@@ -246,49 +250,37 @@ async fn accept_http(
             Err(e) => {
                 // Out of file descriptors and the like: back off instead of spinning.
                 tracing::warn!(error = %e, "accept failed");
-                tokio::time::sleep(Duration::from_millis(50)).await;
+                tokio::time::sleep(ACCEPT_BACKOFF).await;
                 continue;
             }
         };
         let _ = stream.set_nodelay(true);
-        // Over a limit we still answer, with a 503 that says why.
         let policy = state.policy.get();
-        let permit = permits.clone().try_acquire_owned().ok();
-        let ip_slot = if policy.is_trusted(remote.ip()) {
-            Some(None) // a proxy carries many clients
-        } else {
-            state
-                .per_ip
-                .try_acquire(remote.ip(), policy.max_connections_per_ip)
-                .map(Some)
-        };
-        let refusal = match (&permit, &ip_slot) {
-            (None, _) => Some(Refused::ConnectionLimit),
-            (_, None) => Some(Refused::PerIpLimit),
-            _ => None,
+        let admission = match crate::admission::admit(&permits, &state.per_ip, &policy, remote.ip())
+        {
+            Ok(admission) => Arc::new(admission),
+            Err(refused) => {
+                crate::admission::refuse_http(&state, stream, remote, refused, tls.clone());
+                continue;
+            }
         };
         let st = state.clone();
         let tls = tls.clone();
         let span = tracing::info_span!("conn", peer = %remote);
         state.tasks.spawn(
             async move {
-                let _permit = permit;
-                let _ip_slot = ip_slot;
-                if let Some(refused) = refusal {
-                    st.metrics
-                        .connections_refused
-                        .get_or_create(&[("reason", refused.label())])
-                        .inc();
-                    tracing::warn!(reason = refused.message(), "connection refused");
-                }
+                let conn = ConnCtx {
+                    admission,
+                    kill: CancellationToken::new(),
+                };
                 let Some(acceptor) = tls else {
-                    serve_connection(stream, remote, st, refusal, policy).await;
+                    serve_connection(stream, remote, st, conn, policy).await;
                     return;
                 };
                 match tokio::time::timeout(policy.header_read_timeout, acceptor.accept(stream))
                     .await
                 {
-                    Ok(Ok(stream)) => serve_connection(stream, remote, st, refusal, policy).await,
+                    Ok(Ok(stream)) => serve_connection(stream, remote, st, conn, policy).await,
                     Ok(Err(e)) => tracing::debug!(error = %e, "TLS handshake failed"),
                     Err(_) => {
                         st.metrics
@@ -304,49 +296,43 @@ async fn accept_http(
     }
 }
 
-/// Why the listener refused a connection (it still answers `503` with the reason).
-#[derive(Clone, Copy, Debug)]
-enum Refused {
-    /// `max_connections` reached.
-    ConnectionLimit,
-    /// `max_connections_per_ip` reached for this client.
-    PerIpLimit,
-}
+/// Back-off after a failed `accept` (out of file descriptors and the like), so the
+/// loop does not spin while the condition lasts.
+pub(crate) const ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
 
-impl Refused {
-    fn label(self) -> &'static str {
-        match self {
-            Refused::ConnectionLimit => "connection_limit",
-            Refused::PerIpLimit => "per_ip_limit",
-        }
-    }
-
-    fn message(self) -> &'static str {
-        match self {
-            Refused::ConnectionLimit => "server at its connection limit, try again later",
-            Refused::PerIpLimit => "too many connections from your address, try again later",
-        }
-    }
+/// What the handlers of one HTTP connection share.
+#[derive(Clone, Debug)]
+pub(crate) struct ConnCtx {
+    /// The connection's permit and per-IP slot. An upgraded WebSocket keeps a clone
+    /// for its whole life: the hyper task ends at the upgrade, the socket does not.
+    pub(crate) admission: Arc<crate::admission::Admission>,
+    /// Cancelled to close the connection at once (an HTTP-FLV player whose writes
+    /// stalled: hyper would otherwise keep the socket until the client leaves).
+    pub(crate) kill: CancellationToken,
 }
 
 async fn serve_connection<I>(
     stream: I,
     remote: SocketAddr,
     state: Arc<AppState>,
-    refusal: Option<Refused>,
+    conn: ConnCtx,
     policy: Arc<Policy>,
 ) where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let shutdown = state.shutdown.clone();
     let metrics = state.metrics.clone();
+    let kill = conn.kill.clone();
     let service = service_fn(move |req| {
         let state = state.clone();
+        let conn = conn.clone();
         async move {
-            let res = match refusal {
-                None => route(state, req, remote).await,
-                Some(refused) => http::text(StatusCode::SERVICE_UNAVAILABLE, refused.message()),
-            };
+            let res = crate::admission::contain(route(state, req, remote, conn))
+                .await
+                .unwrap_or_else(|panic| {
+                    tracing::error!(reason = %panic, "request handler panicked (a bug)");
+                    http::text(StatusCode::INTERNAL_SERVER_ERROR, "internal error")
+                });
             Ok::<_, std::convert::Infallible>(res)
         }
     });
@@ -368,9 +354,14 @@ async fn serve_connection<I>(
     tokio::pin!(conn);
     let result = tokio::select! {
         r = conn.as_mut() => r,
+        // Dropping the connection closes the socket, whatever hyper was waiting for.
+        _ = kill.cancelled() => return,
         _ = shutdown.cancelled() => {
             conn.as_mut().graceful_shutdown();
-            conn.await
+            tokio::select! {
+                r = conn => r,
+                _ = kill.cancelled() => return,
+            }
         }
     };
     if let Err(e) = result {
@@ -390,7 +381,12 @@ async fn serve_connection<I>(
 const HYPER_DEFAULT_MAX_HEADERS: usize = 100;
 
 /// The router.
-async fn route(state: Arc<AppState>, req: Request<Incoming>, remote: SocketAddr) -> Response<Body> {
+async fn route(
+    state: Arc<AppState>,
+    req: Request<Incoming>,
+    remote: SocketAddr,
+    conn: ConnCtx,
+) -> Response<Body> {
     let path = req.uri().path().to_owned();
     // Behind a trusted proxy, the client is the one X-Forwarded-For names.
     let remote = state.policy.get().client_addr(remote, req.headers());
@@ -398,8 +394,8 @@ async fn route(state: Arc<AppState>, req: Request<Incoming>, remote: SocketAddr)
         "/healthz" => http::text(StatusCode::OK, "ok"),
         "/metrics" => crate::api::metrics(&state, &req),
         p if p.starts_with("/api/") => crate::api::route(&state, &req),
-        p if p.starts_with("/signal/") => crate::signal::upgrade(&state, req, remote),
-        p if p.starts_with("/live/") => live(state.clone(), req, remote).await,
+        p if p.starts_with("/signal/") => crate::signal::upgrade(&state, req, remote, &conn),
+        p if p.starts_with("/live/") => live(state.clone(), req, remote, conn).await,
         _ => static_file(&state, &req).await,
     };
     if (path.starts_with("/live/") || path.starts_with("/api/"))
@@ -450,7 +446,12 @@ fn has_query_key(req: &Request<Incoming>, key: &str) -> bool {
         .is_some_and(|q| q.split('&').any(|pair| pair.split('=').next() == Some(key)))
 }
 
-async fn live(state: Arc<AppState>, req: Request<Incoming>, remote: SocketAddr) -> Response<Body> {
+async fn live(
+    state: Arc<AppState>,
+    req: Request<Incoming>,
+    remote: SocketAddr,
+    conn: ConnCtx,
+) -> Response<Body> {
     let path = req.uri().path().to_owned();
     let name = match parse_live_path(&path) {
         Ok(name) => name.to_owned(),
@@ -491,13 +492,18 @@ async fn live(state: Arc<AppState>, req: Request<Incoming>, remote: SocketAddr) 
         }
     }
     match *req.method() {
-        Method::GET | Method::HEAD if upgrade && publish => ws_publisher(state, req, name, remote),
+        Method::GET if upgrade && publish => ws_publisher(state, req, name, remote, conn),
         Method::GET | Method::HEAD if publish => http::text(
             StatusCode::BAD_REQUEST,
             "?publish needs a WebSocket upgrade; to publish over HTTP use POST or PUT",
         ),
-        Method::GET | Method::HEAD if upgrade => ws_player(state, req, name, remote),
-        Method::GET | Method::HEAD => http_player(state, name, remote),
+        Method::GET if upgrade => ws_player(state, req, name, remote, conn),
+        Method::GET => http_player(state, name, remote, conn),
+        // What a GET would answer, without starting a player.
+        Method::HEAD => match state.hub.is_live(&name) {
+            true => flv_response(http::full(Bytes::new())),
+            false => play_refused(&PlayError::NotFound(name)),
+        },
         Method::POST | Method::PUT => http_publisher(state, req, name, remote).await,
         Method::OPTIONS => {
             let mut res = http::text(StatusCode::NO_CONTENT, "");
@@ -549,6 +555,7 @@ fn ws_player(
     mut req: Request<Incoming>,
     name: String,
     remote: SocketAddr,
+    conn: ConnCtx,
 ) -> Response<Body> {
     let info = PlayerInfo {
         protocol: Protocol::Ws,
@@ -566,7 +573,7 @@ fn ws_player(
     );
     let span = tracing::info_span!("player", stream = %name, proto = "ws");
     let st = state.clone();
-    upgrade_and_spawn(&state, &mut req, config, span, move |ws| async move {
+    upgrade_and_spawn(&state, &mut req, config, span, conn, move |ws| async move {
         tracing::info!(%remote, "player joined");
         let started = Instant::now();
         let (end, stats) =
@@ -575,7 +582,12 @@ fn ws_player(
     })
 }
 
-fn http_player(state: Arc<AppState>, name: String, remote: SocketAddr) -> Response<Body> {
+fn http_player(
+    state: Arc<AppState>,
+    name: String,
+    remote: SocketAddr,
+    conn: ConnCtx,
+) -> Response<Body> {
     let info = PlayerInfo {
         protocol: Protocol::Http,
         remote,
@@ -595,10 +607,23 @@ fn http_player(state: Arc<AppState>, name: String, remote: SocketAddr) -> Respon
                 egress::run_player(HttpSink { tx }, sub, &st.config.live, st.shutdown.clone())
                     .await;
             log_player_end(&end, &stats, started);
+            if matches!(
+                end,
+                egress::PlayerEnd::WriteStalled(_) | egress::PlayerEnd::TooSlow(_)
+            ) {
+                // hyper is blocked writing to a client that does not read: close the
+                // socket (and free its permit and per-IP slot) instead of waiting.
+                conn.kill.cancel();
+            }
         }
         .instrument(span),
     );
-    let mut res = Response::new(http_body_util::BodyExt::boxed(body));
+    flv_response(http_body_util::BodyExt::boxed(body))
+}
+
+/// The headers of an HTTP-FLV response around `body`.
+fn flv_response(body: Body) -> Response<Body> {
+    let mut res = Response::new(body);
     let h = res.headers_mut();
     h.insert(
         header::CONTENT_TYPE,
@@ -630,6 +655,7 @@ fn ws_publisher(
     mut req: Request<Incoming>,
     name: String,
     remote: SocketAddr,
+    conn: ConnCtx,
 ) -> Response<Body> {
     let info = PublisherInfo {
         protocol: Protocol::Ws,
@@ -644,7 +670,7 @@ fn ws_publisher(
     let query = req.uri().query().map(str::to_owned);
     let span = tracing::info_span!("publisher", stream = %name, proto = "ws");
     let st = state.clone();
-    upgrade_and_spawn(&state, &mut req, config, span, move |ws| async move {
+    upgrade_and_spawn(&state, &mut req, config, span, conn, move |ws| async move {
         tracing::info!(%remote, "publisher started");
         let result = ingest::ws_publish(ws, publisher, &st.config.live, st.shutdown.clone()).await;
         log_publisher_end(&result);
@@ -661,6 +687,7 @@ fn upgrade_and_spawn<F, Fut>(
     req: &mut Request<Incoming>,
     config: WebSocketConfig,
     span: tracing::Span,
+    conn: ConnCtx,
     serve: F,
 ) -> Response<Body>
 where
@@ -678,8 +705,14 @@ where
     };
     state.tasks.spawn(
         async move {
+            // Held for the socket's whole life (see `ConnCtx::admission`).
+            let _admission = conn.admission;
             match websocket.await {
-                Ok(ws) => serve(ws).await,
+                Ok(ws) => {
+                    if let Err(panic) = crate::admission::contain(serve(ws)).await {
+                        tracing::error!(reason = %panic, "WebSocket task panicked (a bug)");
+                    }
+                }
                 Err(e) => tracing::info!(error = %e, "WebSocket upgrade failed"),
             }
         }

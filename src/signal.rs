@@ -382,10 +382,11 @@ pub fn api_rooms(state: &AppState, req: &Request<Incoming>) -> Response<Body> {
 }
 
 /// `GET /signal/ROOM` with a WebSocket upgrade.
-pub fn upgrade(
+pub(crate) fn upgrade(
     state: &Arc<AppState>,
     mut req: Request<Incoming>,
     remote: SocketAddr,
+    http_conn: &crate::server::ConnCtx,
 ) -> Response<Body> {
     let name = req
         .uri()
@@ -445,8 +446,11 @@ pub fn upgrade(
     let span = tracing::info_span!("signal", room = %name, conn, peer = tracing::field::Empty);
     let shutdown = state.shutdown.clone();
     let metrics = hub.metrics.clone();
+    // The socket keeps its connection's permit and per-IP slot for its whole life.
+    let admission = http_conn.admission.clone();
     state.tasks.spawn(
         async move {
+            let _admission = admission;
             match websocket.await {
                 Ok(ws) => {
                     tracing::debug!(%remote, "signaling connection open");

@@ -532,6 +532,71 @@ async fn bad_rtmp_clients_are_closed_with_a_reason_and_a_real_publish_goes_on() 
     server.shutdown().await;
 }
 
+/// Issue 11, finding 1: AMF0 commands right after the handshake (no connect, no
+/// auth) that made `scuffle-amf0` abort the process (a strict or ECMA array
+/// announcing 2^32 - 1 elements) or overflow its stack (3,000 nested objects). Each
+/// client is closed with a logged reason; the process lives on and a real publish
+/// that started before keeps playing, and a new one can start after.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hostile_amf0_commands_close_the_client_not_the_server() {
+    let (server, http, rtmp) = rtmp_server(|_| {}).await;
+    let _good = publish_rtmp(rtmp, "live/amfgood", media(), &[]);
+    wait_live(http, "amfgood").await;
+    let mut player = WsPlayer::connect(http, "amfgood").await;
+
+    let mut strict = vec![0x02, 0, 7];
+    strict.extend_from_slice(b"connect");
+    strict.push(0x00);
+    strict.extend_from_slice(&1.0f64.to_be_bytes());
+    strict.push(0x0A); // strict array
+    strict.extend_from_slice(&u32::MAX.to_be_bytes());
+    let mut ecma = strict.clone();
+    *ecma.iter_mut().rev().nth(4).unwrap() = 0x08; // ECMA array, same count
+    let mut nested = vec![0x02, 0, 7];
+    nested.extend_from_slice(b"connect");
+    for _ in 0..3000 {
+        nested.extend_from_slice(&[0x03, 0, 1, b'k']);
+    }
+    let mut deep_arrays = vec![0x02, 0, 7];
+    deep_arrays.extend_from_slice(b"publish");
+    for _ in 0..3000 {
+        deep_arrays.extend_from_slice(&[0x0A, 0, 0, 0, 1]);
+    }
+    for (what, body) in [
+        ("strict array of 2^32-1", strict),
+        ("ECMA array of 2^32-1", ecma),
+        ("3,000 nested objects", nested),
+        ("3,000 nested strict arrays", deep_arrays),
+    ] {
+        let mut s = TcpStream::connect(rtmp).await.unwrap();
+        let peer = s.local_addr().unwrap();
+        rtmp_handshake(&mut s).await;
+        let mut out = Vec::new();
+        ChunkEncoder::new(128).message(&mut out, 3, FirstHeader::Full, 0, 20, 0, &body);
+        s.write_all(&out).await.unwrap();
+        let took = expect_closed(&mut s, 3 * SECOND).await;
+        assert!(took < 2 * SECOND, "{what}: closed at once ({took:?})");
+        let line = wait_log(peer, "RTMP connection closed").await;
+        assert!(line.contains("bad RTMP command"), "{what}: {line}");
+    }
+
+    // The good stream kept flowing through all of it.
+    let mut check = StreamCheck::new();
+    let start = Instant::now();
+    while start.elapsed() < 2 * SECOND {
+        let tag = player
+            .next(5 * SECOND)
+            .await
+            .expect("good stream continues");
+        check.tag(&tag, player.started.elapsed());
+    }
+    assert!(check.video > 20, "good stream: {} frames", check.video);
+    // And a new publisher is admitted.
+    let mut s = raw_publish(rtmp, "live", "amfafter").await;
+    s.shutdown().await.unwrap();
+    server.shutdown().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rtmp_connections_are_capped() {
     let (server, _http, rtmp) = rtmp_server(|c| c.rtmp_settings.max_connections = 2).await;

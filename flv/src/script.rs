@@ -188,6 +188,21 @@ pub fn strip_set_data_frame(body: Bytes) -> Bytes {
     }
 }
 
+/// Decodes every AMF0 value in `body`, in order: what an RTMP command or data message
+/// carries (`"connect", 1.0, {app: ...}`). Bounded like the script tag reader: at most
+/// [`MAX_VALUES`] values in all and [`MAX_DEPTH`] levels of nesting, and nothing is
+/// allocated for a count or a length before the bytes it announces are present
+/// (a strict array announcing 2^32 elements in a 30-byte message is an error, not an
+/// allocation). Errors carry the offset inside `body`.
+pub fn read_values(body: &[u8]) -> Result<Vec<Value>, Error> {
+    let mut r = Reader::new(body);
+    let mut values = Vec::new();
+    while !r.at_end() {
+        values.push(r.value(0)?);
+    }
+    Ok(values)
+}
+
 /// An AMF0 short string at `pos`: its bytes and the position after it.
 fn amf_str(body: &[u8], pos: usize) -> Option<(&[u8], usize)> {
     if *body.get(pos)? != marker::STRING {
@@ -794,5 +809,44 @@ mod tests {
             back.properties,
             vec![("width".to_string(), Value::Number(2.0))]
         );
+    }
+
+    #[test]
+    fn read_values_decodes_a_command_and_refuses_hostile_counts_and_nesting() {
+        // "connect", 1.0, { app: "live" }
+        let mut body = Vec::new();
+        body.extend_from_slice(b"\x02\x00\x07connect");
+        body.push(marker::NUMBER);
+        body.extend_from_slice(&1.0f64.to_be_bytes());
+        body.extend_from_slice(b"\x03\x00\x03app\x02\x00\x04live\x00\x00\x09");
+        let values = read_values(&body).unwrap();
+        assert_eq!(values.len(), 3);
+        assert_eq!(values[0].try_as_str(), Some("connect"));
+        assert_eq!(values[1].try_as_f64(), Some(1.0));
+
+        // A strict array announcing 2^32 - 1 elements in a few bytes: an error at
+        // once, not a 240 GB allocation.
+        let mut hostile = b"\x02\x00\x07connect".to_vec();
+        hostile.push(marker::STRICT_ARRAY);
+        hostile.extend_from_slice(&u32::MAX.to_be_bytes());
+        hostile.extend_from_slice(&[marker::NULL; 16]);
+        assert!(read_values(&hostile).is_err());
+        // An ECMA array's count is advisory: a huge one with a proper end is fine.
+        let mut ecma = vec![marker::ECMA_ARRAY];
+        ecma.extend_from_slice(&u32::MAX.to_be_bytes());
+        ecma.extend_from_slice(&[0, 0, marker::OBJECT_END]);
+        assert_eq!(read_values(&ecma).unwrap().len(), 1);
+
+        // 3,000 nested objects: refused at MAX_DEPTH, no stack overflow.
+        let mut deep = Vec::new();
+        for _ in 0..3000 {
+            deep.extend_from_slice(&[marker::OBJECT, 0, 1, b'k']);
+        }
+        assert!(read_values(&deep).is_err());
+        let mut arrays = Vec::new();
+        for _ in 0..3000 {
+            arrays.extend_from_slice(&[marker::STRICT_ARRAY, 0, 0, 0, 1]);
+        }
+        assert!(read_values(&arrays).is_err());
     }
 }

@@ -191,9 +191,11 @@ impl ChunkReader {
         self.buf.extend_from_slice(data);
     }
 
-    /// Bytes pushed but not yet consumed.
-    pub fn buffered_input(&self) -> usize {
-        self.buf.len()
+    /// Changes the largest message accepted from now on (messages already started
+    /// keep the length they announced). A session reads with a small limit until a
+    /// publish is admitted, then with the largest tag size.
+    pub fn set_max_message_bytes(&mut self, max: usize) {
+        self.config.max_message_bytes = max;
     }
 
     /// The peer's current chunk size.

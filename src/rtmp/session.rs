@@ -24,16 +24,14 @@ use std::io::Cursor;
 
 use bytes::{Bytes, BytesMut};
 use flv::{Tag, TagType};
-use scuffle_amf0::decoder::Amf0Decoder;
 use scuffle_amf0::encoder::Amf0Encoder;
 use scuffle_rtmp::chunk::writer::ChunkWriter;
 use scuffle_rtmp::chunk::{CHUNK_STREAM_ID_COMMAND, Chunk};
 use scuffle_rtmp::command_messages::netconnection::{
     NetConnectionCommand, NetConnectionCommandConnectResult,
 };
-use scuffle_rtmp::command_messages::netstream::NetStreamCommand;
 use scuffle_rtmp::command_messages::on_status::{OnStatus, OnStatusCode};
-use scuffle_rtmp::command_messages::{Command, CommandResultLevel, CommandType};
+use scuffle_rtmp::command_messages::{Command as ScuffleCommand, CommandResultLevel, CommandType};
 use scuffle_rtmp::handshake::{HandshakeServer, RTMP_HANDSHAKE_SIZE};
 use scuffle_rtmp::messages::MessageType;
 use scuffle_rtmp::protocol_control_messages::{
@@ -44,6 +42,7 @@ use scuffle_rtmp::protocol_control_messages::{
 use scuffle_rtmp::user_control_messages::EventMessageStreamBegin;
 
 use super::chunk::{ChunkError, ChunkReader, ChunkReaderConfig, Message, message_type};
+use super::command::{Command, CommandError, leading_name};
 
 /// The only RTMP version there is (C0/S0).
 const RTMP_VERSION: u8 = 3;
@@ -70,8 +69,13 @@ pub const PUBLISH_FAILED: &str = "NetStream.Publish.Failed";
 /// Limits of a [`Session`].
 #[derive(Clone, Copy, Debug)]
 pub struct SessionConfig {
-    /// Limits of the chunk reader.
+    /// Limits of the chunk reader once a publish is accepted (`max_message_bytes`
+    /// is then the largest tag).
     pub chunk: ChunkReaderConfig,
+    /// Largest message before a publish is accepted: commands are a few hundred
+    /// bytes, and an unauthenticated client must not pin megabytes of partly
+    /// received messages.
+    pub pre_publish_max_message_bytes: usize,
 }
 
 impl Default for SessionConfig {
@@ -82,6 +86,7 @@ impl Default for SessionConfig {
                 max_chunk_size: 65_536,
                 max_chunk_streams: 64,
             },
+            pre_publish_max_message_bytes: 64 << 10,
         }
     }
 }
@@ -121,9 +126,10 @@ pub enum SessionError {
     /// The chunk stream is malformed or over a limit.
     #[error("chunk stream: {0}")]
     Chunk(#[from] ChunkError),
-    /// A command the session needs (`connect`, `createStream`, `publish`) is malformed.
-    #[error("malformed `{0}` command: {1}")]
-    BadCommand(String, String),
+    /// A command is malformed AMF0, over the decoder's bounds, or lacks what the
+    /// session needs (`connect` without `app`, `publish` without a name).
+    #[error("bad RTMP command")]
+    BadCommand(#[source] CommandError),
     /// Commands in an impossible order (publish before connect, ...).
     #[error("protocol violation: {0}")]
     Protocol(&'static str),
@@ -159,6 +165,8 @@ pub struct Session {
     handshake: Option<HandshakeServer>,
     handshake_buf: BytesMut,
     reader: ChunkReader,
+    /// The reader's message limit once a publish is accepted.
+    max_message_bytes: usize,
     writer: ChunkWriter,
     out: Vec<u8>,
     events: VecDeque<Event>,
@@ -191,7 +199,13 @@ impl Session {
             phase: Phase::C0C1,
             handshake: Some(HandshakeServer::default()),
             handshake_buf: BytesMut::new(),
-            reader: ChunkReader::new(config.chunk),
+            reader: ChunkReader::new(ChunkReaderConfig {
+                max_message_bytes: config
+                    .pre_publish_max_message_bytes
+                    .min(config.chunk.max_message_bytes),
+                ..config.chunk
+            }),
+            max_message_bytes: config.chunk.max_message_bytes,
             writer: ChunkWriter::default(),
             out: Vec::new(),
             events: VecDeque::new(),
@@ -250,6 +264,7 @@ impl Session {
             return Ok(());
         };
         self.publishing = Some(pending.stream_id);
+        self.reader.set_max_message_bytes(self.max_message_bytes);
         EventMessageStreamBegin {
             stream_id: pending.stream_id,
         }
@@ -394,32 +409,29 @@ impl Session {
     }
 
     fn on_command(&mut self, stream_id: u32, payload: Bytes) -> Result<(), SessionError> {
-        let name = Amf0Decoder::from_buf(payload.clone())
-            .decode_string()
-            .map(|s| s.as_str().to_owned())
-            .map_err(|e| SessionError::BadCommand("?".into(), e.to_string()))?;
-        let command = match Command::read(payload) {
+        let command = match Command::parse(&payload) {
             Ok(c) => c,
-            Err(e) if matches!(name.as_str(), "connect" | "createStream" | "publish") => {
-                return Err(SessionError::BadCommand(name, e.to_string()));
-            }
             Err(e) => {
-                tracing::debug!(command = %name, error = %e, "undecodable command ignored");
+                let name = leading_name(&payload).unwrap_or("");
+                if matches!(name, "connect" | "createStream" | "publish") || name.is_empty() {
+                    return Err(SessionError::BadCommand(e));
+                }
+                // Something we would ignore anyway (`_checkbw` with an AMF3 object...).
+                tracing::debug!(command = name, error = %e, "undecodable command ignored");
                 return Ok(());
             }
         };
-        let txn = command.transaction_id;
-        match command.command_type {
-            CommandType::NetConnection(NetConnectionCommand::Connect(connect)) => {
+        match command {
+            Command::Connect { txn, app } => {
                 if self.app.is_some() {
                     return Err(SessionError::Protocol("second `connect`"));
                 }
-                let app = connect.app.as_str().trim_matches('/').to_owned();
+                let app = app.trim_matches('/').to_owned();
                 self.on_connect(txn)?;
                 self.app = Some(app.clone());
                 self.events.push_back(Event::Connected { app });
             }
-            CommandType::NetConnection(NetConnectionCommand::CreateStream) => {
+            Command::CreateStream { txn } => {
                 if self.app.is_none() {
                     return Err(SessionError::Protocol("`createStream` before `connect`"));
                 }
@@ -428,7 +440,7 @@ impl Session {
                 }
                 self.streams_created += 1;
                 let id = self.streams_created;
-                Command {
+                ScuffleCommand {
                     transaction_id: txn,
                     command_type: CommandType::NetConnection(
                         NetConnectionCommand::CreateStreamResult {
@@ -439,9 +451,7 @@ impl Session {
                 .write(&mut self.out, &self.writer)
                 .map_err(encode)?;
             }
-            CommandType::NetStream(NetStreamCommand::Publish {
-                publishing_name, ..
-            }) => {
+            Command::Publish { name } => {
                 let Some(app) = self.app.clone() else {
                     return Err(SessionError::Protocol("`publish` before `connect`"));
                 };
@@ -449,17 +459,11 @@ impl Session {
                     return Err(SessionError::Protocol("second `publish` on one connection"));
                 }
                 self.pending = Some(PendingPublish { stream_id });
-                self.events.push_back(Event::PublishRequested {
-                    app,
-                    key: publishing_name.as_str().to_owned(),
-                });
+                self.events
+                    .push_back(Event::PublishRequested { app, key: name });
             }
-            CommandType::NetStream(
-                NetStreamCommand::DeleteStream { .. } | NetStreamCommand::CloseStream,
-            ) => self.unpublish(),
-            CommandType::NetStream(
-                NetStreamCommand::Play { .. } | NetStreamCommand::Play2 { .. },
-            ) => {
+            Command::Unpublish => self.unpublish(),
+            Command::Play => {
                 self.write_status(
                     stream_id,
                     CommandResultLevel::Error,
@@ -468,13 +472,9 @@ impl Session {
                 )?;
                 return Err(SessionError::PlayNotSupported);
             }
-            CommandType::Unknown(unknown) => match unknown.command_name.as_str() {
-                // OBS and ffmpeg send these before `publish`; both accept a plain result.
-                "releaseStream" | "FCPublish" => self.write_result(txn)?,
-                "FCUnpublish" => self.unpublish(),
-                other => tracing::debug!(command = other, "command ignored"),
-            },
-            other => tracing::debug!(command = ?other, "command ignored"),
+            // OBS and ffmpeg send these before `publish`; both accept a plain result.
+            Command::Prepare { txn } => self.write_result(txn)?,
+            Command::Other(name) => tracing::debug!(command = %name, "command ignored"),
         }
         Ok(())
     }
@@ -503,7 +503,7 @@ impl Session {
         .write(&mut self.out, &self.writer)
         .map_err(encode)?;
         self.writer.set_chunk_size(OUT_CHUNK_SIZE as usize);
-        Command {
+        ScuffleCommand {
             transaction_id: txn,
             command_type: CommandType::NetConnection(NetConnectionCommand::ConnectResult(
                 NetConnectionCommandConnectResult::default(),
