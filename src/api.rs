@@ -2,17 +2,22 @@
 //! `docs/openapi.yaml`.
 //!
 //! The lists (`/api/streams`, `/api/rooms`) are the public status the web pages
-//! show. The admin routes (`/api/streams/NAME` GET and DELETE, `/api/rooms/ROOM`:
-//! client addresses, kicking) need `Authorization: Bearer <admin_token>` when an
-//! `admin_token` is configured. Errors are JSON objects with a stable `code`
-//! ([`ApiError`]) and a human `message`.
+//! show; `/api/streams` leaves out streams whose playing needs a token (`[auth]
+//! play_prefixes`) unless the request carries the admin token or a play token for
+//! them (`?token=`). The admin routes (`/api/streams/NAME` GET and DELETE,
+//! `/api/rooms/ROOM`: client addresses, kicking) need `Authorization: Bearer
+//! <admin_token>` and are closed (403) while no `admin_token` is configured.
+//! Errors are JSON objects with a stable `code` ([`ApiError`]) and a human
+//! `message`.
 
 use hyper::body::Incoming;
 use hyper::header::{self, HeaderValue};
 use hyper::{Method, Request, Response, StatusCode};
 use serde::Serialize;
 
+use crate::auth::Action;
 use crate::http::{self, Body};
+use crate::policy::AdminAccess;
 use crate::metrics::Metrics;
 use crate::server::AppState;
 
@@ -23,6 +28,13 @@ pub enum ApiError {
     /// `admin_token` is set and the request lacks it (401, `unauthorized`).
     #[error("admin token required: send Authorization: Bearer <admin_token>")]
     Unauthorized,
+    /// No `admin_token` is configured: admin routes are closed (403,
+    /// `admin_disabled`).
+    #[error(
+        "admin routes are disabled: set `admin_token` in the config file \
+         (or --set admin_token=...) to use them"
+    )]
+    AdminDisabled,
     /// No such stream, room or route (404, `not_found`).
     #[error("{0}")]
     NotFound(String),
@@ -39,6 +51,7 @@ impl ApiError {
     pub fn status(&self) -> StatusCode {
         match self {
             ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
+            ApiError::AdminDisabled => StatusCode::FORBIDDEN,
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
@@ -49,6 +62,7 @@ impl ApiError {
     pub fn code(&self) -> &'static str {
         match self {
             ApiError::Unauthorized => "unauthorized",
+            ApiError::AdminDisabled => "admin_disabled",
             ApiError::NotFound(_) => "not_found",
             ApiError::MethodNotAllowed(_) => "method_not_allowed",
             ApiError::BadRequest(_) => "bad_request",
@@ -95,9 +109,15 @@ pub fn route(state: &AppState, req: &Request<Incoming>) -> Response<Body> {
 
 fn handle(state: &AppState, req: &Request<Incoming>) -> Result<Response<Body>, ApiError> {
     let path = req.uri().path();
+    let policy = state.policy.get();
+    let access = policy.admin_access(req.headers());
     let admin = path.starts_with("/api/streams/") || path.starts_with("/api/rooms/");
-    if admin && !state.policy.get().admin_allowed(req.headers()) {
-        return Err(ApiError::Unauthorized);
+    if admin {
+        match access {
+            AdminAccess::Granted => {}
+            AdminAccess::Denied => return Err(ApiError::Unauthorized),
+            AdminAccess::Disabled => return Err(ApiError::AdminDisabled),
+        }
     }
     let read = || {
         if req.method() == Method::GET || req.method() == Method::HEAD {
@@ -109,10 +129,21 @@ fn handle(state: &AppState, req: &Request<Incoming>) -> Result<Response<Body>, A
     match path {
         "/api/streams" => {
             read()?;
+            let mut streams = state.hub.streams();
+            if access != AdminAccess::Granted {
+                // Play-protected streams only for holders of a play token for them.
+                let query = req.uri().query();
+                let now = crate::auth::unix_now();
+                streams.retain(|s| {
+                    !policy.auth.requires(Action::Play, &s.name)
+                        || crate::auth::authorize(&policy.auth, Action::Play, &s.name, query, now)
+                            .is_ok()
+                });
+            }
             Ok(http::json(
                 StatusCode::OK,
                 &serde_json::json!({
-                    "streams": state.hub.streams(),
+                    "streams": streams,
                     "rtmp_port": state.rtmp_addr.map(|a| a.port()),
                 }),
             ))

@@ -97,8 +97,9 @@ pub struct Config {
     /// SIGHUP.
     pub hooks: crate::hooks::HooksConfig,
     /// `Authorization: Bearer` token the admin routes (`/api/streams/NAME` GET and
-    /// DELETE, `/api/rooms/ROOM`) require. Default none: they are open (bind to
-    /// loopback or protect them in the proxy). Reloaded on SIGHUP.
+    /// DELETE, `/api/rooms/ROOM`) require. Default none: the admin routes are
+    /// closed (403 naming this setting); nothing that changes state or shows client
+    /// addresses is open without a secret. Reloaded on SIGHUP.
     pub admin_token: Option<signaling::Secret>,
     /// Proxies (`10.0.0.0/8`, `127.0.0.1/32`, `::1/128`) whose `X-Forwarded-For`
     /// gives the client address; from anyone else the header is ignored. Trusted

@@ -189,11 +189,12 @@ impl Policy {
         client
     }
 
-    /// Whether `headers` carry `Authorization: Bearer <admin_token>` (or no admin
-    /// token is configured). Compared in constant time.
-    pub fn admin_allowed(&self, headers: &HeaderMap) -> bool {
+    /// Whether `headers` carry `Authorization: Bearer <admin_token>`. Closed by
+    /// default: with no admin token configured the answer is
+    /// [`AdminAccess::Disabled`]. Compared in constant time.
+    pub fn admin_access(&self, headers: &HeaderMap) -> AdminAccess {
         let Some(expected) = &self.admin_token else {
-            return true;
+            return AdminAccess::Disabled;
         };
         let given = headers
             .get(hyper::header::AUTHORIZATION)
@@ -201,8 +202,23 @@ impl Policy {
             .and_then(|v| v.strip_prefix("Bearer "))
             .map(str::trim)
             .unwrap_or("");
-        constant_time_eq(given.as_bytes(), expected.expose().as_bytes())
+        if constant_time_eq(given.as_bytes(), expected.expose().as_bytes()) {
+            AdminAccess::Granted
+        } else {
+            AdminAccess::Denied
+        }
     }
+}
+
+/// What [`Policy::admin_access`] decided.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AdminAccess {
+    /// The request carries the admin token.
+    Granted,
+    /// An admin token is configured and the request lacks it (401).
+    Denied,
+    /// No `admin_token` is configured: admin routes are closed (403).
+    Disabled,
 }
 
 fn parse_forwarded_ip(hop: &str) -> Option<IpAddr> {
@@ -456,11 +472,14 @@ mod tests {
     fn admin_token_check() {
         let p = policy(&[]);
         let mut h = HeaderMap::new();
-        assert!(!p.admin_allowed(&h));
+        assert_eq!(p.admin_access(&h), AdminAccess::Denied);
         h.insert("authorization", HeaderValue::from_static("Bearer nope"));
-        assert!(!p.admin_allowed(&h));
+        assert_eq!(p.admin_access(&h), AdminAccess::Denied);
         h.insert("authorization", HeaderValue::from_static("Bearer adm"));
-        assert!(p.admin_allowed(&h));
+        assert_eq!(p.admin_access(&h), AdminAccess::Granted);
+        // Closed by default: no token configured, no access whatever is sent.
+        let open = Policy::new(&Config::default(), Arc::new(Metrics::new()));
+        assert_eq!(open.admin_access(&h), AdminAccess::Disabled);
     }
 
     #[test]

@@ -14,7 +14,7 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -63,19 +63,44 @@ const DRAIN_LIMIT: usize = 8 << 20;
 #[derive(Debug)]
 enum RoomMsg {
     /// A new connection and the queue the room writes to it through.
-    Connect {
-        conn: ConnId,
-        out: mpsc::Sender<Outbound>,
-    },
+    Connect { conn: ConnId, out: OutQueue },
     /// Any other input for the state machine.
     Input(Input),
+}
+
+/// The room's end of one connection's outbound queue: bounded in messages (the
+/// channel) and in bytes (`queued`, which the connection task decrements as it
+/// writes). A message relayed to many peers is one shared `Arc<str>`.
+#[derive(Clone, Debug)]
+struct OutQueue {
+    tx: mpsc::Sender<Outbound>,
+    queued: Arc<AtomicUsize>,
+    max_bytes: usize,
+}
+
+impl OutQueue {
+    /// Queues a text frame, or says the client reads too slowly.
+    fn send_text(&self, text: Arc<str>) -> Result<(), mpsc::error::TrySendError<()>> {
+        let len = text.len();
+        if self.queued.load(Ordering::Relaxed) + len > self.max_bytes {
+            return Err(mpsc::error::TrySendError::Full(()));
+        }
+        self.queued.fetch_add(len, Ordering::Relaxed);
+        self.tx.try_send(Outbound::Text(text)).map_err(|e| {
+            self.queued.fetch_sub(len, Ordering::Relaxed);
+            match e {
+                mpsc::error::TrySendError::Full(_) => mpsc::error::TrySendError::Full(()),
+                mpsc::error::TrySendError::Closed(_) => mpsc::error::TrySendError::Closed(()),
+            }
+        })
+    }
 }
 
 /// A message from a room task to one connection task.
 #[derive(Debug)]
 enum Outbound {
-    /// A JSON text frame.
-    Text(String),
+    /// A JSON text frame (shared with the other receivers of the same message).
+    Text(Arc<str>),
     /// Close with this reason; the room has forgotten the connection.
     Close(CloseReason),
     /// The connection joined as this peer (for its tracing span).
@@ -190,7 +215,7 @@ impl SignalHub {
         self: &Arc<Self>,
         name: &str,
         conn: ConnId,
-        out: mpsc::Sender<Outbound>,
+        out: OutQueue,
         tasks: &TaskTracker,
         shutdown: &CancellationToken,
     ) -> Result<mpsc::Sender<RoomMsg>, AdmitError> {
@@ -262,7 +287,7 @@ async fn run_room(
     shutdown: CancellationToken,
 ) {
     // Each connection's outbound queue.
-    let mut conns: HashMap<ConnId, mpsc::Sender<Outbound>> = HashMap::new();
+    let mut conns: HashMap<ConnId, OutQueue> = HashMap::new();
     tracing::debug!("room opened");
     loop {
         let deadline = room.poll_timeout();
@@ -307,7 +332,7 @@ async fn sleep_until_opt(deadline: Option<std::time::Instant>) {
 /// Carry out the room's outputs. Returns whether the roster or connections changed.
 fn perform(
     room: &mut Room,
-    conns: &mut HashMap<ConnId, mpsc::Sender<Outbound>>,
+    conns: &mut HashMap<ConnId, OutQueue>,
     t: std::time::Instant,
     metrics: &crate::metrics::Metrics,
 ) -> bool {
@@ -316,7 +341,7 @@ fn perform(
         match out {
             Output::Send { conn, text } => {
                 let Some(tx) = conns.get(&conn) else { continue };
-                if let Err(e) = tx.try_send(Outbound::Text(text)) {
+                if let Err(e) = tx.send_text(text) {
                     // Full: the client reads too slowly. Closed: its task is gone
                     // and a Disconnect is on the way. Either way the room forgets it;
                     // dropping the sender tells the task to close with 4006.
@@ -330,13 +355,15 @@ fn perform(
             }
             Output::Close { conn, reason } => {
                 changed = true;
-                if let Some(tx) = conns.remove(&conn) {
-                    let _ = tx.try_send(Outbound::Close(reason));
+                if let Some(q) = conns.remove(&conn) {
+                    let _ = q.tx.try_send(Outbound::Close(reason));
                 }
             }
             Output::Event(event) => {
-                changed |= !matches!(event, Event::Rejected { .. });
-                log_event(&event);
+                changed |= !matches!(event, Event::Rejected { .. } | Event::Received { .. });
+                if !matches!(event, Event::Received { .. }) {
+                    log_event(&event);
+                }
                 match &event {
                     Event::Rejected { code, .. } => {
                         let errors = &metrics.signal_errors;
@@ -345,12 +372,18 @@ fn perform(
                     Event::Resumed { .. } => {
                         metrics.signal_resumes.inc();
                     }
+                    Event::Received { kind } => {
+                        metrics
+                            .signal_messages
+                            .get_or_create(&[("type", *kind)])
+                            .inc();
+                    }
                     _ => {}
                 }
                 if let Event::Joined { conn, peer } | Event::Resumed { conn, peer } = event
-                    && let Some(tx) = conns.get(&conn)
+                    && let Some(q) = conns.get(&conn)
                 {
-                    let _ = tx.try_send(Outbound::Peer(peer));
+                    let _ = q.tx.try_send(Outbound::Peer(peer));
                 }
             }
             _ => {}
@@ -436,7 +469,13 @@ pub(crate) fn upgrade(
     };
     let conn = hub.next_id.fetch_add(1, Ordering::Relaxed);
     let (out_tx, out_rx) = mpsc::channel(cfg.max_outbound_messages);
-    let room = match hub.admit(&name, conn, out_tx, &state.tasks, &state.shutdown) {
+    let queued = Arc::new(AtomicUsize::new(0));
+    let out_queue = OutQueue {
+        tx: out_tx,
+        queued: queued.clone(),
+        max_bytes: cfg.max_outbound_bytes,
+    };
+    let room = match hub.admit(&name, conn, out_queue, &state.tasks, &state.shutdown) {
         Ok(room) => room,
         Err(e) => {
             tracing::warn!(room = %name, reason = %e, "signaling upgrade refused");
@@ -445,7 +484,6 @@ pub(crate) fn upgrade(
     };
     let span = tracing::info_span!("signal", room = %name, conn, peer = tracing::field::Empty);
     let shutdown = state.shutdown.clone();
-    let metrics = hub.metrics.clone();
     // The socket keeps its connection's permit and per-IP slot for its whole life.
     let admission = http_conn.admission.clone();
     state.tasks.spawn(
@@ -454,8 +492,18 @@ pub(crate) fn upgrade(
             match websocket.await {
                 Ok(ws) => {
                     tracing::debug!(%remote, "signaling connection open");
-                    let end = run_conn(ws, conn, room, out_rx, &cfg, shutdown, &metrics).await;
-                    tracing::debug!(?end, "signaling connection closed");
+                    let outbound = Outbox {
+                        rx: out_rx,
+                        queued,
+                    };
+                    let run = run_conn(ws, conn, room.clone(), outbound, &cfg, shutdown);
+                    match crate::admission::contain(run).await {
+                        Ok(end) => tracing::debug!(?end, "signaling connection closed"),
+                        Err(panic) => {
+                            tracing::error!(reason = %panic, "signaling task panicked (a bug)");
+                            let _ = room.send(RoomMsg::Input(Input::Disconnect { conn })).await;
+                        }
+                    }
                 }
                 Err(e) => {
                     tracing::debug!(error = %e, "WebSocket upgrade failed");
@@ -500,14 +548,41 @@ enum ConnEnd {
 }
 
 /// Forward frames between one WebSocket and its room until either side ends.
+/// The connection task's end of its outbound queue.
+#[derive(Debug)]
+struct Outbox {
+    rx: mpsc::Receiver<Outbound>,
+    /// Bytes queued; decremented as frames are handed to the socket.
+    queued: Arc<AtomicUsize>,
+}
+
+impl Outbox {
+    async fn recv(&mut self) -> Option<Outbound> {
+        let msg = self.rx.recv().await;
+        self.taken(&msg);
+        msg
+    }
+
+    fn try_recv(&mut self) -> Option<Outbound> {
+        let msg = self.rx.try_recv().ok();
+        self.taken(&msg);
+        msg
+    }
+
+    fn taken(&self, msg: &Option<Outbound>) {
+        if let Some(Outbound::Text(t)) = msg {
+            self.queued.fetch_sub(t.len(), Ordering::Relaxed);
+        }
+    }
+}
+
 async fn run_conn(
     mut ws: HyperWebsocketStream,
     conn: ConnId,
     room: mpsc::Sender<RoomMsg>,
-    mut out: mpsc::Receiver<Outbound>,
+    mut out: Outbox,
     cfg: &signaling::Config,
     shutdown: CancellationToken,
-    metrics: &crate::metrics::Metrics,
 ) -> ConnEnd {
     let heartbeat = Duration::from_millis(cfg.heartbeat_interval_ms);
     let idle = Duration::from_millis(cfg.idle_timeout_ms);
@@ -523,14 +598,14 @@ async fn run_conn(
             () = shutdown.cancelled() => break ConnEnd::Shutdown,
             msg = out.recv() => match msg {
                 Some(Outbound::Text(text)) => {
-                    let mut batch = vec![Message::text(text)];
+                    let mut batch = vec![text_frame(text)];
                     let mut closing = None;
                     while batch.len() < WRITE_BATCH {
                         match out.try_recv() {
-                            Ok(Outbound::Text(t)) => batch.push(Message::text(t)),
-                            Ok(Outbound::Close(r)) => { closing = Some(r); break; }
-                            Ok(Outbound::Peer(p)) => { tracing::Span::current().record("peer", p.as_str()); }
-                            Err(_) => break,
+                            Some(Outbound::Text(t)) => batch.push(text_frame(t)),
+                            Some(Outbound::Close(r)) => { closing = Some(r); break; }
+                            Some(Outbound::Peer(p)) => { tracing::Span::current().record("peer", p.as_str()); }
+                            None => break,
                         }
                     }
                     if !write(&mut ws, batch, write_timeout).await {
@@ -548,10 +623,7 @@ async fn run_conn(
             frame = ws.next(), if reading => {
                 last_seen = Instant::now();
                 let input = match frame {
-                    Some(Ok(Message::Text(t))) => {
-                        metrics.signal_message(t.as_str());
-                        Input::Text { conn, text: t.as_str().to_owned() }
-                    }
+                    Some(Ok(Message::Text(t))) => Input::Text { conn, text: t.as_str().to_owned() },
                     Some(Ok(Message::Binary(_))) => Input::Binary { conn },
                     Some(Ok(Message::Ping(_) | Message::Pong(_) | Message::Frame(_))) => continue,
                     // The client closes; tungstenite answers and ends the stream.
@@ -601,6 +673,23 @@ async fn run_conn(
         ConnEnd::Lost => {}
     }
     end
+}
+
+/// A text frame of a shared message: the bytes are not copied (tungstenite checks
+/// they are UTF-8, which they are).
+fn text_frame(text: Arc<str>) -> Message {
+    struct Shared(Arc<str>);
+    impl AsRef<[u8]> for Shared {
+        fn as_ref(&self) -> &[u8] {
+            self.0.as_bytes()
+        }
+    }
+    let bytes = bytes::Bytes::from_owner(Shared(text));
+    match hyper_tungstenite::tungstenite::Utf8Bytes::try_from(bytes) {
+        Ok(utf8) => Message::Text(utf8),
+        // Cannot happen: the bytes come from a `str`.
+        Err(_) => Message::text(""),
+    }
 }
 
 fn close_frame(reason: CloseReason) -> CloseFrame {

@@ -321,6 +321,7 @@ async fn plays_and_signals_through_nginx_with_the_example_config() {
     tokio::spawn(conn);
     let req = Request::get("/api/rooms/proxied-room")
         .header("host", "localhost")
+        .header("authorization", format!("Bearer {ADMIN_TOKEN}"))
         .body(Full::new(Bytes::new()))
         .unwrap();
     let res = sender.send_request(req).await.unwrap();

@@ -90,6 +90,12 @@ pub struct Config {
     /// *Server:* messages queued towards one connection's socket; a client
     /// that reads slower than that is closed (4006). Default 512.
     pub max_outbound_messages: usize,
+    /// *Server:* bytes of messages queued towards one connection's socket, a
+    /// bound beside `max_outbound_messages` (512 messages of up to
+    /// `max_message_bytes` would be 32 MiB). Past it the client is closed (4006).
+    /// Messages relayed to several peers share one copy. Default 1 MiB: a
+    /// `welcome` of a full room plus hundreds of candidates.
+    pub max_outbound_bytes: usize,
     /// *Server:* capacity of each room's inbox; connections wait when it is full,
     /// which slows fast senders instead of growing memory. Default 1 024.
     pub room_inbox: usize,
@@ -134,6 +140,7 @@ impl Default for Config {
             rate_per_second: 50,
             flood_limit: 20,
             max_outbound_messages: 512,
+            max_outbound_bytes: 1 << 20,
             room_inbox: 1_024,
             write_timeout_ms: 10_000,
             jwt_secret: None,
@@ -165,7 +172,7 @@ pub enum ConfigError {
 impl Config {
     /// Check that the values can work together.
     pub fn validate(&self) -> Result<(), ConfigError> {
-        let positive: [(&'static str, u64); 12] = [
+        let positive: [(&'static str, u64); 13] = [
             ("join_timeout_ms", self.join_timeout_ms),
             ("heartbeat_interval_ms", self.heartbeat_interval_ms),
             ("max_message_bytes", self.max_message_bytes as u64),
@@ -175,6 +182,7 @@ impl Config {
             ("rate_burst", u64::from(self.rate_burst)),
             ("rate_per_second", u64::from(self.rate_per_second)),
             ("max_outbound_messages", self.max_outbound_messages as u64),
+            ("max_outbound_bytes", self.max_outbound_bytes as u64),
             ("room_inbox", self.room_inbox as u64),
             ("write_timeout_ms", self.write_timeout_ms),
             ("turn_ttl_ms", self.turn_ttl_ms),

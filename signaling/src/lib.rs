@@ -36,7 +36,7 @@
 //! let mut to_alice = Vec::new();
 //! while let Some(out) = room.poll_output() {
 //!     match out {
-//!         Output::Send { conn: 1, text } => to_alice.push(text),
+//!         Output::Send { conn: 1, text } => to_alice.push(text), // an Arc<str>
 //!         Output::Send { .. } => {}                  // write to that socket
 //!         Output::Close { conn, reason } => {        // close frame, then drop
 //!             let _ = (conn, reason.code(), reason.reason());
@@ -46,8 +46,8 @@
 //!     }
 //! }
 //! assert!(to_alice[0].starts_with(r#"{"type":"welcome","protocol":1,"peer":"alice""#));
-//! assert_eq!(to_alice[1], r#"{"type":"peer-joined","peer":"bob","polite":false}"#);
-//! assert_eq!(to_alice[2], r#"{"type":"offer","from":"bob","sdp":{"type":"offer","sdp":"v=0…"}}"#);
+//! assert_eq!(&*to_alice[1], r#"{"type":"peer-joined","peer":"bob","polite":false}"#);
+//! assert_eq!(&*to_alice[2], r#"{"type":"offer","from":"bob","sdp":{"type":"offer","sdp":"v=0…"}}"#);
 //!
 //! // Bob's socket drops: he stays as reconnecting until the grace period ends.
 //! room.handle(t0, Input::Disconnect { conn: 2 });
@@ -58,7 +58,7 @@
 //!     Output::Send { text, .. } => Some(text),
 //!     _ => None,
 //! }).last();
-//! assert_eq!(last.unwrap(), r#"{"type":"peer-left","peer":"bob","reason":"timeout"}"#);
+//! assert_eq!(&*last.unwrap(), r#"{"type":"peer-left","peer":"bob","reason":"timeout"}"#);
 //! ```
 //!
 //! # Panic policy

@@ -71,8 +71,9 @@ pub enum Output {
     Send {
         /// Receiver.
         conn: ConnId,
-        /// Serialized server message.
-        text: String,
+        /// Serialized server message. Shared: a message relayed to every peer of
+        /// a room is one allocation, however many queues hold it.
+        text: Arc<str>,
     },
     /// Send a close frame to `conn` after its pending messages, then drop it.
     /// The room has already forgotten `conn`.
@@ -103,6 +104,12 @@ pub enum Event {
         conn: ConnId,
         /// Its peer id.
         peer: String,
+    },
+    /// A client message passed the rate limiter and was parsed: its `type`
+    /// (`join`, `offer`, ...), or `invalid` when it could not be parsed.
+    Received {
+        /// The message type.
+        kind: &'static str,
     },
     /// `peer` lost its connection and may resume within the grace period.
     Reconnecting {
@@ -212,7 +219,7 @@ struct Peer {
     /// Set while reconnecting: removed with `peer-left {timeout}` at this time.
     grace_until: Option<Instant>,
     /// Messages for a reconnecting peer: (sender, text), oldest first.
-    queue: VecDeque<(String, String)>,
+    queue: VecDeque<(String, Arc<str>)>,
     queued_bytes: usize,
 }
 
@@ -412,8 +419,15 @@ impl Room {
         let joined = c.peer.clone();
         let Request { id, message } = match protocol::parse(text) {
             Ok(r) => r,
-            Err(Rejected { id, error }) => return self.reject(conn, id.as_deref(), error),
+            Err(Rejected { id, error }) => {
+                self.out
+                    .push_back(Output::Event(Event::Received { kind: "invalid" }));
+                return self.reject(conn, id.as_deref(), error);
+            }
         };
+        self.out.push_back(Output::Event(Event::Received {
+            kind: message.type_name(),
+        }));
         let id = id.as_deref();
         match (message, joined) {
             (ClientMessage::Ping, _) => self.send(conn, &ServerMessage::Pong { id }),
@@ -543,7 +557,7 @@ impl Room {
                 };
                 self.out.push_back(Output::Send {
                     conn: c,
-                    text: msg.to_json(),
+                    text: msg.to_json().into(),
                 });
             }
         }
@@ -577,7 +591,7 @@ impl Room {
         for (_, text) in queued {
             self.out.push_back(Output::Send { conn, text });
         }
-        let text = ServerMessage::PeerResumed { peer: &peer_id }.to_json();
+        let text: Arc<str> = ServerMessage::PeerResumed { peer: &peer_id }.to_json().into();
         self.broadcast_event(&peer_id, &text);
         self.out.push_back(Output::Event(Event::Resumed {
             conn,
@@ -607,7 +621,7 @@ impl Room {
             heartbeat_ms: self.config.heartbeat_interval_ms,
             ice_servers: auth::ice_servers(&self.config, peer, self.clock.unix_ms(now)),
         };
-        let text = msg.to_json();
+        let text = msg.to_json().into();
         self.out.push_back(Output::Send { conn, text });
     }
 
@@ -620,6 +634,7 @@ impl Room {
         to: Option<String>,
         text: String,
     ) {
+        let text: Arc<str> = text.into();
         let targets: Vec<String> = match to {
             Some(to) if to != from && self.peers.contains_key(&to) => vec![to],
             Some(to) => return self.reject(conn, id, SignalError::UnknownPeer(to)),
@@ -669,7 +684,9 @@ impl Room {
             p.grace_until = Some(grace);
             self.deadlines
                 .insert((grace, Deadline::Grace(peer_id.clone())));
-            let text = ServerMessage::PeerReconnecting { peer: &peer_id }.to_json();
+            let text: Arc<str> = ServerMessage::PeerReconnecting { peer: &peer_id }
+                .to_json()
+                .into();
             self.broadcast_event(&peer_id, &text);
             self.out
                 .push_back(Output::Event(Event::Reconnecting { peer: peer_id }));
@@ -730,11 +747,12 @@ impl Room {
                 p.queued_bytes = p.queue.iter().map(|(_, t)| t.len()).sum();
             }
         }
-        let text = ServerMessage::PeerLeft {
+        let text: Arc<str> = ServerMessage::PeerLeft {
             peer: peer_id,
             reason,
         }
-        .to_json();
+        .to_json()
+        .into();
         self.broadcast_event(peer_id, &text);
         self.out.push_back(Output::Event(Event::Left {
             peer: peer_id.to_owned(),
@@ -743,12 +761,12 @@ impl Room {
     }
 
     /// Send a roster event about `about` to every other connected peer.
-    fn broadcast_event(&mut self, about: &str, text: &str) {
+    fn broadcast_event(&mut self, about: &str, text: &Arc<str>) {
         for (id, p) in &self.peers {
             if let (Some(conn), true) = (p.conn, id != about) {
                 self.out.push_back(Output::Send {
                     conn,
-                    text: text.to_owned(),
+                    text: text.clone(),
                 });
             }
         }
@@ -757,7 +775,7 @@ impl Room {
     fn send(&mut self, conn: ConnId, msg: &ServerMessage<'_>) {
         self.out.push_back(Output::Send {
             conn,
-            text: msg.to_json(),
+            text: msg.to_json().into(),
         });
     }
 

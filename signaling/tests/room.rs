@@ -224,7 +224,7 @@ fn relay_stamps_from_and_passes_payloads_through() {
     );
     while let Some(o) = s.room.poll_output() {
         if let Output::Send { text, .. } = o {
-            room_text.push(text);
+            room_text.push(text.to_string());
         }
     }
     assert_eq!(

@@ -101,12 +101,17 @@ pub fn make_media(name: &str, seconds: u32, extra: &[&str]) -> PathBuf {
     out
 }
 
-/// A config for tests: loopback, free ports, RTMP off, short grace period.
+/// The admin token of [`test_config`]; [`http_request`] sends it.
+pub const ADMIN_TOKEN: &str = "test-admin-token";
+
+/// A config for tests: loopback, free ports, RTMP off, short grace period, an admin
+/// token (admin routes are closed without one).
 pub fn test_config() -> Config {
     let mut c = Config {
         http: Listen::On("127.0.0.1:0".parse().unwrap()),
         rtmp: Listen::Off,
         static_dir: Path::new(env!("CARGO_MANIFEST_DIR")).join("static"),
+        admin_token: Some(signaling::Secret::new(ADMIN_TOKEN)),
         ..Config::default()
     };
     c.live.publisher_grace_ms = 3_000;
@@ -254,7 +259,8 @@ pub async fn http_get(addr: std::net::SocketAddr, path: &str) -> std::io::Result
     Ok(body)
 }
 
-/// A raw HTTP/1.1 request with `Connection: close`; returns status and body.
+/// A raw HTTP/1.1 request with `Connection: close` and the admin token of
+/// [`test_config`]; returns status and body.
 pub async fn http_request(
     addr: std::net::SocketAddr,
     method: &str,
@@ -264,7 +270,8 @@ pub async fn http_request(
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut s = tokio::net::TcpStream::connect(addr).await?;
     let head = format!(
-        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: {}\r\n\r\n",
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\
+         Authorization: Bearer {ADMIN_TOKEN}\r\nContent-Length: {}\r\n\r\n",
         body.len()
     );
     s.write_all(head.as_bytes()).await?;

@@ -1,0 +1,5 @@
+//! placeholder
+mod common;
+
+#[test]
+fn placeholder() {}
