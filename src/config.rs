@@ -366,6 +366,98 @@ impl Config {
                 )));
             }
         }
+        const DAY_MS: u64 = 86_400_000;
+        const GIB: usize = 1 << 30;
+        let rtmp = &self.rtmp_settings;
+        // Durations feed `Instant + Duration` and timers: past a day they are typos
+        // (and past ~10^11 years they would panic). Zero where a zero cannot work.
+        let durations = [
+            ("shutdown_timeout_ms", self.shutdown_timeout_ms, 1),
+            ("header_read_timeout_ms", self.header_read_timeout_ms, 1),
+            ("live.publisher_grace_ms", live.publisher_grace_ms, 0),
+            (
+                "live.publisher_idle_timeout_ms",
+                live.publisher_idle_timeout_ms,
+                1,
+            ),
+            (
+                "live.gop_max_duration_ms",
+                u64::from(live.gop_max_duration_ms),
+                1,
+            ),
+            ("live.player_max_behind_ms", live.player_max_behind_ms, 1),
+            (
+                "live.player_write_timeout_ms",
+                live.player_write_timeout_ms,
+                1,
+            ),
+            (
+                "rtmp_settings.handshake_timeout_ms",
+                rtmp.handshake_timeout_ms,
+                1,
+            ),
+            ("rtmp_settings.publish_timeout_ms", rtmp.publish_timeout_ms, 1),
+            ("rtmp_settings.write_timeout_ms", rtmp.write_timeout_ms, 1),
+        ];
+        for (name, value, min) in durations {
+            if !(min..=DAY_MS).contains(&value) {
+                return Err(ConfigError::Invalid(format!(
+                    "{name} must be between {min} and {DAY_MS} (one day), not {value}"
+                )));
+            }
+        }
+        // Sizes and counts: each bounds memory, tasks or file descriptors, so a
+        // value past these is a mistake, not a plan.
+        let bounded = [
+            ("live.max_tag_bytes", live.max_tag_bytes, 256 << 20),
+            (
+                "live.max_publish_message_bytes",
+                live.max_publish_message_bytes,
+                256 << 20,
+            ),
+            ("live.gop_max_bytes", live.gop_max_bytes, 4 * GIB),
+            ("live.player_backlog_bytes", live.player_backlog_bytes, 4 * GIB),
+            ("live.player_backlog_tags", live.player_backlog_tags, 1 << 20),
+            (
+                "live.player_write_batch_bytes",
+                live.player_write_batch_bytes,
+                64 << 20,
+            ),
+            ("live.max_media_bytes", live.max_media_bytes, 1024 * GIB),
+            ("live.max_streams", live.max_streams, 1_000_000),
+            ("live.max_players", live.max_players, 10_000_000),
+            ("live.max_players_per_stream", live.max_players_per_stream, 10_000_000),
+            ("max_connections", self.max_connections, 10_000_000),
+            ("max_connections_per_ip", self.max_connections_per_ip, 10_000_000),
+            ("rtmp_settings.max_connections", rtmp.max_connections, 1_000_000),
+            ("rtmp_settings.max_chunk_streams", rtmp.max_chunk_streams, 65_600),
+            (
+                "rtmp_settings.max_chunk_size",
+                rtmp.max_chunk_size as usize,
+                0x7FFF_FFFF,
+            ),
+            (
+                "rtmp_settings.pre_publish_max_message_bytes",
+                rtmp.pre_publish_max_message_bytes,
+                16 << 20,
+            ),
+            ("max_header_bytes", self.max_header_bytes, 1 << 20),
+            ("max_headers", self.max_headers, 10_000),
+        ];
+        for (name, value, max) in bounded {
+            if value > max {
+                return Err(ConfigError::Invalid(format!(
+                    "{name} must be at most {max}, not {value}"
+                )));
+            }
+        }
+        if live.max_media_bytes == 0 || rtmp.pre_publish_max_message_bytes == 0 {
+            return Err(ConfigError::Invalid(
+                "live.max_media_bytes and rtmp_settings.pre_publish_max_message_bytes \
+                 must be greater than 0"
+                    .into(),
+            ));
+        }
         crate::policy::validate(self).map_err(ConfigError::Invalid)?;
         self.signal
             .validate()
@@ -403,5 +495,32 @@ mod tests {
         let mut c = Config::default();
         c.live.max_players = 0;
         assert!(c.validate().is_err());
+    }
+
+    #[test]
+    fn absurd_values_are_rejected_with_the_key_named() {
+        Config::default().validate().unwrap();
+        let cases: [(&str, fn(&mut Config)); 6] = [
+            ("shutdown_timeout_ms", |c| c.shutdown_timeout_ms = u64::MAX),
+            ("live.player_write_timeout_ms", |c| {
+                c.live.player_write_timeout_ms = 0
+            }),
+            ("live.player_backlog_tags", |c| {
+                c.live.player_backlog_tags = usize::MAX
+            }),
+            ("rtmp_settings.publish_timeout_ms", |c| {
+                c.rtmp_settings.publish_timeout_ms = 1 << 60
+            }),
+            ("max_connections", |c| c.max_connections = usize::MAX),
+            ("signal.resume_grace_ms", |c| {
+                c.signal.resume_grace_ms = u64::MAX
+            }),
+        ];
+        for (key, set) in cases {
+            let mut c = Config::default();
+            set(&mut c);
+            let e = c.validate().expect_err(key).to_string();
+            assert!(e.contains(key), "{key}: {e}");
+        }
     }
 }

@@ -229,6 +229,12 @@ impl PlayerSink for WsSink {
         if self.mid_frame {
             return; // a close frame would land inside a data frame; just drop the socket
         }
+        if *end == PlayerEnd::ClientGone {
+            // The client closed: tungstenite queued the close reply; send it, so the
+            // browser sees a clean close (1000), not 1006.
+            let _ = tokio::time::timeout(Duration::from_secs(2), self.ws.flush()).await;
+            return;
+        }
         if let Some(frame) = end.close_frame() {
             let close = async {
                 self.ws.send(Message::Close(Some(frame))).await?;

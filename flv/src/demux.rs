@@ -190,9 +190,9 @@ impl Demuxer {
                         return self.fail(e);
                     }
                     if self.buf.len() < Tag::HEADER_LEN + size {
-                        // Make room for the whole tag at once rather than growing
-                        // the buffer push by push.
-                        self.buf.reserve(Tag::HEADER_LEN + size - self.buf.len());
+                        // The buffer grows as bytes arrive, never to the size an
+                        // 11-byte header announces: a peer announcing large tags it
+                        // never sends must not make us reserve memory.
                         return Ok(None);
                     }
                     let tag_type = TagType::from(h[0]);

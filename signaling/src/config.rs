@@ -164,6 +164,15 @@ pub enum ConfigError {
     /// connection would be closed between two pings.
     #[error("signal.idle_timeout_ms must be greater than signal.heartbeat_interval_ms")]
     IdleBelowHeartbeat,
+    /// A value past its sane maximum (durations over a week would overflow
+    /// deadlines; counts and sizes past the bound are a typo, not a plan).
+    #[error("signal.{name} must be at most {max}")]
+    TooLarge {
+        /// The setting.
+        name: &'static str,
+        /// Its largest accepted value.
+        max: u64,
+    },
     /// `turn_urls` without `turn_secret` (or the reverse).
     #[error("signal.turn_urls and signal.turn_secret must be set together")]
     TurnHalfConfigured,
@@ -189,6 +198,26 @@ impl Config {
         ];
         if let Some((name, _)) = positive.iter().find(|(_, v)| *v == 0) {
             return Err(ConfigError::Zero(name));
+        }
+        const WEEK_MS: u64 = 7 * 86_400_000;
+        let bounded: [(&'static str, u64, u64); 14] = [
+            ("join_timeout_ms", self.join_timeout_ms, WEEK_MS),
+            ("resume_grace_ms", self.resume_grace_ms, WEEK_MS),
+            ("heartbeat_interval_ms", self.heartbeat_interval_ms, WEEK_MS),
+            ("idle_timeout_ms", self.idle_timeout_ms, WEEK_MS),
+            ("write_timeout_ms", self.write_timeout_ms, WEEK_MS),
+            ("jwt_leeway_ms", self.jwt_leeway_ms, WEEK_MS),
+            ("turn_ttl_ms", self.turn_ttl_ms, 365 * 86_400_000),
+            ("max_message_bytes", self.max_message_bytes as u64, 16 << 20),
+            ("max_peers_per_room", self.max_peers_per_room as u64, 100_000),
+            ("max_rooms", self.max_rooms as u64, 10_000_000),
+            ("max_connections", self.max_connections as u64, 10_000_000),
+            ("max_outbound_messages", self.max_outbound_messages as u64, 1 << 20),
+            ("max_outbound_bytes", self.max_outbound_bytes as u64, 1 << 30),
+            ("room_inbox", self.room_inbox as u64, 1 << 20),
+        ];
+        if let Some((name, _, max)) = bounded.iter().find(|(_, v, max)| v > max) {
+            return Err(ConfigError::TooLarge { name, max: *max });
         }
         if self.idle_timeout_ms <= self.heartbeat_interval_ms {
             return Err(ConfigError::IdleBelowHeartbeat);
