@@ -22,8 +22,9 @@ use flv::{Tag, TagType};
 use hyper_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
 use hyper_tungstenite::tungstenite::{Message, WebSocket};
 use wsrelay::config::LiveConfig;
-use wsrelay::egress;
-use wsrelay::hub::{Event, Hub, Protocol, PublisherInfo, Subscription};
+use wsrelay::live::egress;
+use wsrelay::live::{Event, PublisherInfo, Streams, Subscription};
+use wsrelay::vocab::Protocol;
 
 /// A socket stand-in: counts what is written, never has anything to read.
 struct Sink(u64);
@@ -103,7 +104,7 @@ fn benches(c: &mut Criterion) {
         .build()
         .expect("tokio runtime");
     let _guard = rt.enter();
-    let hub = Hub::new(LiveConfig::default());
+    let hub = Streams::new(LiveConfig::default());
     let info = PublisherInfo {
         protocol: Protocol::Http,
         remote: SocketAddr::from(([127, 0, 0, 1], 1)),

@@ -3,8 +3,8 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use tracing_subscriber::EnvFilter;
-use wsrelay::cli::{Cli, Command};
 use wsrelay::config::Config;
+use wsrelay::config::cli::{Cli, Command};
 
 #[tokio::main]
 async fn main() -> ExitCode {
@@ -24,7 +24,7 @@ async fn main() -> ExitCode {
                 return ExitCode::from(2);
             }
         };
-        return match args.mint(config.as_ref()) {
+        return match wsrelay::access::auth::mint_token(args, config.as_ref()) {
             Ok(token) => {
                 println!("{token}");
                 ExitCode::SUCCESS
@@ -55,7 +55,7 @@ async fn main() -> ExitCode {
             }
         };
     }
-    let server = match wsrelay::server::spawn(config).await {
+    let server = match wsrelay::app::spawn(config).await {
         Ok(server) => server,
         Err(e) => {
             eprintln!("wsrelay: cannot start: {e}");
@@ -86,7 +86,7 @@ async fn main() -> ExitCode {
 
 /// Resolves on SIGINT or SIGTERM; on SIGHUP reloads the config (same command
 /// line, config file re-read) without dropping connections.
-async fn wait_for_signal(server: &wsrelay::server::Server) {
+async fn wait_for_signal(server: &wsrelay::app::Server) {
     let ctrl_c = tokio::signal::ctrl_c();
     #[cfg(unix)]
     {
@@ -119,7 +119,7 @@ async fn wait_for_signal(server: &wsrelay::server::Server) {
 
 /// Re-reads the command line and config file and applies what can change live.
 #[cfg(unix)]
-fn reload(server: &wsrelay::server::Server) {
+fn reload(server: &wsrelay::app::Server) {
     let applied = Cli::try_parse()
         .map_err(|e| e.to_string())
         .and_then(|cli| cli.into_config().map_err(|e| e.to_string()))

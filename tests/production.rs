@@ -24,7 +24,8 @@ use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
 use tokio::process::{Child, Command};
 use tokio_tungstenite::tungstenite::{self, Message};
-use wsrelay::auth::{Action, mint, unix_now};
+use wsrelay::access::auth::{mint, unix_now};
+use wsrelay::vocab::Action;
 
 const SECOND: Duration = Duration::from_secs(1);
 const SECRET: &str = "production-test-secret";

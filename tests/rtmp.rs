@@ -20,9 +20,9 @@ use flv::{Demuxer, DemuxerConfig, TagType};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::process::{Child, Command};
+use wsrelay::app::Server;
 use wsrelay::config::{Config, Listen};
 use wsrelay::rtmp::chunk::{ChunkEncoder, FirstHeader};
-use wsrelay::server::Server;
 
 const SECOND: Duration = Duration::from_secs(1);
 

@@ -2,7 +2,7 @@
 //! (`load ceiling-server`) so its CPU and memory are sampled like wsrelay's.
 //!
 //! It does what a relay cannot avoid and nothing else: accept an HTTP POST publisher
-//! (chunked FLV), encode each tag once (`wsrelay::hub::Frame`), keep the join preamble
+//! (chunked FLV), encode each tag once (`wsrelay::live::Frame`), keep the join preamble
 //! (`flv::GopCache`), fan tags out through one shared `tokio::sync::broadcast` ring,
 //! and have each player task gather what is queued and write it with one `writev`:
 //! one WebSocket binary frame per tag (WS-FLV) or one HTTP chunk per tag (HTTP-FLV),
@@ -20,7 +20,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::broadcast;
 use tokio::sync::broadcast::error::{RecvError, TryRecvError};
-use wsrelay::hub::Frame;
+use wsrelay::live::Frame;
 
 use crate::wire::{Chunked, head_end, header, ws_binary_header};
 

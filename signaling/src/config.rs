@@ -209,11 +209,23 @@ impl Config {
             ("jwt_leeway_ms", self.jwt_leeway_ms, WEEK_MS),
             ("turn_ttl_ms", self.turn_ttl_ms, 365 * 86_400_000),
             ("max_message_bytes", self.max_message_bytes as u64, 16 << 20),
-            ("max_peers_per_room", self.max_peers_per_room as u64, 100_000),
+            (
+                "max_peers_per_room",
+                self.max_peers_per_room as u64,
+                100_000,
+            ),
             ("max_rooms", self.max_rooms as u64, 10_000_000),
             ("max_connections", self.max_connections as u64, 10_000_000),
-            ("max_outbound_messages", self.max_outbound_messages as u64, 1 << 20),
-            ("max_outbound_bytes", self.max_outbound_bytes as u64, 1 << 30),
+            (
+                "max_outbound_messages",
+                self.max_outbound_messages as u64,
+                1 << 20,
+            ),
+            (
+                "max_outbound_bytes",
+                self.max_outbound_bytes as u64,
+                1 << 30,
+            ),
             ("room_inbox", self.room_inbox as u64, 1 << 20),
         ];
         if let Some((name, _, max)) = bounded.iter().find(|(_, v, max)| v > max) {

@@ -591,7 +591,9 @@ impl Room {
         for (_, text) in queued {
             self.out.push_back(Output::Send { conn, text });
         }
-        let text: Arc<str> = ServerMessage::PeerResumed { peer: &peer_id }.to_json().into();
+        let text: Arc<str> = ServerMessage::PeerResumed { peer: &peer_id }
+            .to_json()
+            .into();
         self.broadcast_event(&peer_id, &text);
         self.out.push_back(Output::Event(Event::Resumed {
             conn,

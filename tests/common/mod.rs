@@ -12,8 +12,8 @@ use flv::{Demuxer, DemuxerConfig, Header, Tag, TagType};
 use futures_util::StreamExt;
 use tokio::process::{Child, Command};
 use tokio_tungstenite::tungstenite::Message;
+use wsrelay::app::Server;
 use wsrelay::config::{Config, Listen};
-use wsrelay::server::Server;
 
 /// Fails the test loudly when a tool the test command should have installed is missing.
 pub fn require(tool: &str) {
@@ -130,7 +130,7 @@ pub async fn server(tweak: impl FnOnce(&mut Config)) -> Server {
         .try_init();
     let mut config = test_config();
     tweak(&mut config);
-    wsrelay::server::spawn(config).await.expect("server starts")
+    wsrelay::app::spawn(config).await.expect("server starts")
 }
 
 /// `ffmpeg -re -i FILE -c copy -f flv -method POST http://ADDR/live/NAME.flv`.

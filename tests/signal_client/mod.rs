@@ -10,8 +10,8 @@ use serde_json::{Value, json};
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+use wsrelay::app::Server;
 use wsrelay::config::{Config, Listen};
-use wsrelay::server::Server;
 
 /// How long a test waits for any one expected message.
 pub const WAIT: Duration = Duration::from_secs(10);
@@ -32,7 +32,7 @@ pub async fn server(tweak: impl FnOnce(&mut Config)) -> Server {
         ..Config::default()
     };
     tweak(&mut config);
-    wsrelay::server::spawn(config).await.expect("server starts")
+    wsrelay::app::spawn(config).await.expect("server starts")
 }
 
 /// One signaling WebSocket.

@@ -19,64 +19,13 @@ use std::time::Duration;
 
 use hyper::HeaderMap;
 
-use crate::auth::{Action, AuthConfig, AuthError};
+use crate::access::auth::AuthError;
+use crate::access::hooks::{Hook, HookError, HookEvent, Hooks};
 use crate::config::Config;
-use crate::hooks::{Hook, HookError, HookEvent, Hooks};
-use crate::hub::Protocol;
+use crate::config::{AuthConfig, Cidr};
 use crate::metrics::Metrics;
-
-/// An IP network: `10.0.0.0/8`, `::1/128`, or a bare address (a single host).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Cidr {
-    addr: IpAddr,
-    prefix: u8,
-}
-
-impl std::str::FromStr for Cidr {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let bad = || format!("`{s}` is not an address or CIDR like 10.0.0.0/8");
-        let (addr, prefix) = match s.split_once('/') {
-            Some((a, p)) => (a, Some(p)),
-            None => (s, None),
-        };
-        let addr: IpAddr = addr.trim().parse().map_err(|_| bad())?;
-        let max = if addr.is_ipv4() { 32 } else { 128 };
-        let prefix = match prefix {
-            Some(p) => p.trim().parse::<u8>().map_err(|_| bad())?,
-            None => max,
-        };
-        if prefix > max {
-            return Err(bad());
-        }
-        Ok(Cidr { addr, prefix })
-    }
-}
-
-impl Cidr {
-    /// Whether `ip` is inside this network (IPv4-mapped IPv6 addresses count as IPv4).
-    pub fn contains(&self, ip: IpAddr) -> bool {
-        let ip = match ip {
-            IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
-            v4 => v4,
-        };
-        match (self.addr, ip) {
-            (IpAddr::V4(net), IpAddr::V4(ip)) => {
-                let mask = u32::MAX
-                    .checked_shl(32 - u32::from(self.prefix))
-                    .unwrap_or(0);
-                u32::from(net) & mask == u32::from(ip) & mask
-            }
-            (IpAddr::V6(net), IpAddr::V6(ip)) => {
-                let mask = u128::MAX
-                    .checked_shl(128 - u32::from(self.prefix))
-                    .unwrap_or(0);
-                u128::from(net) & mask == u128::from(ip) & mask
-            }
-            _ => false,
-        }
-    }
-}
+use crate::vocab::Action;
+use crate::vocab::Protocol;
 
 /// The reloadable settings, parsed and ready to use.
 #[derive(Debug)]
@@ -97,43 +46,6 @@ pub struct Policy {
     pub max_header_bytes: usize,
     /// Most header fields per request.
     pub max_headers: usize,
-}
-
-/// Checks the settings this module owns (called by [`Config::validate`]).
-pub fn validate(config: &Config) -> Result<(), String> {
-    config.auth.validate()?;
-    config.hooks.validate()?;
-    for p in &config.trusted_proxies {
-        p.parse::<Cidr>()
-            .map_err(|e| format!("trusted_proxies: {e}"))?;
-    }
-    if config
-        .admin_token
-        .as_ref()
-        .is_some_and(|t| t.expose().is_empty())
-    {
-        return Err("admin_token must not be empty".into());
-    }
-    let positive = [
-        ("max_connections_per_ip", config.max_connections_per_ip),
-        ("max_header_bytes", config.max_header_bytes),
-        ("max_headers", config.max_headers),
-        (
-            "header_read_timeout_ms",
-            usize::from(config.header_read_timeout_ms > 0),
-        ),
-    ];
-    for (name, value) in positive {
-        if value == 0 {
-            return Err(format!("{name} must be greater than 0"));
-        }
-    }
-    if config.tls_listen != crate::config::Listen::Off
-        && (config.tls_cert.is_none() || config.tls_key.is_none())
-    {
-        return Err("tls_listen needs both tls_cert and tls_key".into());
-    }
-    Ok(())
 }
 
 impl Policy {
@@ -234,24 +146,6 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
-/// Whether `new` differs from `old` outside the reloadable keys.
-pub fn needs_restart(old: &Config, new: &Config) -> bool {
-    fn fixed(c: &Config) -> String {
-        let mut c = c.clone();
-        let d = Config::default();
-        c.auth = d.auth;
-        c.hooks = d.hooks;
-        c.admin_token = d.admin_token;
-        c.trusted_proxies = d.trusted_proxies;
-        c.max_connections_per_ip = d.max_connections_per_ip;
-        c.header_read_timeout_ms = d.header_read_timeout_ms;
-        c.max_header_bytes = d.max_header_bytes;
-        c.max_headers = d.max_headers;
-        toml::to_string(&c).unwrap_or_default()
-    }
-    fixed(old) != fixed(new)
-}
-
 /// Why a publish or play was refused before it started.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -309,7 +203,13 @@ pub async fn admit(
     client: SocketAddr,
 ) -> Result<(), Refusal> {
     let result = async {
-        crate::auth::authorize(&policy.auth, action, stream, query, crate::auth::unix_now())?;
+        crate::access::auth::authorize(
+            &policy.auth,
+            action,
+            stream,
+            query,
+            crate::access::auth::unix_now(),
+        )?;
         let hook = match action {
             Action::Publish => Hook::OnPublish,
             Action::Play => Hook::OnPlay,
@@ -425,7 +325,7 @@ mod tests {
             admin_token: Some(signaling::Secret::new("adm")),
             ..Config::default()
         };
-        validate(&config).unwrap();
+        config.validate().unwrap();
         Policy::new(&config, Arc::new(Metrics::new()))
     }
 
@@ -512,8 +412,8 @@ mod tests {
             },
         ];
         for c in bad {
-            assert!(validate(&c).is_err());
+            assert!(c.validate().is_err());
         }
-        assert!(validate(&Config::default()).is_ok());
+        assert!(Config::default().validate().is_ok());
     }
 }

@@ -4,6 +4,8 @@ use std::path::PathBuf;
 
 use clap::Parser;
 
+use std::time::Duration;
+
 use crate::config::{Config, ConfigError, Listen};
 
 /// wsrelay: live FLV relay (WebSocket-FLV, HTTP-FLV; RTMP/HTTP/WebSocket publish)
@@ -122,9 +124,9 @@ pub struct TokenArgs {
     pub stream: String,
     /// `publish` or `play`.
     #[arg(long, value_name = "ACTION")]
-    pub action: crate::auth::Action,
+    pub action: crate::vocab::Action,
     /// Lifetime: `90s`, `30m`, `1h`, `7d`.
-    #[arg(long, value_name = "TTL", default_value = "1h", value_parser = crate::auth::parse_ttl)]
+    #[arg(long, value_name = "TTL", default_value = "1h", value_parser = parse_ttl)]
     pub ttl: std::time::Duration,
     /// Signing secret; default: $WSRELAY_SECRET, then the first of the config's
     /// `[auth] secrets` (--config).
@@ -135,29 +137,6 @@ pub struct TokenArgs {
         hide_env_values = true
     )]
     pub secret: Option<String>,
-}
-
-impl TokenArgs {
-    /// The token, signed with the secret from the flag, the environment or `config`.
-    pub fn mint(&self, config: Option<&Config>) -> Result<String, String> {
-        let secret = match (&self.secret, config) {
-            (Some(s), _) if !s.is_empty() => signaling::Secret::new(s.clone()),
-            (_, Some(c)) if !c.auth.secrets.is_empty() => c.auth.secrets[0].clone(),
-            _ => {
-                return Err(
-                    "no secret: pass --secret, set WSRELAY_SECRET, or --config a file with [auth] secrets"
-                        .into(),
-                );
-            }
-        };
-        Ok(crate::auth::mint(
-            &secret,
-            &self.stream,
-            self.action,
-            self.ttl,
-            crate::auth::unix_now(),
-        ))
-    }
 }
 
 impl Cli {
@@ -266,6 +245,28 @@ fn apply_set(table: &mut toml::Table, assignment: &str) -> Result<(), ConfigErro
     }
     node.insert(last.to_owned(), value);
     Ok(())
+}
+
+/// Parses a duration like `90s`, `30m`, `1h`, `7d` or a plain number of seconds.
+pub fn parse_ttl(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    let (digits, unit) = match s.find(|c: char| !c.is_ascii_digit()) {
+        Some(i) => s.split_at(i),
+        None => (s, "s"),
+    };
+    let n: u64 = digits
+        .parse()
+        .map_err(|_| format!("`{s}` is not a duration like 90s, 30m, 1h or 7d"))?;
+    let unit = match unit {
+        "s" => 1,
+        "m" => 60,
+        "h" => 3_600,
+        "d" => 86_400,
+        _ => return Err(format!("`{s}`: unknown unit (use s, m, h or d)")),
+    };
+    n.checked_mul(unit)
+        .map(Duration::from_secs)
+        .ok_or_else(|| format!("`{s}` is too long"))
 }
 
 #[cfg(test)]

@@ -3,6 +3,15 @@
 //! Every limit the server enforces is a named field here with its default and the
 //! reason for it. Durations are milliseconds (`*_ms`) so the TOML stays plain.
 
+pub mod auth;
+pub mod cidr;
+pub mod cli;
+pub mod hooks;
+
+pub use auth::AuthConfig;
+pub use cidr::Cidr;
+pub use hooks::HooksConfig;
+
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
@@ -92,10 +101,10 @@ pub struct Config {
     /// PEM private key of `tls_cert`. Default none.
     pub tls_key: Option<PathBuf>,
     /// Publish/play tokens (`[auth]`); off until a secret is set. Reloaded on SIGHUP.
-    pub auth: crate::auth::AuthConfig,
+    pub auth: auth::AuthConfig,
     /// `on_publish` / `on_play` / `on_unpublish` HTTP hooks (`[hooks]`). Reloaded on
     /// SIGHUP.
-    pub hooks: crate::hooks::HooksConfig,
+    pub hooks: hooks::HooksConfig,
     /// `Authorization: Bearer` token the admin routes (`/api/streams/NAME` GET and
     /// DELETE, `/api/rooms/ROOM`) require. Default none: the admin routes are
     /// closed (403 naming this setting); nothing that changes state or shows client
@@ -140,8 +149,8 @@ impl Default for Config {
             tls_listen: Listen::Off,
             tls_cert: None,
             tls_key: None,
-            auth: crate::auth::AuthConfig::default(),
-            hooks: crate::hooks::HooksConfig::default(),
+            auth: auth::AuthConfig::default(),
+            hooks: hooks::HooksConfig::default(),
             admin_token: None,
             trusted_proxies: Vec::new(),
             max_connections_per_ip: 256,
@@ -396,7 +405,11 @@ impl Config {
                 rtmp.handshake_timeout_ms,
                 1,
             ),
-            ("rtmp_settings.publish_timeout_ms", rtmp.publish_timeout_ms, 1),
+            (
+                "rtmp_settings.publish_timeout_ms",
+                rtmp.publish_timeout_ms,
+                1,
+            ),
             ("rtmp_settings.write_timeout_ms", rtmp.write_timeout_ms, 1),
         ];
         for (name, value, min) in durations {
@@ -416,8 +429,16 @@ impl Config {
                 256 << 20,
             ),
             ("live.gop_max_bytes", live.gop_max_bytes, 4 * GIB),
-            ("live.player_backlog_bytes", live.player_backlog_bytes, 4 * GIB),
-            ("live.player_backlog_tags", live.player_backlog_tags, 1 << 20),
+            (
+                "live.player_backlog_bytes",
+                live.player_backlog_bytes,
+                4 * GIB,
+            ),
+            (
+                "live.player_backlog_tags",
+                live.player_backlog_tags,
+                1 << 20,
+            ),
             (
                 "live.player_write_batch_bytes",
                 live.player_write_batch_bytes,
@@ -426,11 +447,27 @@ impl Config {
             ("live.max_media_bytes", live.max_media_bytes, 1024 * GIB),
             ("live.max_streams", live.max_streams, 1_000_000),
             ("live.max_players", live.max_players, 10_000_000),
-            ("live.max_players_per_stream", live.max_players_per_stream, 10_000_000),
+            (
+                "live.max_players_per_stream",
+                live.max_players_per_stream,
+                10_000_000,
+            ),
             ("max_connections", self.max_connections, 10_000_000),
-            ("max_connections_per_ip", self.max_connections_per_ip, 10_000_000),
-            ("rtmp_settings.max_connections", rtmp.max_connections, 1_000_000),
-            ("rtmp_settings.max_chunk_streams", rtmp.max_chunk_streams, 65_600),
+            (
+                "max_connections_per_ip",
+                self.max_connections_per_ip,
+                10_000_000,
+            ),
+            (
+                "rtmp_settings.max_connections",
+                rtmp.max_connections,
+                1_000_000,
+            ),
+            (
+                "rtmp_settings.max_chunk_streams",
+                rtmp.max_chunk_streams,
+                65_600,
+            ),
             (
                 "rtmp_settings.max_chunk_size",
                 rtmp.max_chunk_size as usize,
@@ -458,12 +495,65 @@ impl Config {
                     .into(),
             ));
         }
-        crate::policy::validate(self).map_err(ConfigError::Invalid)?;
+        validate_access(self).map_err(ConfigError::Invalid)?;
         self.signal
             .validate()
             .map_err(|e| ConfigError::Invalid(e.to_string()))?;
         Ok(())
     }
+}
+
+/// Checks the access settings: tokens, hooks, proxies, admin token, limits.
+fn validate_access(config: &Config) -> Result<(), String> {
+    config.auth.validate()?;
+    config.hooks.validate()?;
+    for p in &config.trusted_proxies {
+        p.parse::<Cidr>()
+            .map_err(|e| format!("trusted_proxies: {e}"))?;
+    }
+    if config
+        .admin_token
+        .as_ref()
+        .is_some_and(|t| t.expose().is_empty())
+    {
+        return Err("admin_token must not be empty".into());
+    }
+    let positive = [
+        ("max_connections_per_ip", config.max_connections_per_ip),
+        ("max_header_bytes", config.max_header_bytes),
+        ("max_headers", config.max_headers),
+        (
+            "header_read_timeout_ms",
+            usize::from(config.header_read_timeout_ms > 0),
+        ),
+    ];
+    for (name, value) in positive {
+        if value == 0 {
+            return Err(format!("{name} must be greater than 0"));
+        }
+    }
+    if config.tls_listen != Listen::Off && (config.tls_cert.is_none() || config.tls_key.is_none()) {
+        return Err("tls_listen needs both tls_cert and tls_key".into());
+    }
+    Ok(())
+}
+
+/// Whether `new` differs from `old` outside the reloadable keys.
+pub fn needs_restart(old: &Config, new: &Config) -> bool {
+    fn fixed(c: &Config) -> String {
+        let mut c = c.clone();
+        let d = Config::default();
+        c.auth = d.auth;
+        c.hooks = d.hooks;
+        c.admin_token = d.admin_token;
+        c.trusted_proxies = d.trusted_proxies;
+        c.max_connections_per_ip = d.max_connections_per_ip;
+        c.header_read_timeout_ms = d.header_read_timeout_ms;
+        c.max_header_bytes = d.max_header_bytes;
+        c.max_headers = d.max_headers;
+        toml::to_string(&c).unwrap_or_default()
+    }
+    fixed(old) != fixed(new)
 }
 
 #[cfg(test)]
@@ -500,7 +590,8 @@ mod tests {
     #[test]
     fn absurd_values_are_rejected_with_the_key_named() {
         Config::default().validate().unwrap();
-        let cases: [(&str, fn(&mut Config)); 6] = [
+        type Case = (&'static str, fn(&mut Config));
+        let cases: [Case; 6] = [
             ("shutdown_timeout_ms", |c| c.shutdown_timeout_ms = u64::MAX),
             ("live.player_write_timeout_ms", |c| {
                 c.live.player_write_timeout_ms = 0

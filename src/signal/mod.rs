@@ -3,7 +3,7 @@
 //! Every rule of the protocol lives in the pure `signaling` crate; this module only
 //! moves bytes and time:
 //!
-//! - [`SignalHub`] is the registry of rooms. Each room is owned by **one task**
+//! - [`Rooms`] is the registry of rooms. Each room is owned by **one task**
 //!   (`run_room`) that holds the [`Room`] state machine and a bounded inbox, so
 //!   joins, leaves and relays of a room are serialized and can never race.
 //! - Each WebSocket has one task (`run_conn`) that forwards frames to its room's
@@ -13,15 +13,11 @@
 //! - Global caps (`max_rooms`, `max_connections`) answer `503` before the upgrade.
 
 use std::collections::HashMap;
-use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use futures_util::{SinkExt, StreamExt};
-use hyper::body::Incoming;
-use hyper::header::{self, HeaderValue};
-use hyper::{Method, Request, Response, StatusCode};
 use hyper_tungstenite::HyperWebsocketStream;
 use hyper_tungstenite::tungstenite::protocol::WebSocketConfig;
 use hyper_tungstenite::tungstenite::protocol::frame::CloseFrame;
@@ -34,9 +30,6 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::Instrument;
-
-use crate::http::{self, Body};
-use crate::server::AppState;
 
 /// WebSocket read buffer per signaling connection. Signaling messages are small
 /// (an SDP is a few KiB) and tungstenite allocates this per socket up front, so it
@@ -133,7 +126,7 @@ struct RoomHandle {
 
 /// The registry of signaling rooms.
 #[derive(Debug)]
-pub struct SignalHub {
+pub struct Rooms {
     config: Arc<signaling::Config>,
     /// Room name → its task's inbox. A std mutex: never held across an await.
     rooms: Mutex<HashMap<String, RoomHandle>>,
@@ -161,21 +154,21 @@ fn now() -> std::time::Instant {
     Instant::now().into_std()
 }
 
-impl SignalHub {
+impl Rooms {
     /// An empty registry with these limits.
-    pub fn new(config: signaling::Config) -> Arc<SignalHub> {
-        SignalHub::with_metrics(config, Arc::default())
+    pub fn new(config: signaling::Config) -> Arc<Rooms> {
+        Rooms::with_metrics(config, Arc::default())
     }
 
     /// An empty registry with these limits, counting into `metrics`.
     pub fn with_metrics(
         config: signaling::Config,
         metrics: Arc<crate::metrics::Metrics>,
-    ) -> Arc<SignalHub> {
+    ) -> Arc<Rooms> {
         let unix_ms = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
-        Arc::new(SignalHub {
+        Arc::new(Rooms {
             connections: Arc::new(Semaphore::new(config.max_connections)),
             config: Arc::new(config),
             rooms: Mutex::new(HashMap::new()),
@@ -279,7 +272,7 @@ impl SignalHub {
 
 /// The task that owns one room.
 async fn run_room(
-    hub: Arc<SignalHub>,
+    hub: Arc<Rooms>,
     mut room: Room,
     generation: u64,
     mut inbox: mpsc::Receiver<RoomMsg>,
@@ -403,121 +396,8 @@ fn log_event(event: &Event) {
     }
 }
 
-/// `GET /api/rooms`.
-pub fn api_rooms(state: &AppState, req: &Request<Incoming>) -> Response<Body> {
-    if req.method() != Method::GET && req.method() != Method::HEAD {
-        let mut res = http::text(StatusCode::METHOD_NOT_ALLOWED, "use GET or HEAD");
-        res.headers_mut()
-            .insert(header::ALLOW, HeaderValue::from_static("GET, HEAD"));
-        return res;
-    }
-    http::json(StatusCode::OK, &state.signal.report())
-}
-
-/// `GET /signal/ROOM` with a WebSocket upgrade.
-pub(crate) fn upgrade(
-    state: &Arc<AppState>,
-    mut req: Request<Incoming>,
-    remote: SocketAddr,
-    http_conn: &crate::server::ConnCtx,
-) -> Response<Body> {
-    let name = req
-        .uri()
-        .path()
-        .strip_prefix("/signal/")
-        .unwrap_or_default()
-        .to_owned();
-    if !signaling::is_valid_id(&name) {
-        return http::text(
-            StatusCode::BAD_REQUEST,
-            "room names are 1 to 64 characters of A-Z a-z 0-9 . _ -",
-        );
-    }
-    if req.method() != Method::GET {
-        let mut res = http::text(
-            StatusCode::METHOD_NOT_ALLOWED,
-            "use GET with a WebSocket upgrade",
-        );
-        res.headers_mut()
-            .insert(header::ALLOW, HeaderValue::from_static("GET"));
-        return res;
-    }
-    if !hyper_tungstenite::is_upgrade_request(&req) {
-        let mut res = http::text(
-            StatusCode::UPGRADE_REQUIRED,
-            "signaling needs a WebSocket: ws(s)://HOST/signal/ROOM",
-        );
-        res.headers_mut()
-            .insert(header::UPGRADE, HeaderValue::from_static("websocket"));
-        return res;
-    }
-    let hub = state.signal.clone();
-    let cfg = hub.config.clone();
-    let Ok(permit) = hub.connections.clone().try_acquire_owned() else {
-        let e = AdmitError::TooManyConnections(cfg.max_connections);
-        tracing::warn!(reason = %e, "signaling upgrade refused");
-        return http::text(StatusCode::SERVICE_UNAVAILABLE, e);
-    };
-    let (res, websocket) = match hyper_tungstenite::upgrade(&mut req, Some(ws_config(&cfg))) {
-        Ok(up) => up,
-        Err(e) => {
-            return http::text(
-                StatusCode::BAD_REQUEST,
-                format!("bad WebSocket upgrade: {e}"),
-            );
-        }
-    };
-    let conn = hub.next_id.fetch_add(1, Ordering::Relaxed);
-    let (out_tx, out_rx) = mpsc::channel(cfg.max_outbound_messages);
-    let queued = Arc::new(AtomicUsize::new(0));
-    let out_queue = OutQueue {
-        tx: out_tx,
-        queued: queued.clone(),
-        max_bytes: cfg.max_outbound_bytes,
-    };
-    let room = match hub.admit(&name, conn, out_queue, &state.tasks, &state.shutdown) {
-        Ok(room) => room,
-        Err(e) => {
-            tracing::warn!(room = %name, reason = %e, "signaling upgrade refused");
-            return http::text(StatusCode::SERVICE_UNAVAILABLE, e);
-        }
-    };
-    let span = tracing::info_span!("signal", room = %name, conn, peer = tracing::field::Empty);
-    let shutdown = state.shutdown.clone();
-    // The socket keeps its connection's permit and per-IP slot for its whole life.
-    let admission = http_conn.admission.clone();
-    state.tasks.spawn(
-        async move {
-            let _admission = admission;
-            match websocket.await {
-                Ok(ws) => {
-                    tracing::debug!(%remote, "signaling connection open");
-                    let outbound = Outbox {
-                        rx: out_rx,
-                        queued,
-                    };
-                    let run = run_conn(ws, conn, room.clone(), outbound, &cfg, shutdown);
-                    match crate::admission::contain(run).await {
-                        Ok(end) => tracing::debug!(?end, "signaling connection closed"),
-                        Err(panic) => {
-                            tracing::error!(reason = %panic, "signaling task panicked (a bug)");
-                            let _ = room.send(RoomMsg::Input(Input::Disconnect { conn })).await;
-                        }
-                    }
-                }
-                Err(e) => {
-                    tracing::debug!(error = %e, "WebSocket upgrade failed");
-                    let _ = room.send(RoomMsg::Input(Input::Disconnect { conn })).await;
-                }
-            }
-            drop(permit);
-        }
-        .instrument(span),
-    );
-    http::boxed(res)
-}
-
-fn ws_config(cfg: &signaling::Config) -> WebSocketConfig {
+/// The WebSocket limits of a signaling socket.
+pub fn ws_config(cfg: &signaling::Config) -> WebSocketConfig {
     // The largest message the server writes is a `welcome` listing every peer
     // with its meta; relayed messages are at most a client message plus `from`.
     let largest_out = cfg
@@ -737,4 +617,86 @@ async fn drain(ws: &mut HyperWebsocketStream) {
         }
     })
     .await;
+}
+
+/// A signaling connection admitted before its WebSocket upgrade: it holds one of
+/// `max_connections` and is registered with its room (whose inbox and outbound
+/// queue are ready), so the upgrade either serves it ([`Admitted::serve`]) or gives
+/// it back ([`Admitted::abandon`]).
+#[derive(Debug)]
+pub struct Admitted {
+    conn: ConnId,
+    room: mpsc::Sender<RoomMsg>,
+    outbox: Outbox,
+    cfg: Arc<signaling::Config>,
+    _permit: tokio::sync::OwnedSemaphorePermit,
+}
+
+impl Rooms {
+    /// Takes a connection permit and registers a new connection with room `name`
+    /// (the room router: rooms are local to this node today).
+    pub fn admit_connection(
+        self: &Arc<Self>,
+        name: &str,
+        tasks: &TaskTracker,
+        shutdown: &CancellationToken,
+    ) -> Result<Admitted, AdmitError> {
+        let cfg = self.config.clone();
+        let permit = self
+            .connections
+            .clone()
+            .try_acquire_owned()
+            .map_err(|_| AdmitError::TooManyConnections(cfg.max_connections))?;
+        let conn = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let (out_tx, out_rx) = mpsc::channel(cfg.max_outbound_messages);
+        let queued = Arc::new(AtomicUsize::new(0));
+        let out_queue = OutQueue {
+            tx: out_tx,
+            queued: queued.clone(),
+            max_bytes: cfg.max_outbound_bytes,
+        };
+        let room = self.admit(name, conn, out_queue, tasks, shutdown)?;
+        Ok(Admitted {
+            conn,
+            room,
+            outbox: Outbox { rx: out_rx, queued },
+            cfg,
+            _permit: permit,
+        })
+    }
+}
+
+impl Admitted {
+    /// The connection id (for the tracing span).
+    pub fn conn(&self) -> ConnId {
+        self.conn
+    }
+
+    /// Runs the connection until either side ends it; a panic (a bug) ends only
+    /// this connection, and its room hears that it is gone.
+    pub async fn serve(self, ws: HyperWebsocketStream, shutdown: CancellationToken) {
+        let Admitted {
+            conn,
+            room,
+            outbox,
+            cfg,
+            _permit,
+        } = self;
+        let run = run_conn(ws, conn, room.clone(), outbox, &cfg, shutdown);
+        match crate::access::admission::catch_panic(run).await {
+            Ok(end) => tracing::debug!(?end, "signaling connection closed"),
+            Err(panic) => {
+                tracing::error!(reason = %panic, "signaling task panicked (a bug)");
+                let _ = room.send(RoomMsg::Input(Input::Disconnect { conn })).await;
+            }
+        }
+    }
+
+    /// The upgrade failed: the room forgets the connection.
+    pub async fn abandon(self) {
+        let _ = self
+            .room
+            .send(RoomMsg::Input(Input::Disconnect { conn: self.conn }))
+            .await;
+    }
 }

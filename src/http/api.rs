@@ -15,11 +15,11 @@ use hyper::header::{self, HeaderValue};
 use hyper::{Method, Request, Response, StatusCode};
 use serde::Serialize;
 
-use crate::auth::Action;
-use crate::http::{self, Body};
-use crate::policy::AdminAccess;
+use super::Body;
+use crate::access::policy::AdminAccess;
 use crate::metrics::Metrics;
-use crate::server::AppState;
+use crate::state::AppState;
+use crate::vocab::Action;
 
 /// Why an API request failed; each maps to one status and one `code`.
 #[derive(Debug, thiserror::Error)]
@@ -75,7 +75,7 @@ impl ApiError {
             code: &'a str,
             message: String,
         }
-        let mut res = http::json(
+        let mut res = super::json(
             self.status(),
             &Wire {
                 code: self.code(),
@@ -129,18 +129,24 @@ fn handle(state: &AppState, req: &Request<Incoming>) -> Result<Response<Body>, A
     match path {
         "/api/streams" => {
             read()?;
-            let mut streams = state.hub.streams();
+            let mut streams = state.streams.streams();
             if access != AdminAccess::Granted {
                 // Play-protected streams only for holders of a play token for them.
                 let query = req.uri().query();
-                let now = crate::auth::unix_now();
+                let now = crate::access::auth::unix_now();
                 streams.retain(|s| {
                     !policy.auth.requires(Action::Play, &s.name)
-                        || crate::auth::authorize(&policy.auth, Action::Play, &s.name, query, now)
-                            .is_ok()
+                        || crate::access::auth::authorize(
+                            &policy.auth,
+                            Action::Play,
+                            &s.name,
+                            query,
+                            now,
+                        )
+                        .is_ok()
                 });
             }
-            Ok(http::json(
+            Ok(super::json(
                 StatusCode::OK,
                 &serde_json::json!({
                     "streams": streams,
@@ -150,23 +156,23 @@ fn handle(state: &AppState, req: &Request<Incoming>) -> Result<Response<Body>, A
         }
         "/api/rooms" => {
             read()?;
-            Ok(http::json(StatusCode::OK, &state.signal.report()))
+            Ok(super::json(StatusCode::OK, &state.rooms.report()))
         }
         p if p.starts_with("/api/streams/") => {
             let name = stream_name(p)?;
             match *req.method() {
-                Method::GET | Method::HEAD => match state.hub.stream_detail(name) {
-                    Some(detail) => Ok(http::json(StatusCode::OK, &detail)),
+                Method::GET | Method::HEAD => match state.streams.stream_detail(name) {
+                    Some(detail) => Ok(super::json(StatusCode::OK, &detail)),
                     None => Err(not_live(name)),
                 },
-                Method::DELETE => match state.hub.kick(name) {
+                Method::DELETE => match state.streams.kick(name) {
                     Some(report) => {
                         tracing::info!(
                             stream = name,
                             players = report.players,
                             "kicked by operator"
                         );
-                        Ok(http::json(StatusCode::OK, &report))
+                        Ok(super::json(StatusCode::OK, &report))
                     }
                     None => Err(not_live(name)),
                 },
@@ -177,12 +183,12 @@ fn handle(state: &AppState, req: &Request<Incoming>) -> Result<Response<Body>, A
             read()?;
             let room = &p["/api/rooms/".len()..];
             state
-                .signal
+                .rooms
                 .report()
                 .rooms
                 .into_iter()
                 .find(|r| r.room == room)
-                .map(|r| http::json(StatusCode::OK, &r))
+                .map(|r| super::json(StatusCode::OK, &r))
                 .ok_or_else(|| ApiError::NotFound(format!("no room `{room}`")))
         }
         _ => Err(ApiError::NotFound(format!("no API route {path}"))),
@@ -196,25 +202,25 @@ fn not_live(name: &str) -> ApiError {
 fn stream_name(path: &str) -> Result<&str, ApiError> {
     let name = &path["/api/streams/".len()..];
     // Same rules as /live/NAME.flv.
-    crate::server::parse_live_path(&format!("/live/{name}.flv")).map_err(ApiError::BadRequest)?;
+    super::parse_live_path(&format!("/live/{name}.flv")).map_err(ApiError::BadRequest)?;
     Ok(name)
 }
 
 /// Serves `/metrics`: gauges read at scrape time, then every family.
 pub fn metrics(state: &AppState, req: &Request<Incoming>) -> Response<Body> {
     if req.method() != Method::GET && req.method() != Method::HEAD {
-        let mut res = http::text(StatusCode::METHOD_NOT_ALLOWED, "use GET or HEAD");
+        let mut res = super::text(StatusCode::METHOD_NOT_ALLOWED, "use GET or HEAD");
         res.headers_mut()
             .insert(header::ALLOW, HeaderValue::from_static("GET, HEAD"));
         return res;
     }
-    let rooms = state.signal.report();
+    let rooms = state.rooms.report();
     state.metrics.signal_rooms.set(rooms.rooms.len() as i64);
     state
         .metrics
         .signal_peers
         .set(rooms.rooms.iter().map(|r| r.peers as i64).sum());
-    let mut res = Response::new(http::full(state.metrics.render()));
+    let mut res = Response::new(super::full(state.metrics.render()));
     res.headers_mut().insert(
         header::CONTENT_TYPE,
         HeaderValue::from_static(Metrics::CONTENT_TYPE),

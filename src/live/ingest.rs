@@ -14,8 +14,8 @@ use hyper_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::LiveConfig;
-use crate::egress::Ws;
-use crate::hub::{Publisher, PushError};
+use crate::live::egress::Ws;
+use crate::live::{Publisher, PushError};
 
 /// Why a publisher was cut off.
 #[derive(Debug, thiserror::Error)]

@@ -10,14 +10,14 @@
 //! to `live.max_tag_bytes` each let one stalled reader pin gigabytes.
 //!
 //! Every entry is a cheap clone (a reference-counted frame); the ring's bytes are
-//! counted against the server-wide media budget ([`crate::hub::MediaBudget`]).
+//! counted against the server-wide media budget ([`crate::live::MediaBudget`]).
 
 use std::collections::VecDeque;
 use std::sync::{Mutex, MutexGuard};
 
 use tokio::sync::Notify;
 
-use crate::hub::{Event, MediaBudget};
+use crate::live::{Event, MediaBudget};
 
 /// Why [`Reader::try_recv`] returned nothing.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -28,8 +28,8 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::LiveConfig;
-use crate::hub::{EndReason, Event, Subscription};
-use crate::ring::TryRecvError;
+use crate::live::ring::TryRecvError;
+use crate::live::{EndReason, Event, Subscription};
 
 /// The WebSocket type after an upgrade.
 pub type Ws = WebSocketStream<TokioIo<Upgraded>>;

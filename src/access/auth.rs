@@ -23,42 +23,10 @@ use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use serde::{Deserialize, Serialize};
 use signaling::Secret;
 
-/// What a client wants to do with a stream.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Action {
-    /// Send a stream (HTTP POST/PUT, WebSocket `?publish`, RTMP publish).
-    Publish,
-    /// Receive a stream (WebSocket-FLV, HTTP-FLV).
-    Play,
-}
-
-impl Action {
-    /// `publish` or `play`.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Action::Publish => "publish",
-            Action::Play => "play",
-        }
-    }
-}
-
-impl std::str::FromStr for Action {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        match s {
-            "publish" => Ok(Action::Publish),
-            "play" => Ok(Action::Play),
-            _ => Err(format!("`{s}` is not `publish` or `play`")),
-        }
-    }
-}
-
-impl std::fmt::Display for Action {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
+use crate::config::AuthConfig;
+use crate::config::Config;
+use crate::config::cli::TokenArgs;
+use crate::vocab::Action;
 
 /// The claims of a publish/play token (JWT, HS256).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -77,36 +45,6 @@ impl Claims {
         self.stream == "*"
             || self.stream == name
             || (self.stream.ends_with('/') && name.starts_with(&self.stream))
-    }
-}
-
-/// Publish/play auth settings (`[auth]` in TOML).
-#[derive(Clone, Debug, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct AuthConfig {
-    /// HS256 secrets. A token signed with any of them is accepted (list the new one
-    /// first when rotating); `wsrelay token` signs with the first. Default empty:
-    /// auth is off and everything is allowed.
-    pub secrets: Vec<Secret>,
-    /// Stream-name prefixes whose publishing needs a token; `""` is every stream.
-    /// Default `[""]`: once a secret is set, publishing always needs a token.
-    pub publish_prefixes: Vec<String>,
-    /// Stream-name prefixes whose playing needs a token. Default empty: playing is
-    /// open (list `""` to protect every stream, or e.g. `"private/"`).
-    pub play_prefixes: Vec<String>,
-    /// Clock skew allowed when checking `exp`. Default 30,000 ms (the usual JWT
-    /// leeway; servers and token issuers are rarely further apart).
-    pub leeway_ms: u64,
-}
-
-impl Default for AuthConfig {
-    fn default() -> Self {
-        AuthConfig {
-            secrets: Vec::new(),
-            publish_prefixes: vec![String::new()],
-            play_prefixes: Vec::new(),
-            leeway_ms: 30_000,
-        }
     }
 }
 
@@ -168,28 +106,6 @@ impl AuthError {
             AuthError::WrongStream => "wrong_stream",
             AuthError::WrongAction(_) => "wrong_action",
         }
-    }
-}
-
-impl AuthConfig {
-    /// Whether `action` on `stream` needs a token.
-    pub fn requires(&self, action: Action, stream: &str) -> bool {
-        if self.secrets.is_empty() {
-            return false;
-        }
-        let prefixes = match action {
-            Action::Publish => &self.publish_prefixes,
-            Action::Play => &self.play_prefixes,
-        };
-        prefixes.iter().any(|p| stream.starts_with(p.as_str()))
-    }
-
-    /// Checks `settings` values that would make auth misbehave.
-    pub fn validate(&self) -> Result<(), String> {
-        if self.secrets.iter().any(|s| s.expose().is_empty()) {
-            return Err("auth.secrets must not contain an empty secret".into());
-        }
-        Ok(())
     }
 }
 
@@ -278,31 +194,32 @@ pub fn query_param<'q>(query: &'q str, key: &str) -> Option<&'q str> {
     })
 }
 
-/// Parses a duration like `90s`, `30m`, `1h`, `7d` or a plain number of seconds.
-pub fn parse_ttl(s: &str) -> Result<Duration, String> {
-    let s = s.trim();
-    let (digits, unit) = match s.find(|c: char| !c.is_ascii_digit()) {
-        Some(i) => s.split_at(i),
-        None => (s, "s"),
+/// `wsrelay token`: a token signed with the secret from the flag, the environment
+/// or `config`.
+pub fn mint_token(args: &TokenArgs, config: Option<&Config>) -> Result<String, String> {
+    let secret = match (&args.secret, config) {
+        (Some(s), _) if !s.is_empty() => signaling::Secret::new(s.clone()),
+        (_, Some(c)) if !c.auth.secrets.is_empty() => c.auth.secrets[0].clone(),
+        _ => {
+            return Err(
+                "no secret: pass --secret, set WSRELAY_SECRET, or --config a file with [auth] secrets"
+                    .into(),
+            );
+        }
     };
-    let n: u64 = digits
-        .parse()
-        .map_err(|_| format!("`{s}` is not a duration like 90s, 30m, 1h or 7d"))?;
-    let unit = match unit {
-        "s" => 1,
-        "m" => 60,
-        "h" => 3_600,
-        "d" => 86_400,
-        _ => return Err(format!("`{s}`: unknown unit (use s, m, h or d)")),
-    };
-    n.checked_mul(unit)
-        .map(Duration::from_secs)
-        .ok_or_else(|| format!("`{s}` is too long"))
+    Ok(mint(
+        &secret,
+        &args.stream,
+        args.action,
+        args.ttl,
+        unix_now(),
+    ))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::cli::parse_ttl;
 
     const NOW: u64 = 1_800_000_000;
 

@@ -17,7 +17,7 @@
 //! Names: app `live` + key `NAME` is stream `NAME`; another app `APP` gives
 //! `APP/NAME`; a key like `NAME?token=…` is split into the name and a query kept in
 //! [`PublishTarget`] (never logged). Names follow the HTTP rules
-//! ([`crate::server::parse_live_path`]).
+//! ([`crate::http::parse_live_path`]).
 
 pub mod chunk;
 pub mod command;
@@ -33,10 +33,11 @@ use tokio::sync::Semaphore;
 use tokio::time::Instant;
 use tracing::Instrument;
 
-use crate::admission::{admit, contain};
-use crate::auth::Action;
-use crate::hub::{Protocol, PublishError, Publisher, PublisherInfo, PushError};
-use crate::server::AppState;
+use crate::access::admission::{admit, catch_panic};
+use crate::live::{PublishError, Publisher, PublisherInfo, PushError};
+use crate::state::AppState;
+use crate::vocab::Action;
+use crate::vocab::Protocol;
 use chunk::ChunkReaderConfig;
 use session::{Event, PUBLISH_BAD_NAME, PUBLISH_FAILED, Session, SessionConfig, SessionError};
 
@@ -76,7 +77,7 @@ impl PublishTarget {
         } else {
             format!("{app}/{key}")
         };
-        crate::server::parse_live_path(&format!("/live/{name}.flv"))?;
+        crate::http::parse_live_path(&format!("/live/{name}.flv"))?;
         let queries: Vec<&str> = [key_query, app_query].into_iter().flatten().collect();
         Ok(PublishTarget {
             name,
@@ -114,7 +115,7 @@ pub enum RtmpEnd {
     /// The publish was refused (bad name, name taken, too many streams); the client
     /// got an error `onStatus`.
     #[error("publish refused: {0}")]
-    Refused(String),
+    OverCap(String),
     /// The stream was taken over by another publisher or ended.
     #[error("{0}")]
     Push(#[from] PushError),
@@ -150,7 +151,7 @@ pub async fn accept_loop(listener: TcpListener, state: Arc<AppState>) {
             Err(e) => {
                 // Out of file descriptors and the like: back off instead of spinning.
                 tracing::warn!(error = %e, "RTMP accept failed");
-                tokio::time::sleep(crate::server::ACCEPT_BACKOFF).await;
+                tokio::time::sleep(crate::net::ACCEPT_BACKOFF).await;
                 continue;
             }
         };
@@ -159,7 +160,7 @@ pub async fn accept_loop(listener: TcpListener, state: Arc<AppState>) {
             Ok(admission) => admission,
             Err(refused) => {
                 // RTMP has no way to say "busy" before the handshake: just close.
-                crate::admission::count_refusal(&state, remote, refused, "rtmp");
+                crate::net::count_refusal(&state, remote, refused, "rtmp");
                 tracing::debug!(limit, "RTMP connection limit");
                 continue;
             }
@@ -175,7 +176,7 @@ pub async fn accept_loop(listener: TcpListener, state: Arc<AppState>) {
             async move {
                 let _admission = admission;
                 let started = Instant::now();
-                let outcome = contain(connection(socket, remote, st)).await;
+                let outcome = catch_panic(connection(socket, remote, st)).await;
                 log_end(remote, outcome, started);
             }
             .instrument(span),
@@ -288,7 +289,7 @@ async fn connection(
     if let Some(t) = &target {
         let policy = state.policy.get();
         let query = t.query.as_deref();
-        crate::policy::unpublished(
+        crate::access::policy::unpublished(
             &policy,
             &t.name,
             remote,
@@ -310,7 +311,7 @@ async fn connection(
         .await;
         if matches!(
             end,
-            RtmpEnd::Refused(_) | RtmpEnd::Session(SessionError::PlayNotSupported)
+            RtmpEnd::OverCap(_) | RtmpEnd::Session(SessionError::PlayNotSupported)
         ) {
             linger(&mut socket).await;
         }
@@ -344,12 +345,12 @@ async fn handle_events(
                     Ok(t) => t,
                     Err(reason) => {
                         session.reject_publish(PUBLISH_BAD_NAME, &reason);
-                        return Err(RtmpEnd::Refused(reason));
+                        return Err(RtmpEnd::OverCap(reason));
                     }
                 };
                 tracing::Span::current().record("stream", target.name.as_str());
                 let policy = state.policy.get();
-                if let Err(refusal) = crate::policy::admit(
+                if let Err(refusal) = crate::access::policy::admit(
                     &policy,
                     &state.metrics,
                     Action::Publish,
@@ -362,13 +363,13 @@ async fn handle_events(
                 {
                     session
                         .reject_publish(refusal.rtmp_code(Action::Publish), &refusal.to_string());
-                    return Err(RtmpEnd::Refused(refusal.to_string()));
+                    return Err(RtmpEnd::OverCap(refusal.to_string()));
                 }
                 let info = PublisherInfo {
                     protocol: Protocol::Rtmp,
                     remote,
                 };
-                match state.hub.publish(&target.name, info) {
+                match state.streams.publish(&target.name, info) {
                     Ok(p) => {
                         *publisher = Some(p);
                         *published = Some(target.clone());
@@ -381,7 +382,7 @@ async fn handle_events(
                             _ => PUBLISH_FAILED,
                         };
                         session.reject_publish(code, &e.to_string());
-                        return Err(RtmpEnd::Refused(e.to_string()));
+                        return Err(RtmpEnd::OverCap(e.to_string()));
                     }
                 }
             }

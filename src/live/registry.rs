@@ -1,0 +1,470 @@
+//! The registry of live streams ([`Streams`]): publish, play, kick, status,
+//! grace periods and shutdown.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use flv::{GopCache, GopCacheConfig};
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use super::budget::MediaBudget;
+use super::frame::{EndReason, Event, Frame};
+use super::ring::Ring;
+use super::status::{KickReport, PeerStatus, StreamDetail, StreamStatus, seconds, status};
+use super::stream::{
+    ActivePublisher, PlayerGuard, Publisher, RateMeter, Stream, StreamState, Subscription,
+    fix_preamble_timestamps,
+};
+use super::timeline::Timeline;
+use super::{PlayError, PlayerInfo, PublishError, PublisherInfo};
+use crate::config::LiveConfig;
+use crate::metrics::Metrics;
+use crate::vocab::Protocol;
+
+/// The registry of live streams.
+#[derive(Debug)]
+pub struct Streams {
+    pub(super) config: LiveConfig,
+    pub(super) streams: Mutex<HashMap<String, Arc<Stream>>>,
+    pub(super) players: AtomicUsize,
+    pub(super) next_id: AtomicU64,
+    pub(super) shutting_down: std::sync::atomic::AtomicBool,
+    /// Grace-period timers, one per stream at most; cancelled by `cancel`.
+    pub(super) timers: TaskTracker,
+    /// Cancelled when the hub shuts down: grace timers end at once.
+    pub(super) cancel: CancellationToken,
+    /// Bytes of cached and buffered media of all streams.
+    pub(super) budget: MediaBudget,
+    /// Streams, publishers, players and bytes in.
+    pub(super) metrics: Arc<Metrics>,
+}
+
+impl Streams {
+    /// A hub with these limits (and metrics of its own).
+    pub fn new(config: LiveConfig) -> Arc<Streams> {
+        Streams::with_metrics(config, Arc::new(Metrics::new()))
+    }
+
+    /// A hub with these limits, counting into `metrics`.
+    pub fn with_metrics(config: LiveConfig, metrics: Arc<Metrics>) -> Arc<Streams> {
+        Arc::new(Streams {
+            config: config.clone(),
+            streams: Mutex::new(HashMap::new()),
+            players: AtomicUsize::new(0),
+            next_id: AtomicU64::new(1),
+            shutting_down: false.into(),
+            timers: TaskTracker::new(),
+            cancel: CancellationToken::new(),
+            budget: MediaBudget::new(config.max_media_bytes),
+            metrics,
+        })
+    }
+
+    /// The metrics the hub counts into.
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.metrics
+    }
+
+    /// The live settings.
+    pub fn config(&self) -> &LiveConfig {
+        &self.config
+    }
+
+    fn registry(&self) -> MutexGuard<'_, HashMap<String, Arc<Stream>>> {
+        self.streams.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Starts publishing `name`, or resumes it within its grace period.
+    pub fn publish(
+        self: &Arc<Self>,
+        name: &str,
+        info: PublisherInfo,
+    ) -> Result<Publisher, PublishError> {
+        if self.shutting_down.load(Ordering::Relaxed) {
+            return Err(PublishError::ShuttingDown);
+        }
+        if self.budget.over() {
+            return Err(PublishError::MediaBudget {
+                used: self.budget.used(),
+                limit: self.budget.limit(),
+            });
+        }
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let mut streams = self.registry();
+        let stream = match streams.get(name) {
+            Some(s) => s.clone(),
+            None => {
+                if streams.len() >= self.config.max_streams {
+                    return Err(PublishError::TooManyStreams(self.config.max_streams));
+                }
+                let stream = Arc::new(self.new_stream(name));
+                streams.insert(name.to_owned(), stream.clone());
+                self.metrics.streams.inc();
+                stream
+            }
+        };
+        let Some(mut st) = stream.lock() else {
+            drop(streams);
+            self.fail(&stream);
+            return Err(PublishError::AlreadyPublishing(name.to_owned()));
+        };
+        if let Some(current) = &st.publisher {
+            if !self.config.allow_takeover {
+                return Err(PublishError::AlreadyPublishing(name.to_owned()));
+            }
+            tracing::info!(stream = name, old = %current.info.remote, "publisher taken over");
+            let _ = current.stop.send(true);
+        }
+        st.timeline.rebase_pending = true;
+        st.grace_until = None;
+        let label = [("protocol", info.protocol.as_str())];
+        st.publisher = Some(ActivePublisher {
+            id,
+            info,
+            since: Instant::now(),
+            stop: stop_tx,
+        });
+        drop(st);
+        drop(streams);
+        Ok(Publisher {
+            hub: self.clone(),
+            stream,
+            id,
+            stop: stop_rx,
+            bytes_in: self.metrics.bytes_in.get_or_create_owned(&label),
+            _gauge: Metrics::hold(&self.metrics.publishers, label),
+        })
+    }
+
+    fn new_stream(&self, name: &str) -> Stream {
+        let now = Instant::now();
+        Stream {
+            name: name.to_owned(),
+            ring: Arc::new(Ring::new(
+                self.config.player_backlog_tags,
+                self.config.player_backlog_bytes,
+                self.budget.clone(),
+            )),
+            state: Mutex::new(StreamState {
+                cache: GopCache::new(GopCacheConfig {
+                    max_bytes: self.config.gop_max_bytes,
+                    max_duration_ms: self.config.gop_max_duration_ms,
+                }),
+                cache_counted: 0,
+                meta: None,
+                publisher: None,
+                grace_until: None,
+                grace_timer: false,
+                ended: false,
+                timeline: Timeline::default(),
+                rate: RateMeter {
+                    window_start: now,
+                    window_bytes: 0,
+                    kbps: 0.0,
+                },
+            }),
+            players: AtomicUsize::new(0),
+            roster: Mutex::new(HashMap::new()),
+            bytes_in: AtomicU64::new(0),
+            created: now,
+            budget: self.budget.clone(),
+        }
+    }
+
+    /// Joins `name` as an in-process player (benches, tests): listed as a WebSocket
+    /// player at `0.0.0.0:0`. Network players use [`Streams::play_as`].
+    pub fn play(self: &Arc<Self>, name: &str) -> Result<Subscription, PlayError> {
+        let info = PlayerInfo {
+            protocol: Protocol::Ws,
+            remote: SocketAddr::from(([0, 0, 0, 0], 0)),
+        };
+        self.play_as(name, info)
+    }
+
+    /// Joins `name` as a player connected with `info`.
+    pub fn play_as(
+        self: &Arc<Self>,
+        name: &str,
+        info: PlayerInfo,
+    ) -> Result<Subscription, PlayError> {
+        let requested = Instant::now();
+        let stream = self
+            .registry()
+            .get(name)
+            .cloned()
+            .ok_or_else(|| PlayError::NotFound(name.to_owned()))?;
+        let total = self.players.fetch_add(1, Ordering::Relaxed);
+        let on_stream = stream.players.fetch_add(1, Ordering::Relaxed);
+        // The guard undoes both increments on every path out, refusals included.
+        let mut guard = PlayerGuard {
+            hub: self.clone(),
+            stream: stream.clone(),
+            id: self.next_id.fetch_add(1, Ordering::Relaxed),
+            _gauge: None,
+        };
+        if total >= self.config.max_players {
+            return Err(PlayError::TooManyPlayers(self.config.max_players));
+        }
+        if on_stream >= self.config.max_players_per_stream {
+            return Err(PlayError::TooManyPlayersOnStream(
+                self.config.max_players_per_stream,
+            ));
+        }
+        let Some(st) = stream.lock() else {
+            self.fail(&stream);
+            return Err(PlayError::NotFound(name.to_owned()));
+        };
+        if st.ended {
+            return Err(PlayError::NotFound(name.to_owned()));
+        }
+        let header = st.cache.header();
+        let mut preamble: Vec<Frame> = st.cache.join().cloned().collect();
+        let rx = stream.ring.subscribe();
+        drop(st);
+        fix_preamble_timestamps(&mut preamble);
+        let protocol = info.protocol;
+        guard._gauge = Some(Metrics::hold(
+            &self.metrics.players,
+            [("protocol", protocol.as_str())],
+        ));
+        stream
+            .roster
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(guard.id, (info, requested));
+        Ok(Subscription {
+            header,
+            preamble,
+            rx,
+            stream,
+            requested,
+            protocol,
+            _guard: guard,
+        })
+    }
+
+    /// Status of every stream, sorted by name.
+    pub fn streams(&self) -> Vec<StreamStatus> {
+        let streams: Vec<Arc<Stream>> = self.registry().values().cloned().collect();
+        let mut out: Vec<StreamStatus> = streams.iter().filter_map(|s| status(s)).collect();
+        out.sort_by(|a, b| a.name.cmp(&b.name));
+        out
+    }
+
+    /// Whether `name` is live (or waiting for its publisher within the grace period).
+    pub fn is_live(&self, name: &str) -> bool {
+        self.registry().contains_key(name)
+    }
+
+    /// The media budget (cached and buffered bytes of all streams).
+    pub fn budget(&self) -> &MediaBudget {
+        &self.budget
+    }
+
+    /// One stream with its publisher and players.
+    pub fn stream_detail(&self, name: &str) -> Option<StreamDetail> {
+        let stream = self.registry().get(name).cloned()?;
+        let status = status(&stream)?;
+        let publisher_info = stream.lock()?.publisher.as_ref().map(|p| PeerStatus {
+            id: 0,
+            protocol: p.info.protocol,
+            address: p.info.remote.to_string(),
+            connected_s: seconds(p.since),
+        });
+        let mut players_list: Vec<PeerStatus> = stream
+            .roster
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .map(|(id, (info, since))| PeerStatus {
+                id: *id,
+                protocol: info.protocol,
+                address: info.remote.to_string(),
+                connected_s: seconds(*since),
+            })
+            .collect();
+        players_list.sort_by_key(|p| p.id);
+        Some(StreamDetail {
+            status,
+            publisher_info,
+            players_list,
+        })
+    }
+
+    /// Ends `name` now: its publisher is cut off and its players get the clean end
+    /// ([`EndReason::Kicked`]) at once, without a grace period; the name is free for
+    /// a new publisher. `None` when no such stream exists.
+    pub fn kick(&self, name: &str) -> Option<KickReport> {
+        let mut streams = self.registry();
+        let stream = streams.remove(name)?;
+        self.metrics.streams.dec();
+        let publisher = match stream.lock() {
+            Some(mut st) => {
+                // Taking the publisher makes its later unpublish a no-op: no grace.
+                let publisher = st.publisher.take();
+                if let Some(p) = &publisher {
+                    let _ = p.stop.send(true);
+                }
+                st.ended = true;
+                st.grace_until = None;
+                publisher
+            }
+            None => None,
+        };
+        stream.ring.push(Event::End(EndReason::Kicked));
+        drop(streams);
+        tracing::info!(stream = name, "stream kicked by operator");
+        Some(KickReport {
+            stream: name.to_owned(),
+            kicked: publisher.is_some(),
+            players: stream.players.load(Ordering::Relaxed),
+        })
+    }
+
+    /// Refuses new publishers from now on and stops the grace timers: called first
+    /// on shutdown, before connections are told, so no publisher that drops during
+    /// shutdown can start a new grace period.
+    pub fn begin_shutdown(&self) {
+        self.shutting_down.store(true, Ordering::SeqCst);
+        self.cancel.cancel();
+        self.timers.close();
+    }
+
+    /// Stops every publisher and ends every stream for its players. Never waits.
+    pub fn shutdown(&self) {
+        self.begin_shutdown();
+        let streams: Vec<Arc<Stream>> = self.registry().drain().map(|(_, s)| s).collect();
+        self.metrics.streams.dec_by(streams.len() as i64);
+        for stream in streams {
+            if let Some(mut st) = stream.lock() {
+                if let Some(p) = &st.publisher {
+                    let _ = p.stop.send(true);
+                }
+                st.ended = true;
+            }
+            stream.ring.push(Event::End(EndReason::Shutdown));
+        }
+    }
+
+    /// Ends a stream whose state a panic poisoned: out of the registry, players
+    /// get [`EndReason::Failed`] (the ring has its own lock).
+    pub(super) fn fail(&self, stream: &Arc<Stream>) {
+        let mut streams = self.registry();
+        if streams
+            .get(&stream.name)
+            .is_some_and(|s| Arc::ptr_eq(s, stream))
+        {
+            streams.remove(&stream.name);
+            self.metrics.streams.dec();
+            drop(streams);
+            tracing::error!(
+                stream = stream.name,
+                "stream state poisoned by a panic (a bug); stream ended"
+            );
+            stream.ring.push(Event::End(EndReason::Failed));
+        }
+    }
+
+    pub(super) fn unpublish(self: &Arc<Self>, stream: &Arc<Stream>, id: u64) {
+        let Some(mut st) = stream.lock() else {
+            self.fail(stream);
+            return;
+        };
+        if st.publisher.as_ref().map(|p| p.id) != Some(id) {
+            return; // taken over: the new publisher owns the stream
+        }
+        st.publisher = None;
+        if st.ended || self.shutting_down.load(Ordering::SeqCst) {
+            return;
+        }
+        let never_started = st.timeline.edge().is_none();
+        if never_started && stream.players.load(Ordering::Relaxed) == 0 {
+            // Nothing was published and nobody waits: no grace period to keep.
+            drop(st);
+            self.expire(stream);
+            return;
+        }
+        let grace = Duration::from_millis(self.config.publisher_grace_ms);
+        st.grace_until = Some(tokio::time::Instant::now() + grace);
+        let spawn = !st.grace_timer;
+        st.grace_timer = true;
+        drop(st);
+        tracing::info!(
+            stream = stream.name,
+            grace_ms = self.config.publisher_grace_ms,
+            "publisher left; waiting for it to return"
+        );
+        if spawn {
+            let hub = self.clone();
+            let stream = stream.clone();
+            self.timers
+                .spawn(async move { hub.grace_timer(&stream).await });
+        }
+    }
+
+    /// The one grace timer of `stream`: sleeps until the grace period in force ends
+    /// (a publisher that returns and drops again moves it), then ends the stream.
+    async fn grace_timer(&self, stream: &Arc<Stream>) {
+        loop {
+            let deadline = {
+                let Some(mut st) = stream.lock() else { return };
+                match st.grace_until {
+                    Some(d) if st.publisher.is_none() && !st.ended => d,
+                    _ => {
+                        st.grace_timer = false;
+                        return;
+                    }
+                }
+            };
+            tokio::select! {
+                () = tokio::time::sleep_until(deadline) => {}
+                () = self.cancel.cancelled() => return,
+            }
+            let due = stream
+                .lock()
+                .is_some_and(|st| st.grace_until.is_some_and(|d| d <= deadline));
+            if due {
+                self.expire(stream);
+                if let Some(mut st) = stream.lock() {
+                    st.grace_timer = false;
+                }
+                return;
+            }
+        }
+    }
+
+    /// Ends `stream` if it still has no publisher.
+    fn expire(&self, stream: &Arc<Stream>) {
+        let mut streams = self.registry();
+        let Some(mut st) = stream.lock() else {
+            drop(streams);
+            self.fail(stream);
+            return;
+        };
+        if st.publisher.is_some() || st.ended {
+            return;
+        }
+        st.ended = true;
+        st.grace_until = None;
+        if streams
+            .get(&stream.name)
+            .is_some_and(|s| Arc::ptr_eq(s, stream))
+        {
+            streams.remove(&stream.name);
+            self.metrics.streams.dec();
+        }
+        drop(st);
+        drop(streams);
+        stream.ring.push(Event::End(EndReason::PublisherGone));
+        tracing::info!(
+            stream = stream.name,
+            "stream ended: publisher did not return"
+        );
+    }
+}

@@ -1,0 +1,164 @@
+//! What `/api/streams` and `/api/streams/NAME` show about a stream, read from its
+//! state without parsing anything under its lock (the metadata summary is parsed
+//! once, when `onMetaData` arrives).
+
+use std::sync::atomic::Ordering;
+use std::time::Instant;
+
+use serde::Serialize;
+
+use super::stream::Stream;
+use crate::vocab::Protocol;
+
+/// What `onMetaData` says, parsed once when it arrives (not on every status
+/// request).
+#[derive(Clone, Copy, Debug, Default)]
+pub(super) struct MetaSummary {
+    pub(super) width: Option<f64>,
+    pub(super) height: Option<f64>,
+    pub(super) fps: Option<f64>,
+    pub(super) sample_rate: Option<f64>,
+    pub(super) channels: Option<u8>,
+}
+
+impl MetaSummary {
+    pub(super) fn parse(body: &[u8]) -> Option<MetaSummary> {
+        let m = flv::Metadata::parse(body).ok()?;
+        Some(MetaSummary {
+            width: m.width,
+            height: m.height,
+            fps: m.framerate,
+            sample_rate: m.audio_sample_rate,
+            channels: m.stereo.map(|s| if s { 2 } else { 1 }),
+        })
+    }
+}
+
+/// `GET /api/streams/NAME`: the status plus who publishes and who plays.
+#[derive(Debug, Serialize)]
+pub struct StreamDetail {
+    /// What `/api/streams` shows.
+    #[serde(flatten)]
+    pub status: StreamStatus,
+    /// The connected publisher, if any.
+    pub publisher_info: Option<PeerStatus>,
+    /// Connected players, oldest first.
+    pub players_list: Vec<PeerStatus>,
+}
+
+/// A publisher or player in [`StreamDetail`].
+#[derive(Debug, Serialize)]
+pub struct PeerStatus {
+    /// Player id (0 for the publisher).
+    pub id: u64,
+    /// Transport.
+    pub protocol: Protocol,
+    /// Client address.
+    pub address: String,
+    /// Seconds since it connected.
+    pub connected_s: f64,
+}
+
+/// What `DELETE /api/streams/NAME` did.
+#[derive(Debug, Serialize)]
+pub struct KickReport {
+    /// The stream.
+    pub stream: String,
+    /// Whether a publisher was connected (and was cut off).
+    pub kicked: bool,
+    /// Players that got the end of the stream.
+    pub players: usize,
+}
+
+/// Status of one stream for `/api/streams`.
+#[derive(Debug, Serialize)]
+pub struct StreamStatus {
+    /// Stream name.
+    pub name: String,
+    /// `live`, or `reconnecting` during a publisher's grace period.
+    pub state: &'static str,
+    /// Video track, if any.
+    pub video: Option<VideoStatus>,
+    /// Audio track, if any.
+    pub audio: Option<AudioStatus>,
+    /// Incoming bitrate over the last second.
+    pub bitrate_kbps: f64,
+    /// Connected players.
+    pub players: usize,
+    /// Seconds since the stream was first published.
+    pub uptime_s: f64,
+    /// The publisher's transport, when live.
+    pub publisher: Option<Protocol>,
+    /// Bytes received from publishers.
+    pub bytes_in: u64,
+    /// Duration of the cached GOP in milliseconds.
+    pub gop_ms: u32,
+}
+
+/// Video track status.
+#[derive(Debug, Serialize)]
+pub struct VideoStatus {
+    /// Codec name (`h264`, `hevc`, `av1`, `vp9`, ...).
+    pub codec: &'static str,
+    /// Width from `onMetaData`.
+    pub width: Option<f64>,
+    /// Height from `onMetaData`.
+    pub height: Option<f64>,
+    /// Frame rate from `onMetaData`.
+    pub fps: Option<f64>,
+}
+
+/// Audio track status.
+#[derive(Debug, Serialize)]
+pub struct AudioStatus {
+    /// Codec name (`aac`, `mp3`, `opus`, ...).
+    pub codec: &'static str,
+    /// Sample rate from `onMetaData`.
+    pub sample_rate: Option<f64>,
+    /// Channels from `onMetaData` (`stereo`).
+    pub channels: Option<u8>,
+}
+
+pub(super) fn seconds(since: Instant) -> f64 {
+    (since.elapsed().as_secs_f64() * 10.0).round() / 10.0
+}
+
+pub(super) fn status(stream: &Stream) -> Option<StreamStatus> {
+    let st = stream.lock()?;
+    let meta = st.meta.as_ref();
+    let video = st
+        .cache
+        .video_sequence_header()
+        .and_then(|f| f.tag.video())
+        .map(|v| VideoStatus {
+            codec: v.codec.name(),
+            width: meta.and_then(|m| m.width),
+            height: meta.and_then(|m| m.height),
+            fps: meta.and_then(|m| m.fps),
+        });
+    let audio = st
+        .cache
+        .audio_sequence_header()
+        .and_then(|f| f.tag.audio())
+        .map(|a| AudioStatus {
+            codec: a.codec.name(),
+            sample_rate: meta.and_then(|m| m.sample_rate),
+            channels: meta.and_then(|m| m.channels),
+        });
+    Some(StreamStatus {
+        name: stream.name.clone(),
+        state: if st.publisher.is_some() {
+            "live"
+        } else {
+            "reconnecting"
+        },
+        video,
+        audio,
+        bitrate_kbps: (st.rate.kbps * 10.0).round() / 10.0,
+        players: stream.players.load(Ordering::Relaxed),
+        uptime_s: (stream.created.elapsed().as_secs_f64() * 10.0).round() / 10.0,
+        publisher: st.publisher.as_ref().map(|p| p.info.protocol),
+        bytes_in: stream.bytes_in.load(Ordering::Relaxed),
+        gop_ms: st.cache.duration_ms(),
+    })
+}

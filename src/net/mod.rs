@@ -1,0 +1,242 @@
+//! The listeners: one accept loop for the HTTP, TLS and RTMP listeners, each
+//! connection admitted (permit and per-IP slot, [`crate::access::admission`]) before
+//! it gets a task, and the HTTP connection driver (hyper with upgrades, request-head
+//! limits, panic containment).
+//!
+//! - [`tls`]: loading the certificate and key for the TLS listener.
+
+pub mod tls;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use hyper::StatusCode;
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+use crate::access::admission::{self, OverCap};
+use crate::access::policy::Policy;
+use crate::http::{self, ConnCtx};
+use crate::state::AppState;
+
+pub(crate) async fn accept_http(
+    listener: TcpListener,
+    state: Arc<AppState>,
+    permits: Arc<Semaphore>,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+) {
+    loop {
+        let accepted = tokio::select! {
+            _ = state.shutdown.cancelled() => return,
+            accepted = listener.accept() => accepted,
+        };
+        let (stream, remote) = match accepted {
+            Ok(conn) => conn,
+            Err(e) => {
+                // Out of file descriptors and the like: back off instead of spinning.
+                tracing::warn!(error = %e, "accept failed");
+                tokio::time::sleep(ACCEPT_BACKOFF).await;
+                continue;
+            }
+        };
+        let _ = stream.set_nodelay(true);
+        let policy = state.policy.get();
+        let admission = match admission::admit(&permits, &state.per_ip, &policy, remote.ip()) {
+            Ok(admission) => Arc::new(admission),
+            Err(refused) => {
+                refuse_http(&state, stream, remote, refused, tls.clone());
+                continue;
+            }
+        };
+        let st = state.clone();
+        let tls = tls.clone();
+        let span = tracing::info_span!("conn", peer = %remote);
+        state.tasks.spawn(
+            async move {
+                let conn = ConnCtx {
+                    admission,
+                    kill: CancellationToken::new(),
+                };
+                let Some(acceptor) = tls else {
+                    serve_connection(stream, remote, st, conn, policy).await;
+                    return;
+                };
+                match tokio::time::timeout(policy.header_read_timeout, acceptor.accept(stream))
+                    .await
+                {
+                    Ok(Ok(stream)) => serve_connection(stream, remote, st, conn, policy).await,
+                    Ok(Err(e)) => tracing::debug!(error = %e, "TLS handshake failed"),
+                    Err(_) => {
+                        st.metrics
+                            .connections_refused
+                            .get_or_create(&[("reason", "header_timeout")])
+                            .inc();
+                        tracing::debug!("TLS handshake not completed in time");
+                    }
+                }
+            }
+            .instrument(span),
+        );
+    }
+}
+
+/// Back-off after a failed `accept` (out of file descriptors and the like), so the
+/// loop does not spin while the condition lasts.
+pub(crate) const ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
+
+async fn serve_connection<I>(
+    stream: I,
+    remote: SocketAddr,
+    state: Arc<AppState>,
+    conn: ConnCtx,
+    policy: Arc<Policy>,
+) where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let shutdown = state.shutdown.clone();
+    let metrics = state.metrics.clone();
+    let kill = conn.kill.clone();
+    let service = service_fn(move |req| {
+        let state = state.clone();
+        let conn = conn.clone();
+        async move {
+            let res = admission::catch_panic(http::route(state, req, remote, conn))
+                .await
+                .unwrap_or_else(|panic| {
+                    tracing::error!(reason = %panic, "request handler panicked (a bug)");
+                    http::text(StatusCode::INTERNAL_SERVER_ERROR, "internal error")
+                });
+            Ok::<_, std::convert::Infallible>(res)
+        }
+    });
+    let mut builder = http1::Builder::new();
+    builder
+        // ffmpeg's POST push half-closes right after its last chunk.
+        .half_close(true)
+        // Slow-loris: the request head must arrive in time; bounded in size.
+        .timer(TokioTimer::new())
+        .header_read_timeout(policy.header_read_timeout)
+        .max_header_size(policy.max_header_bytes);
+    if policy.max_headers != HYPER_DEFAULT_MAX_HEADERS {
+        // Only when changed: a custom count moves hyper's header array to the heap.
+        builder.max_headers(policy.max_headers);
+    }
+    let conn = builder
+        .serve_connection(TokioIo::new(stream), service)
+        .with_upgrades();
+    tokio::pin!(conn);
+    let result = tokio::select! {
+        r = conn.as_mut() => r,
+        // Dropping the connection closes the socket, whatever hyper was waiting for.
+        _ = kill.cancelled() => return,
+        _ = shutdown.cancelled() => {
+            conn.as_mut().graceful_shutdown();
+            tokio::select! {
+                r = conn => r,
+                _ = kill.cancelled() => return,
+            }
+        }
+    };
+    if let Err(e) = result {
+        if e.is_timeout() {
+            metrics
+                .connections_refused
+                .get_or_create(&[("reason", "header_timeout")])
+                .inc();
+            tracing::debug!("connection closed: request head not received in time");
+        } else {
+            tracing::debug!(error = %e, "connection ended with an error");
+        }
+    }
+}
+
+/// hyper's default `max_headers`.
+const HYPER_DEFAULT_MAX_HEADERS: usize = 100;
+
+/// Refusals being written at once. Each is a task holding a socket for at most
+/// [`REFUSAL_TIMEOUT`]; a flood past this many is closed without an answer, so the
+/// refusals cannot become the resource exhaustion they prevent.
+pub const MAX_REFUSALS_IN_FLIGHT: usize = 64;
+
+/// How long a refused connection may take to receive its `503` (and, for TLS, to
+/// finish the handshake first).
+pub const REFUSAL_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Counts a refusal and logs it (rate-limited by the caller's log filter).
+pub fn count_refusal(state: &AppState, remote: SocketAddr, refused: OverCap, listener: &str) {
+    state
+        .metrics
+        .connections_refused
+        .get_or_create(&[("reason", refused.label())])
+        .inc();
+    tracing::warn!(peer = %remote, listener, reason = %refused, "connection refused");
+}
+
+/// Refuses an HTTP (or TLS) connection: writes `503` with the reason and closes,
+/// in a bounded task.
+pub fn refuse_http(
+    state: &Arc<AppState>,
+    stream: TcpStream,
+    remote: SocketAddr,
+    refused: OverCap,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+) {
+    count_refusal(state, remote, refused, "http");
+    static IN_FLIGHT: AtomicUsize = AtomicUsize::new(0);
+    if IN_FLIGHT.fetch_add(1, Ordering::AcqRel) >= MAX_REFUSALS_IN_FLIGHT {
+        IN_FLIGHT.fetch_sub(1, Ordering::AcqRel);
+        return; // dropping the socket closes it
+    }
+    state.tasks.spawn(async move {
+        let _ = tokio::time::timeout(REFUSAL_TIMEOUT, async {
+            match tls {
+                None => write_503(stream, refused).await,
+                Some(acceptor) => {
+                    if let Ok(stream) = acceptor.accept(stream).await {
+                        write_503(stream, refused).await;
+                    }
+                }
+            }
+        })
+        .await;
+        IN_FLIGHT.fetch_sub(1, Ordering::AcqRel);
+    });
+}
+
+/// Writes a `503` without reading the request, half-closes, and reads (discarding,
+/// at most 64 KiB) until the client closes, so the kernel does not reset the
+/// connection over unread request bytes before the client has read the answer.
+async fn write_503<S: AsyncRead + AsyncWrite + Unpin>(mut stream: S, refused: OverCap) {
+    let body = format!("{refused}\n");
+    let head = format!(
+        "HTTP/1.1 503 Service Unavailable\r\ncontent-type: text/plain; charset=utf-8\r\n\
+         content-length: {}\r\nconnection: close\r\nretry-after: 5\r\n\r\n",
+        body.len()
+    );
+    if stream.write_all(head.as_bytes()).await.is_err()
+        || stream.write_all(body.as_bytes()).await.is_err()
+        || stream.shutdown().await.is_err()
+    {
+        return;
+    }
+    let mut sink = [0u8; 1024];
+    let mut total = 0;
+    while total < 64 << 10 {
+        match stream.read(&mut sink).await {
+            Ok(0) | Err(_) => break,
+            Ok(n) => total += n,
+        }
+    }
+}

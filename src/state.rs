@@ -1,0 +1,42 @@
+//! What every connection handler shares: the configuration, the live streams, the
+//! signaling rooms, the access policy, metrics, and the shutdown signal with the
+//! tracker of every task. Built by [`crate::app`], read by the edges
+//! ([`crate::http`], [`crate::net`], [`crate::rtmp`]).
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Instant;
+
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::access::policy::{PerIpLimiter, PolicyCell};
+use crate::config::Config;
+use crate::live::Streams;
+use crate::metrics::Metrics;
+use crate::signal::Rooms;
+
+/// What every connection handler shares.
+#[derive(Debug)]
+pub struct AppState {
+    /// The effective configuration.
+    pub config: Config,
+    /// Live streams.
+    pub streams: Arc<Streams>,
+    /// Signaling rooms.
+    pub rooms: Arc<Rooms>,
+    /// Cancelled when the server shuts down.
+    pub shutdown: CancellationToken,
+    /// Every connection and player task, awaited on shutdown.
+    pub tasks: TaskTracker,
+    /// When the server started.
+    pub started: Instant,
+    /// Prometheus metrics (`/metrics`).
+    pub metrics: Arc<Metrics>,
+    /// Auth, hooks, admin token, proxies and connection limits; swapped on SIGHUP.
+    pub policy: PolicyCell,
+    /// Open connections per client IP on the HTTP and TLS listeners.
+    pub per_ip: Arc<PerIpLimiter>,
+    /// The bound RTMP address, when RTMP is on (shown to users in `/api/streams`).
+    pub rtmp_addr: Option<SocketAddr>,
+}

@@ -1,0 +1,64 @@
+//! Words every layer shares: how a client reached us ([`Protocol`]) and what it
+//! wants to do with a stream ([`Action`]).
+
+use serde::{Deserialize, Serialize};
+
+/// How a publisher reached us.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Protocol {
+    /// HTTP POST/PUT body, or HTTP-FLV play.
+    Http,
+    /// WebSocket binary messages.
+    Ws,
+    /// RTMP publish.
+    Rtmp,
+}
+
+impl Protocol {
+    /// `http`, `ws` or `rtmp` (the metrics label).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Protocol::Http => "http",
+            Protocol::Ws => "ws",
+            Protocol::Rtmp => "rtmp",
+        }
+    }
+}
+
+/// What a client wants to do with a stream.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Action {
+    /// Send a stream (HTTP POST/PUT, WebSocket `?publish`, RTMP publish).
+    Publish,
+    /// Receive a stream (WebSocket-FLV, HTTP-FLV).
+    Play,
+}
+
+impl Action {
+    /// `publish` or `play`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Action::Publish => "publish",
+            Action::Play => "play",
+        }
+    }
+}
+
+impl std::str::FromStr for Action {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "publish" => Ok(Action::Publish),
+            "play" => Ok(Action::Play),
+            _ => Err(format!("`{s}` is not `publish` or `play`")),
+        }
+    }
+}
+
+impl std::fmt::Display for Action {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
