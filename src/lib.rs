@@ -28,7 +28,7 @@
 //!    in the GOP cache, and pushes one [`live::Frame`] to the stream's
 //!    byte-bounded [`live::ring::Ring`].
 //! 4. A WebSocket player, upgraded by [`http::live`], runs
-//!    [`live::egress::run_player`]: it wrote the FLV header and the cached GOP at
+//!    `live::egress::run_player`: it wrote the FLV header and the cached GOP at
 //!    join, then takes whatever the ring holds for it and writes it with one
 //!    vectored write (no payload copy), skipping to the next keyframe if it fell
 //!    behind.

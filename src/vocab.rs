@@ -1,7 +1,20 @@
 //! Words every layer shares: how a client reached us ([`Protocol`]) and what it
 //! wants to do with a stream ([`Action`]).
 
+use std::time::Duration;
+
 use serde::{Deserialize, Serialize};
+
+/// How long the server waits for a peer's WebSocket close reply (or for a refused
+/// client to read its answer) before it drops the socket: one value for every
+/// close the server starts.
+pub const CLOSE_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// `x` rounded to tenths, for human-facing figures (seconds, kbit/s) in the API
+/// and in logs.
+pub fn tenths(x: f64) -> f64 {
+    (x * 10.0).round() / 10.0
+}
 
 /// How a publisher reached us.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]

@@ -13,7 +13,8 @@
 //! The same check guards HTTP, WebSocket and RTMP (token in the stream key's query:
 //! `NAME?token=…`). [`AuthError`] maps each refusal explicitly to what the client is
 //! told: an HTTP status ([`AuthError::status`]), an RTMP `onStatus` code
-//! ([`AuthError::rtmp_code`]) and a WebSocket close code ([`AuthError::ws_close_code`]).
+//! ([`AuthError::rtmp_code`]) and a WebSocket close code
+//! ([`crate::access::policy::Refusal::ws_close_code`]).
 //! Tokens and secrets never appear in logs or error texts.
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -79,12 +80,6 @@ impl AuthError {
             }
             AuthError::WrongStream | AuthError::WrongAction(_) => StatusCode::FORBIDDEN,
         }
-    }
-
-    /// The WebSocket close code when a connection must be closed after the upgrade:
-    /// 4401 / 4403 (application range, mirroring the HTTP status).
-    pub fn ws_close_code(&self) -> u16 {
-        4000 + self.status().as_u16()
     }
 
     /// The RTMP `onStatus` code for a refused publish or play (level `error`, the
@@ -219,6 +214,7 @@ pub fn mint_token(args: &TokenArgs, config: Option<&Config>) -> Result<String, S
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::access::policy::Refusal;
     use crate::config::cli::parse_ttl;
 
     const NOW: u64 = 1_800_000_000;
@@ -302,7 +298,7 @@ mod tests {
         let e = authorize(&c, Action::Publish, "cam", Some(&q(&other)), NOW).unwrap_err();
         assert_eq!(e, AuthError::WrongStream);
         assert_eq!(e.status(), StatusCode::FORBIDDEN);
-        assert_eq!(e.ws_close_code(), 4403);
+        assert_eq!(Refusal::Auth(e.clone()).ws_close_code(), 4403);
 
         let play = mint(&k, "cam", Action::Play, Duration::from_secs(60), NOW);
         let e = authorize(&c, Action::Publish, "cam", Some(&q(&play)), NOW).unwrap_err();
@@ -321,7 +317,7 @@ mod tests {
         );
         let e = authorize(&c, Action::Publish, "cam", Some(&q(&forged)), NOW).unwrap_err();
         assert_eq!(e, AuthError::Invalid);
-        assert_eq!(e.ws_close_code(), 4401);
+        assert_eq!(Refusal::Auth(e.clone()).ws_close_code(), 4401);
         assert_eq!(
             authorize(&c, Action::Publish, "cam", Some("token=garbage"), NOW),
             Err(AuthError::Invalid)

@@ -29,7 +29,7 @@ use tokio_util::task::TaskTracker;
 use crate::config::HooksConfig;
 use crate::config::hooks::parse_url;
 use crate::metrics::Metrics;
-use crate::vocab::Protocol;
+use crate::vocab::{Action, Protocol};
 
 /// Which hook.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -126,17 +126,13 @@ impl HookError {
         }
     }
 
-    /// The WebSocket close code when the refusal comes after an upgrade: 4403 / 4503.
-    pub fn ws_close_code(&self) -> u16 {
-        4000 + self.status().as_u16()
-    }
-
-    /// The RTMP `onStatus` code for a refused publish (`publish`) or play.
-    pub fn rtmp_code(&self, publish: bool) -> &'static str {
-        if publish {
-            "NetStream.Publish.Rejected"
-        } else {
-            "NetStream.Play.Rejected"
+    /// The RTMP `onStatus` code for a refused publish or play.
+    pub fn rtmp_code(&self, action: Action) -> &'static str {
+        match (self, action) {
+            (HookError::Refused { .. }, Action::Publish) => "NetStream.Publish.Rejected",
+            (HookError::Refused { .. }, Action::Play) => "NetStream.Play.Rejected",
+            (_, Action::Publish) => "NetStream.Publish.Failed",
+            (_, Action::Play) => "NetStream.Play.Failed",
         }
     }
 

@@ -176,7 +176,7 @@ impl Refusal {
     pub fn rtmp_code(&self, action: Action) -> &'static str {
         match self {
             Refusal::Auth(e) => e.rtmp_code(action),
-            Refusal::Hook(e) => e.rtmp_code(action == Action::Publish),
+            Refusal::Hook(e) => e.rtmp_code(action),
         }
     }
 

@@ -3,7 +3,7 @@
 //! and shuts down within `shutdown_timeout_ms` (stop accepting, end every stream —
 //! players get a WebSocket close 1001 or the end of their chunked body — and wait,
 //! bounded, for connections to drain). Every task is spawned on the state's
-//! [`TaskTracker`](tokio_util::task::TaskTracker), so shutdown can wait for all of
+//! [`tokio_util::task::TaskTracker`], so shutdown can wait for all of
 //! them. This is the only module that knows every part.
 
 use std::io;
@@ -136,7 +136,7 @@ impl Server {
     }
 
     /// Applies the reloadable part of `config` (auth, hooks, admin token, trusted
-    /// proxies, per-IP and request-head limits; see [`crate::policy`]) without
+    /// proxies, per-IP and request-head limits; see [`crate::access::policy`]) without
     /// touching connections. Other changed keys are reported and ignored until a
     /// restart.
     pub fn reload(&self, config: &Config) -> Result<(), ConfigError> {

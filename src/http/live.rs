@@ -1,8 +1,8 @@
 //! `/live/NAME.flv`: players (WebSocket-FLV with an upgrade, HTTP-FLV without) and
 //! publishers (HTTP POST/PUT bodies, WebSocket with `?publish`). Tokens and hooks
 //! decide before any upgrade, so a refusal is a plain 401/403; the stream
-//! registry's refusals map to statuses in one place ([`publish_refused`],
-//! [`play_refused`]).
+//! registry's refusals map to statuses in one place (`publish_refused`,
+//! `play_refused`).
 
 use std::net::SocketAddr;
 use std::sync::Arc;

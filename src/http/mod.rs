@@ -1,4 +1,4 @@
-//! The HTTP edge: the router ([`route`], dispatch only) and the handlers behind it.
+//! The HTTP edge: the router (`route`, dispatch only) and the handlers behind it.
 //!
 //! - [`live`]: `/live/NAME.flv`: players (WebSocket-FLV, HTTP-FLV) and publishers
 //!   (HTTP POST/PUT, WebSocket).

@@ -35,7 +35,7 @@ use crate::live::{EndReason, Event, Subscription};
 pub type Ws = WebSocketStream<TokioIo<Upgraded>>;
 
 /// Why a player's connection ended.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum PlayerEnd {
     /// The stream ended or the server is shutting down (clean close 1000/1001).
@@ -52,7 +52,7 @@ pub enum PlayerEnd {
     WriteStalled(u64),
     /// Writing failed (connection reset).
     #[error("write failed: {0}")]
-    WriteFailed(String),
+    WriteFailed(#[source] std::io::Error),
 }
 
 impl PlayerEnd {
@@ -83,12 +83,19 @@ pub struct SkipGate {
 }
 
 impl SkipGate {
-    /// A gate for a stream with or without video, open or waiting for a keyframe.
-    pub fn new(has_video: bool, wait_for_keyframe: bool) -> SkipGate {
+    /// An open gate for a stream with or without video.
+    pub fn new(has_video: bool) -> SkipGate {
         SkipGate {
             has_video,
-            skipping: has_video && wait_for_keyframe,
+            skipping: false,
         }
+    }
+
+    /// The same gate, closed until the next keyframe (a join with no keyframe
+    /// cached); a gate for an audio-only stream stays open.
+    pub fn until_keyframe(mut self) -> SkipGate {
+        self.skipping = self.has_video;
+        self
     }
 
     /// The player missed tags: wait for the next point where decoding can restart.
@@ -121,7 +128,7 @@ impl SkipGate {
 /// Where a player's bytes go.
 pub(crate) trait PlayerSink {
     /// Writes the chunks, in order.
-    async fn write(&mut self, chunks: &[Bytes]) -> Result<(), String>;
+    async fn write(&mut self, chunks: &[Bytes]) -> std::io::Result<()>;
     /// Resolves when the client has gone away. Must be cancel-safe.
     async fn closed(&mut self);
     /// Ends the connection cleanly for `end`.
@@ -195,7 +202,7 @@ impl WsSink {
 }
 
 impl PlayerSink for WsSink {
-    async fn write(&mut self, chunks: &[Bytes]) -> Result<(), String> {
+    async fn write(&mut self, chunks: &[Bytes]) -> std::io::Result<()> {
         let heads: Vec<([u8; 10], usize)> = chunks
             .iter()
             .map(|c| binary_frame_header(c.len()))
@@ -207,11 +214,9 @@ impl PlayerSink for WsSink {
         }
         // tungstenite may hold the tail of a control frame (a pong queued while we read,
         // half written to a full socket): finish it before our frames go out.
-        self.ws.flush().await.map_err(|e| e.to_string())?;
+        self.ws.flush().await.map_err(std::io::Error::other)?;
         self.mid_frame = true;
-        write_all_vectored(self.ws.get_mut(), &mut slices)
-            .await
-            .map_err(|e| e.to_string())?;
+        write_all_vectored(self.ws.get_mut(), &mut slices).await?;
         self.mid_frame = false;
         Ok(())
     }
@@ -229,10 +234,10 @@ impl PlayerSink for WsSink {
         if self.mid_frame {
             return; // a close frame would land inside a data frame; just drop the socket
         }
-        if *end == PlayerEnd::ClientGone {
+        if matches!(end, PlayerEnd::ClientGone) {
             // The client closed: tungstenite queued the close reply; send it, so the
             // browser sees a clean close (1000), not 1006.
-            let _ = tokio::time::timeout(Duration::from_secs(2), self.ws.flush()).await;
+            let _ = tokio::time::timeout(crate::vocab::CLOSE_TIMEOUT, self.ws.flush()).await;
             return;
         }
         if let Some(frame) = end.close_frame() {
@@ -246,7 +251,7 @@ impl PlayerSink for WsSink {
                 }
                 Ok::<_, hyper_tungstenite::tungstenite::Error>(())
             };
-            let _ = tokio::time::timeout(Duration::from_secs(2), close).await;
+            let _ = tokio::time::timeout(crate::vocab::CLOSE_TIMEOUT, close).await;
         }
     }
 }
@@ -257,12 +262,11 @@ pub(crate) struct HttpSink {
 }
 
 impl PlayerSink for HttpSink {
-    async fn write(&mut self, chunks: &[Bytes]) -> Result<(), String> {
+    async fn write(&mut self, chunks: &[Bytes]) -> std::io::Result<()> {
         for chunk in chunks {
-            self.tx
-                .send(chunk.clone())
-                .await
-                .map_err(|_| "client went away".to_owned())?;
+            self.tx.send(chunk.clone()).await.map_err(|_| {
+                std::io::Error::new(std::io::ErrorKind::BrokenPipe, "client went away")
+            })?;
         }
         Ok(())
     }
@@ -305,7 +309,10 @@ pub(crate) async fn run_player<S: PlayerSink>(
     let max_behind = Duration::from_millis(config.player_max_behind_ms);
 
     let has_keyframe = sub.preamble.iter().any(|f| f.tag.is_keyframe());
-    let mut gate = SkipGate::new(sub.header.video, !has_keyframe);
+    let mut gate = SkipGate::new(sub.header.video);
+    if !has_keyframe {
+        gate = gate.until_keyframe();
+    }
     let mut batch: Vec<Bytes> = Vec::with_capacity(sub.preamble.len() + 1);
     batch.push(Bytes::copy_from_slice(&sub.header.encode()));
     batch.extend(sub.preamble.drain(..).map(|f| f.wire));
@@ -446,7 +453,7 @@ mod tests {
 
     #[test]
     fn gate_waits_for_a_keyframe_after_lag_but_keeps_sequence_headers() {
-        let mut gate = SkipGate::new(true, false);
+        let mut gate = SkipGate::new(true);
         assert!(gate.pass(&video(false, false)));
         gate.lagged();
         assert!(!gate.pass(&video(false, false)));
@@ -474,7 +481,7 @@ mod tests {
 
     #[test]
     fn audio_only_gate_restarts_on_the_next_audio_tag() {
-        let mut gate = SkipGate::new(false, true);
+        let mut gate = SkipGate::new(false).until_keyframe();
         assert!(!gate.is_skipping());
         gate.lagged();
         assert!(gate.pass(&audio()));
@@ -483,7 +490,7 @@ mod tests {
 
     #[test]
     fn video_gate_can_start_closed_when_no_keyframe_is_cached() {
-        let mut gate = SkipGate::new(true, true);
+        let mut gate = SkipGate::new(true).until_keyframe();
         assert!(!gate.pass(&video(false, false)));
         assert!(gate.pass(&video(true, false)));
     }

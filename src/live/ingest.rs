@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use flv::{Demuxer, DemuxerConfig};
-use futures_util::StreamExt;
+use futures_util::{SinkExt, StreamExt};
 use http_body_util::BodyExt;
 use hyper::StatusCode;
 use hyper::body::Incoming;
@@ -32,7 +32,7 @@ pub enum IngestError {
     Idle(u64),
     /// The connection failed mid-stream (nothing can be sent back).
     #[error("connection lost: {0}")]
-    Transport(String),
+    Transport(#[source] Box<dyn std::error::Error + Send + Sync>),
     /// A WebSocket publisher sent a text message (close 1003).
     #[error("text message: a publisher sends the FLV stream as binary messages")]
     TextMessage,
@@ -134,7 +134,7 @@ pub async fn http_publish(
         let frame = frame.map_err(|_| IngestError::Idle(config.publisher_idle_timeout_ms))?;
         match frame {
             None => return ingest.finish(),
-            Some(Err(e)) => return Err(IngestError::Transport(e.to_string())),
+            Some(Err(e)) => return Err(IngestError::Transport(Box::new(e))),
             Some(Ok(frame)) => {
                 if let Some(data) = frame.data_ref() {
                     ingest.feed(data)?;
@@ -176,12 +176,18 @@ pub async fn ws_publish(
                     config.max_publish_message_bytes,
                 ));
             }
-            Some(Err(e)) => break Err(IngestError::Transport(e.to_string())),
+            Some(Err(e)) => break Err(IngestError::Transport(Box::new(e))),
         }
     };
     match result {
         Ok(()) => {
-            let _ = ws.close(None).await;
+            // The client closed (its close reply is queued) or the stream ended:
+            // send what tungstenite queued, then our close if it is still needed.
+            let _ = tokio::time::timeout(crate::vocab::CLOSE_TIMEOUT, async {
+                let _ = ws.flush().await;
+                let _ = ws.close(None).await;
+            })
+            .await;
             ingest.finish()
         }
         Err(e) => {
@@ -189,7 +195,7 @@ pub async fn ws_publish(
                 code: e.close_code(),
                 reason: truncate_reason(&e.to_string()).into(),
             };
-            let _ = tokio::time::timeout(Duration::from_secs(2), ws.close(Some(frame))).await;
+            let _ = tokio::time::timeout(crate::vocab::CLOSE_TIMEOUT, ws.close(Some(frame))).await;
             Err(e)
         }
     }

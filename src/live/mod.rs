@@ -1,18 +1,21 @@
-//! The hub: the registry of live streams and the fan-out of their tags.
+//! Live streams: the registry, each stream's state, and the fan-out of its tags.
 //!
-//! Each [`Stream`] owns its codec state and GOP cache ([`flv::GopCache`]) and a
-//! fan-out [`Ring`] of [`Frame`]s bounded in tags and bytes. A frame is encoded once, at ingest, into the
-//! exact FLV bytes a player receives; every player writes that same reference-counted
-//! `Bytes`, so a tag is stored once however many players read it.
+//! Each [`stream::Stream`] owns its codec state and GOP cache ([`flv::GopCache`])
+//! and a fan-out [`ring::Ring`] of [`Frame`]s bounded in tags and bytes. A frame
+//! is encoded once, at ingest, into the exact FLV bytes a player receives (the
+//! tag body is copied once there, under the stream's lock); every player writes
+//! that same reference-counted `Bytes`, so a tag is stored once however many
+//! players read it.
 //!
-//! Locking: one short `std::sync::Mutex` per stream serializes "push a tag" against
-//! "a player joins" (snapshot of the cache + subscription to the ring), so a joiner
-//! never misses or repeats a tag. It is never held across an `.await`.
+//! Locking: one `std::sync::Mutex` per stream serializes "push a tag" against "a
+//! player joins" (snapshot of the cache + subscription to the ring), so a joiner
+//! never misses or repeats a tag. It is never held across an `.await`; metadata is
+//! parsed before it is taken, and status requests read a summary parsed once.
 //!
 //! Slow players cannot slow anyone down: the ring never waits for a reader. A reader
 //! that falls more than `player_backlog_tags` (or `player_backlog_bytes`) behind is
 //! told how many tags it missed and skips to the next keyframe (see
-//! [`crate::egress`]).
+//! [`egress`]).
 //!
 //! Memory: every GOP cache and ring counts its bytes into one [`MediaBudget`]
 //! (`live.max_media_bytes`). Past it, new publishers are refused (503) and rings

@@ -8,7 +8,7 @@ use std::time::Instant;
 use serde::Serialize;
 
 use super::stream::Stream;
-use crate::vocab::Protocol;
+use crate::vocab::{Protocol, tenths};
 
 /// What `onMetaData` says, parsed once when it arrives (not on every status
 /// request).
@@ -120,7 +120,7 @@ pub struct AudioStatus {
 }
 
 pub(super) fn seconds(since: Instant) -> f64 {
-    (since.elapsed().as_secs_f64() * 10.0).round() / 10.0
+    tenths(since.elapsed().as_secs_f64())
 }
 
 pub(super) fn status(stream: &Stream) -> Option<StreamStatus> {
@@ -154,9 +154,9 @@ pub(super) fn status(stream: &Stream) -> Option<StreamStatus> {
         },
         video,
         audio,
-        bitrate_kbps: (st.rate.kbps * 10.0).round() / 10.0,
+        bitrate_kbps: tenths(st.rate.kbps),
         players: stream.players.load(Ordering::Relaxed),
-        uptime_s: (stream.created.elapsed().as_secs_f64() * 10.0).round() / 10.0,
+        uptime_s: tenths(stream.created.elapsed().as_secs_f64()),
         publisher: st.publisher.as_ref().map(|p| p.info.protocol),
         bytes_in: stream.bytes_in.load(Ordering::Relaxed),
         gop_ms: st.cache.duration_ms(),

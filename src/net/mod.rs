@@ -172,7 +172,7 @@ pub const MAX_REFUSALS_IN_FLIGHT: usize = 64;
 
 /// How long a refused connection may take to receive its `503` (and, for TLS, to
 /// finish the handshake first).
-pub const REFUSAL_TIMEOUT: Duration = Duration::from_secs(2);
+pub const REFUSAL_TIMEOUT: Duration = crate::vocab::CLOSE_TIMEOUT;
 
 /// Counts a refusal and logs it (rate-limited by the caller's log filter).
 pub fn count_refusal(state: &AppState, remote: SocketAddr, refused: OverCap, listener: &str) {

@@ -48,7 +48,7 @@ const READ_BUFFER: usize = 64 << 10;
 /// After refusing a publish, how long we keep reading (and discarding) so the client
 /// reads our error status before the socket closes (closing with unread input would
 /// reset the connection and could lose the status).
-const REFUSAL_LINGER: Duration = Duration::from_secs(2);
+const REFUSAL_LINGER: Duration = crate::vocab::CLOSE_TIMEOUT;
 
 /// Where an RTMP publish goes.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -124,7 +124,7 @@ pub enum RtmpEnd {
     WriteTimeout,
     /// The connection failed.
     #[error("connection lost: {0}")]
-    Io(String),
+    Io(#[source] std::io::Error),
     /// The server is shutting down.
     #[error("server shutting down")]
     Shutdown,
@@ -185,7 +185,7 @@ pub async fn accept_loop(listener: TcpListener, state: Arc<AppState>) {
 }
 
 fn log_end(remote: SocketAddr, outcome: Result<(RtmpEnd, Stats), String>, started: Instant) {
-    let secs = (started.elapsed().as_secs_f64() * 10.0).round() / 10.0;
+    let secs = crate::vocab::tenths(started.elapsed().as_secs_f64());
     match outcome {
         Ok((end @ (RtmpEnd::Closed | RtmpEnd::Shutdown), stats)) => tracing::info!(
             peer = %remote, reason = %end, bytes = stats.bytes, tags = stats.tags, secs,
@@ -256,7 +256,7 @@ async fn connection(
             Err(_) => break timeout_end,
             Ok(Ok(0)) => break RtmpEnd::Closed,
             Ok(Ok(n)) => n,
-            Ok(Err(e)) => break RtmpEnd::Io(e.to_string()),
+            Ok(Err(e)) => break RtmpEnd::Io(e),
         };
         stats.bytes += n as u64;
         if let Err(e) = session.handle_input(&buf[..n]) {
@@ -276,7 +276,7 @@ async fn connection(
         if !out.is_empty() {
             match tokio::time::timeout(write_timeout, socket.write_all(&out)).await {
                 Err(_) => break RtmpEnd::WriteTimeout,
-                Ok(Err(e)) => break RtmpEnd::Io(e.to_string()),
+                Ok(Err(e)) => break RtmpEnd::Io(e),
                 Ok(Ok(())) => {}
             }
         }

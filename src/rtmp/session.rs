@@ -224,11 +224,6 @@ impl Session {
         matches!(self.phase, Phase::Messages | Phase::Refused)
     }
 
-    /// A publish was accepted and not ended.
-    pub fn is_publishing(&self) -> bool {
-        self.publishing.is_some()
-    }
-
     /// Processes received bytes.
     pub fn handle_input(&mut self, data: &[u8]) -> Result<(), SessionError> {
         self.bytes_in += data.len() as u64;

@@ -47,7 +47,7 @@ const WRITE_BATCH: usize = 64;
 /// After the server sends a close frame, how long it waits for the client's
 /// close reply (or, after an oversized frame, how long it drains unread input so
 /// the kernel does not reset the connection before the client reads the error).
-const CLOSE_TIMEOUT: Duration = Duration::from_secs(2);
+use crate::vocab::CLOSE_TIMEOUT;
 
 /// Most bytes drained after an oversized frame before giving up on a clean close.
 const DRAIN_LIMIT: usize = 8 << 20;
