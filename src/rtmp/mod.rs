@@ -39,7 +39,9 @@ use crate::state::AppState;
 use crate::vocab::Action;
 use crate::vocab::Protocol;
 use chunk::ChunkReaderConfig;
-use session::{Event, PUBLISH_BAD_NAME, PUBLISH_FAILED, Session, SessionConfig, SessionError};
+use session::{
+    PUBLISH_BAD_NAME, PUBLISH_FAILED, Session, SessionConfig, SessionError, SessionEvent,
+};
 
 /// Bytes read from the socket at once. A 2.5 Mbit/s stream arrives in a few
 /// kilobytes per read; 64 KiB keeps syscalls few for 20+ Mbit/s publishers.
@@ -331,16 +333,16 @@ async fn handle_events(
 ) -> Result<(), RtmpEnd> {
     while let Some(event) = session.poll_event() {
         match event {
-            Event::Media(tag) => {
+            SessionEvent::Media(tag) => {
                 if let Some(p) = publisher.as_mut() {
                     p.push(tag)?;
                     stats.tags += 1;
                 }
             }
-            Event::Connected { app } => {
+            SessionEvent::Connected { app } => {
                 tracing::debug!(app = split_query(&app).0, "connected");
             }
-            Event::PublishRequested { app, key } => {
+            SessionEvent::PublishRequested { app, key } => {
                 let target = match PublishTarget::from_rtmp(&app, &key) {
                     Ok(t) => t,
                     Err(reason) => {
@@ -386,7 +388,7 @@ async fn handle_events(
                     }
                 }
             }
-            Event::Unpublished => {
+            SessionEvent::Unpublished => {
                 if publisher.take().is_some() {
                     tracing::info!("publisher stopped publishing");
                 }

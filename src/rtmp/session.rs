@@ -1,13 +1,13 @@
 //! The server side of an RTMP publishing session as a state machine, without I/O.
 //!
 //! Feed it what the socket read ([`Session::handle_input`]), send what it produced
-//! ([`Session::take_output`]) and act on its [`Event`]s. A publish request stops
+//! ([`Session::take_output`]) and act on its [`SessionEvent`]s. A publish request stops
 //! message processing until the caller answers it with [`Session::accept_publish`]
 //! or [`Session::reject_publish`], so no media is ever handed out for a stream the
 //! caller did not accept.
 //!
 //! ```
-//! use wsrelay::rtmp::session::{Event, Session, SessionConfig};
+//! use wsrelay::rtmp::session::{Session, SessionConfig, SessionEvent};
 //!
 //! let mut session = Session::new(SessionConfig::default());
 //! // Not an RTMP client: the first byte of C0 must be version 3.
@@ -93,7 +93,7 @@ impl Default for SessionConfig {
 
 /// What the session tells its driver.
 #[derive(Debug)]
-pub enum Event {
+pub enum SessionEvent {
     /// `connect` succeeded on this application name (`rtmp://host/APP`).
     Connected {
         /// The application, trailing `/` removed; may carry a `?query`.
@@ -169,7 +169,7 @@ pub struct Session {
     max_message_bytes: usize,
     writer: ChunkWriter,
     out: Vec<u8>,
-    events: VecDeque<Event>,
+    events: VecDeque<SessionEvent>,
     app: Option<String>,
     streams_created: u32,
     pending: Option<PendingPublish>,
@@ -243,7 +243,7 @@ impl Session {
     }
 
     /// The next event, if any.
-    pub fn poll_event(&mut self) -> Option<Event> {
+    pub fn poll_event(&mut self) -> Option<SessionEvent> {
         self.events.pop_front()
     }
 
@@ -400,7 +400,7 @@ impl Session {
             return;
         }
         self.events
-            .push_back(Event::Media(Tag::new(tag_type, timestamp, body)));
+            .push_back(SessionEvent::Media(Tag::new(tag_type, timestamp, body)));
     }
 
     fn on_command(&mut self, stream_id: u32, payload: Bytes) -> Result<(), SessionError> {
@@ -424,7 +424,7 @@ impl Session {
                 let app = app.trim_matches('/').to_owned();
                 self.on_connect(txn)?;
                 self.app = Some(app.clone());
-                self.events.push_back(Event::Connected { app });
+                self.events.push_back(SessionEvent::Connected { app });
             }
             Command::CreateStream { txn } => {
                 if self.app.is_none() {
@@ -455,7 +455,7 @@ impl Session {
                 }
                 self.pending = Some(PendingPublish { stream_id });
                 self.events
-                    .push_back(Event::PublishRequested { app, key: name });
+                    .push_back(SessionEvent::PublishRequested { app, key: name });
             }
             Command::Unpublish => self.unpublish(),
             Command::Play => {
@@ -476,7 +476,7 @@ impl Session {
 
     fn unpublish(&mut self) {
         if self.publishing.take().is_some() {
-            self.events.push_back(Event::Unpublished);
+            self.events.push_back(SessionEvent::Unpublished);
         }
     }
 
@@ -645,9 +645,9 @@ mod tests {
         let mut s = Session::new(SessionConfig::default());
         handshake(&mut s);
         connect_and_publish(&mut s, "live/", "cam?token=x");
-        assert!(matches!(s.poll_event(), Some(Event::Connected { app }) if app == "live"));
+        assert!(matches!(s.poll_event(), Some(SessionEvent::Connected { app }) if app == "live"));
         match s.poll_event() {
-            Some(Event::PublishRequested { app, key }) => {
+            Some(SessionEvent::PublishRequested { app, key }) => {
                 assert_eq!((app.as_str(), key.as_str()), ("live", "cam?token=x"));
             }
             other => panic!("expected a publish request, got {other:?}"),
@@ -661,7 +661,7 @@ mod tests {
         s.accept_publish("publishing").unwrap();
         assert!(contains(&s.take_output(), b"NetStream.Publish.Start"));
         match s.poll_event() {
-            Some(Event::Media(tag)) => {
+            Some(SessionEvent::Media(tag)) => {
                 assert_eq!((tag.tag_type, tag.timestamp), (TagType::Audio, 7));
                 assert!(tag.is_sequence_header());
             }
@@ -671,7 +671,7 @@ mod tests {
         command(&mut input, 0, &[S("FCUnpublish"), N(6.0), Null, S("cam")]);
         command(&mut input, 0, &[S("deleteStream"), N(7.0), Null, N(1.0)]);
         s.handle_input(&input).unwrap();
-        assert!(matches!(s.poll_event(), Some(Event::Unpublished)));
+        assert!(matches!(s.poll_event(), Some(SessionEvent::Unpublished)));
         assert!(s.poll_event().is_none());
     }
 
@@ -730,5 +730,50 @@ mod tests {
             Err(SessionError::PlayNotSupported)
         ));
         assert!(contains(&s.take_output(), b"NetStream.Play.Failed"));
+    }
+
+    proptest::proptest! {
+        /// What the cargo-fuzz target `fuzz/fuzz_targets/rtmp_session.rs` does, in
+        /// every CI run: arbitrary bytes after a valid handshake, in arbitrary
+        /// pieces, with every publish accepted, never panic; garbage with AMF0-like
+        /// markers (strict/ECMA arrays, objects) is mixed in to reach the decoder.
+        #[test]
+        fn any_input_after_the_handshake_is_an_error_or_progress_never_a_panic(
+            body in proptest::collection::vec(
+                proptest::prop_oneof![
+                    proptest::prelude::any::<u8>(),
+                    proptest::prelude::Just(0x0Au8),
+                    proptest::prelude::Just(0x08u8),
+                    proptest::prelude::Just(0x03u8),
+                    proptest::prelude::Just(0xFFu8),
+                ],
+                0..2048,
+            ),
+            step in 1usize..300,
+            prefix_connect in proptest::prelude::any::<bool>(),
+        ) {
+            let mut s = Session::new(SessionConfig::default());
+            handshake(&mut s);
+            let mut input = Vec::new();
+            if prefix_connect {
+                command(&mut input, 0, &[S("connect"), N(1.0), App("live")]);
+                command(&mut input, 0, &[S("createStream"), N(2.0), Null]);
+                command(&mut input, 1, &[S("publish"), N(3.0), Null, S("k"), S("live")]);
+            }
+            // The fuzzed bytes as the body of a command message, then raw.
+            ChunkEncoder::new(128).message(&mut input, 3, FirstHeader::Full, 0, 20, 0, &body);
+            input.extend_from_slice(&body);
+            for piece in input.chunks(step) {
+                if s.handle_input(piece).is_err() {
+                    break;
+                }
+                while let Some(event) = s.poll_event() {
+                    if matches!(event, SessionEvent::PublishRequested { .. }) {
+                        let _ = s.accept_publish("ok");
+                    }
+                }
+                let _ = s.take_output();
+            }
+        }
     }
 }
