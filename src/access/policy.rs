@@ -227,7 +227,7 @@ pub async fn admit(
 }
 
 /// Tells `on_unpublish` that a publisher of `stream` left (in the background).
-pub fn unpublished(
+pub fn notify_unpublished(
     policy: &Policy,
     stream: &str,
     client: SocketAddr,

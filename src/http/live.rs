@@ -269,7 +269,14 @@ fn ws_publisher(
         log_publisher_end(&result);
         let policy = st.policy.get();
         let query = query.as_deref();
-        crate::access::policy::unpublished(&policy, &name, remote, query, Protocol::Ws, &st.tasks);
+        crate::access::policy::notify_unpublished(
+            &policy,
+            &name,
+            remote,
+            query,
+            Protocol::Ws,
+            &st.tasks,
+        );
     })
 }
 
@@ -342,7 +349,7 @@ async fn http_publisher(
         log_publisher_end(&result);
         let policy = state.policy.get();
         let query = query.as_deref();
-        crate::access::policy::unpublished(
+        crate::access::policy::notify_unpublished(
             &policy,
             &name,
             remote,

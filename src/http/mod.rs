@@ -97,9 +97,10 @@ pub fn parse_live_path(path: &str) -> Result<&str, String> {
 }
 
 fn has_query_key(req: &Request<Incoming>, key: &str) -> bool {
+    // The one query-string parser (tokens use it too).
     req.uri()
         .query()
-        .is_some_and(|q| q.split('&').any(|pair| pair.split('=').next() == Some(key)))
+        .is_some_and(|q| crate::access::auth::query_param(q, key).is_some())
 }
 
 #[cfg(test)]

@@ -291,7 +291,7 @@ async fn connection(
     if let Some(t) = &target {
         let policy = state.policy.get();
         let query = t.query.as_deref();
-        crate::access::policy::unpublished(
+        crate::access::policy::notify_unpublished(
             &policy,
             &t.name,
             remote,

@@ -305,7 +305,7 @@ async fn run_room(
             }
             RoomMsg::Input(input) => room.handle(t, input),
         }
-        changed |= perform(&mut room, &mut conns, t, &hub.metrics);
+        changed |= apply_outputs(&mut room, &mut conns, t, &hub.metrics);
         if changed {
             *summary.lock().unwrap_or_else(|e| e.into_inner()) = room.summary();
         }
@@ -323,7 +323,7 @@ async fn sleep_until_opt(deadline: Option<std::time::Instant>) {
 }
 
 /// Carry out the room's outputs. Returns whether the roster or connections changed.
-fn perform(
+fn apply_outputs(
     room: &mut Room,
     conns: &mut HashMap<ConnId, OutQueue>,
     t: std::time::Instant,
