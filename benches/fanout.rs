@@ -1,7 +1,7 @@
 //! Criterion: the per-tag fan-out path, as wsrelay runs it.
 //!
 //! - `fanout/push`: what the publisher side does per tag — `Publisher::push` (timeline,
-//!   `Frame::encode` once, GOP cache, one send on the shared broadcast ring).
+//!   `WireTag::encode` once, GOP cache, one send on the shared broadcast ring).
 //! - `fanout/ws/N`: push one tag, then for each of N players what `egress::run_player`
 //!   and `WsSink` do: receive from the ring, clone the shared `Bytes`, build the
 //!   WebSocket binary frame header and hand header + payload to one vectored write
@@ -23,7 +23,7 @@ use hyper_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
 use hyper_tungstenite::tungstenite::{Message, WebSocket};
 use wsrelay::config::LiveConfig;
 use wsrelay::live::egress;
-use wsrelay::live::{Event, PublisherInfo, Streams, Subscription};
+use wsrelay::live::{Entry, PublisherInfo, Streams, Subscription};
 use wsrelay::vocab::Protocol;
 
 /// A socket stand-in: counts what is written, never has anything to read.
@@ -137,17 +137,17 @@ fn benches(c: &mut Criterion) {
                 publisher.push(next()).expect("push");
                 for (sub, sink) in &mut raw {
                     let mut batch = Vec::new();
-                    while let Ok(Event::Frame(frame)) = sub.rx.try_recv() {
-                        batch.push(frame.wire.clone());
+                    while let Ok(Entry::Tag(frame)) = sub.rx.try_recv() {
+                        batch.push(frame.parts());
                     }
                     let heads: Vec<([u8; 10], usize)> = batch
                         .iter()
-                        .map(|c| egress::binary_frame_header(c.len()))
+                        .map(|m| egress::binary_frame_header(m.iter().map(Bytes::len).sum()))
                         .collect();
-                    let mut slices = Vec::with_capacity(batch.len() * 2);
-                    for (chunk, (head, n)) in batch.iter().zip(&heads) {
+                    let mut slices = Vec::with_capacity(batch.len() * 4);
+                    for (message, (head, n)) in batch.iter().zip(&heads) {
                         slices.push(IoSlice::new(&head[..*n]));
-                        slices.push(IoSlice::new(chunk));
+                        slices.extend(message.iter().map(|p| IoSlice::new(p)));
                     }
                     let n = sink.write_vectored(&slices).expect("write");
                     black_box(n);
@@ -167,9 +167,8 @@ fn benches(c: &mut Criterion) {
             b.iter(|| {
                 publisher.push(next()).expect("push");
                 for (sub, ws) in &mut subs {
-                    while let Ok(Event::Frame(frame)) = sub.rx.try_recv() {
-                        ws.write(Message::Binary(frame.wire.clone()))
-                            .expect("write");
+                    while let Ok(Entry::Tag(frame)) = sub.rx.try_recv() {
+                        ws.write(Message::Binary(frame.to_bytes())).expect("write");
                     }
                     ws.flush().expect("flush");
                 }
@@ -184,7 +183,7 @@ fn benches(c: &mut Criterion) {
             tokio::sync::mpsc::Receiver<Bytes>,
         )> = (0..players)
             .map(|_| {
-                let (tx, rx) = tokio::sync::mpsc::channel(64);
+                let (tx, rx) = tokio::sync::mpsc::channel(192);
                 (hub.play("bench").expect("play"), tx, rx)
             })
             .collect();
@@ -192,9 +191,10 @@ fn benches(c: &mut Criterion) {
             b.iter(|| {
                 publisher.push(next()).expect("push");
                 for (sub, tx, rx) in &mut subs {
-                    while let Ok(Event::Frame(frame)) = sub.rx.try_recv() {
-                        tx.try_send(frame.wire.clone())
-                            .expect("room in the body channel");
+                    while let Ok(Entry::Tag(frame)) = sub.rx.try_recv() {
+                        for part in frame.parts() {
+                            tx.try_send(part).expect("room in the body channel");
+                        }
                     }
                     while let Ok(chunk) = rx.try_recv() {
                         black_box(chunk);

@@ -2,7 +2,7 @@
 //! (`load ceiling-server`) so its CPU and memory are sampled like wsrelay's.
 //!
 //! It does what a relay cannot avoid and nothing else: accept an HTTP POST publisher
-//! (chunked FLV), encode each tag once (`wsrelay::live::Frame`), keep the join preamble
+//! (chunked FLV), encode each tag once (`wsrelay::live::WireTag`), keep the join preamble
 //! (`flv::GopCache`), fan tags out through one shared `tokio::sync::broadcast` ring,
 //! and have each player task gather what is queued and write it with one `writev`:
 //! one WebSocket binary frame per tag (WS-FLV) or one HTTP chunk per tag (HTTP-FLV),
@@ -20,7 +20,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::broadcast;
 use tokio::sync::broadcast::error::{RecvError, TryRecvError};
-use wsrelay::live::Frame;
+use wsrelay::live::WireTag;
 
 use crate::wire::{Chunked, head_end, header, ws_binary_header};
 
@@ -32,7 +32,7 @@ const BATCH_BYTES: usize = 64 << 10;
 const MAX_IOV: usize = 512;
 
 struct Shared {
-    cache: Mutex<GopCache<Frame>>,
+    cache: Mutex<GopCache<WireTag>>,
     tx: broadcast::Sender<Bytes>,
 }
 
@@ -89,7 +89,7 @@ async fn connection(mut sock: TcpStream, shared: Arc<Shared>) -> std::io::Result
     // Subscribe and snapshot under the lock, as wsrelay does, so no tag is missed.
     let (flv_header, preamble, mut rx) = {
         let cache = shared.cache.lock().unwrap_or_else(|e| e.into_inner());
-        let preamble: Vec<Bytes> = cache.join().map(|f| f.wire.clone()).collect();
+        let preamble: Vec<Bytes> = cache.join().map(|f| f.to_bytes()).collect();
         (cache.header().encode(), preamble, shared.tx.subscribe())
     };
     let ws = ws_key.is_some();
@@ -182,10 +182,11 @@ async fn publisher(
     let mut push = |data: &[u8]| -> Result<(), String> {
         demux.push(data);
         while let Some(tag) = demux.next_tag().map_err(|e| e.to_string())? {
-            let frame = Frame::encode(&tag, tag.timestamp);
+            let frame = WireTag::encode(&tag, tag.timestamp);
             let mut cache = shared.cache.lock().unwrap_or_else(|e| e.into_inner());
             cache.push(frame.clone());
-            let _ = shared.tx.send(frame.wire);
+            // The ceiling keeps one contiguous buffer per tag (copied once here).
+            let _ = shared.tx.send(frame.to_bytes());
         }
         Ok(())
     };

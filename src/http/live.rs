@@ -22,10 +22,11 @@ use crate::live::{PlayError, PlayerInfo, PublishError, PublisherInfo};
 use crate::state::AppState;
 use crate::vocab::{Action, Protocol};
 
-/// HTTP-FLV body queue, in chunks (each an encoded tag shared with other players).
-/// Small on purpose: it only smooths hyper's polling; the stream's ring is the real
-/// backlog, and a player that cannot drain this stalls its writer, which times out.
-const HTTP_PLAYER_QUEUE: usize = 64;
+/// HTTP-FLV body queue, in chunks (each a part of a tag shared with other players:
+/// header, body or PreviousTagSize, so three per tag: about 64 tags). Small on
+/// purpose: it only smooths hyper's polling; the stream's ring is the real backlog,
+/// and a player that cannot drain this stalls its writer, which times out.
+const HTTP_PLAYER_QUEUE: usize = 192;
 
 /// WebSocket read buffer for players, which send us next to nothing (control frames).
 /// Small on purpose: tungstenite zero-fills it before every read attempt, and a

@@ -29,7 +29,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::LiveConfig;
 use crate::live::ring::TryRecvError;
-use crate::live::{EndReason, Event, Subscription};
+use crate::live::{EndReason, Entry, Subscription};
 
 /// The WebSocket type after an upgrade.
 pub type Ws = WebSocketStream<TokioIo<Upgraded>>;
@@ -128,7 +128,7 @@ impl SkipGate {
 /// Where a player's bytes go.
 pub(crate) trait PlayerSink {
     /// Writes the chunks, in order.
-    async fn write(&mut self, chunks: &[Bytes]) -> std::io::Result<()>;
+    async fn write(&mut self, messages: &[Msg]) -> std::io::Result<()>;
     /// Resolves when the client has gone away. Must be cancel-safe.
     async fn closed(&mut self);
     /// Ends the connection cleanly for `end`.
@@ -151,11 +151,14 @@ pub(crate) struct WsSink {
     /// timeout cancelled it): the byte stream may end inside a frame, so no further
     /// frame, not even a close, may be written.
     mid_frame: bool,
+    /// Frame headers of the batch being written, reused from write to write.
+    heads: Vec<([u8; 10], usize)>,
 }
 
 /// Most iovecs handed to one `writev` (Linux's IOV_MAX is 1024). A batch of tags
 /// (at most `live.player_write_batch_bytes` plus one tag, or a join preamble) needs
-/// two per tag; longer batches take several calls.
+/// four per tag (frame header, tag header, body, PreviousTagSize); longer batches
+/// take several calls.
 const MAX_IOVECS: usize = 512;
 
 /// The header of an unmasked, final binary frame of `len` bytes (RFC 6455 §5.2).
@@ -197,20 +200,29 @@ impl WsSink {
         WsSink {
             ws,
             mid_frame: false,
+            heads: Vec::new(),
         }
     }
 }
 
 impl PlayerSink for WsSink {
-    async fn write(&mut self, chunks: &[Bytes]) -> std::io::Result<()> {
-        let heads: Vec<([u8; 10], usize)> = chunks
-            .iter()
-            .map(|c| binary_frame_header(c.len()))
-            .collect();
-        let mut slices: Vec<IoSlice<'_>> = Vec::with_capacity(chunks.len() * 2);
-        for (chunk, (head, len)) in chunks.iter().zip(&heads) {
+    async fn write(&mut self, messages: &[Msg]) -> std::io::Result<()> {
+        // One binary message per tag: its frame header, then the tag's parts.
+        self.heads.clear();
+        self.heads.extend(
+            messages
+                .iter()
+                .map(|m| binary_frame_header(m.iter().map(Bytes::len).sum())),
+        );
+        let mut slices: Vec<IoSlice<'_>> = Vec::with_capacity(messages.len() * 4);
+        for (message, (head, len)) in messages.iter().zip(&self.heads) {
             slices.push(IoSlice::new(&head[..*len]));
-            slices.push(IoSlice::new(chunk));
+            slices.extend(
+                message
+                    .iter()
+                    .filter(|p| !p.is_empty())
+                    .map(|p| IoSlice::new(p)),
+            );
         }
         // tungstenite may hold the tail of a control frame (a pong queued while we read,
         // half written to a full socket): finish it before our frames go out.
@@ -262,9 +274,9 @@ pub(crate) struct HttpSink {
 }
 
 impl PlayerSink for HttpSink {
-    async fn write(&mut self, chunks: &[Bytes]) -> std::io::Result<()> {
-        for chunk in chunks {
-            self.tx.send(chunk.clone()).await.map_err(|_| {
+    async fn write(&mut self, messages: &[Msg]) -> std::io::Result<()> {
+        for part in messages.iter().flatten().filter(|p| !p.is_empty()) {
+            self.tx.send(part.clone()).await.map_err(|_| {
                 std::io::Error::new(std::io::ErrorKind::BrokenPipe, "client went away")
             })?;
         }
@@ -313,9 +325,14 @@ pub(crate) async fn run_player<S: PlayerSink>(
     if !has_keyframe {
         gate = gate.until_keyframe();
     }
-    let mut batch: Vec<Bytes> = Vec::with_capacity(sub.preamble.len() + 1);
-    batch.push(Bytes::copy_from_slice(&sub.header.encode()));
-    batch.extend(sub.preamble.drain(..).map(|f| f.wire));
+    let mut batch: Vec<Msg> = Vec::with_capacity(sub.preamble.len() + 1);
+    let empty = Bytes::new();
+    batch.push([
+        Bytes::copy_from_slice(&sub.header.encode()),
+        empty.clone(),
+        empty,
+    ]);
+    batch.extend(sub.preamble.drain(..).map(|f| f.parts()));
 
     let mut behind_since: Option<Instant> = None;
     // Whether the last gather took everything queued (the player is at the live
@@ -331,7 +348,7 @@ pub(crate) async fn run_player<S: PlayerSink>(
     let end = loop {
         // Write what we have; a stalled client cannot hold us longer than the timeout.
         if !batch.is_empty() {
-            let bytes = batch.iter().map(|b| b.len() as u64).sum::<u64>();
+            let bytes = batch_len(&batch);
             stats.bytes += bytes;
             match tokio::time::timeout(write_timeout, sink.write(&batch)).await {
                 Ok(Ok(())) => {}
@@ -370,17 +387,17 @@ pub(crate) async fn run_player<S: PlayerSink>(
         // Gather what is already queued (never wait for more) into one write.
         while let Some(event) = pending.take() {
             match event {
-                Ok(Event::Frame(frame)) => {
+                Ok(Entry::Tag(frame)) => {
                     if gate.pass(&frame.tag) {
                         batch_has_media |= is_media(&frame.tag);
-                        batch_bytes += frame.wire.len();
-                        batch.push(frame.wire);
+                        batch_bytes += frame.len();
+                        batch.push(frame.parts());
                     } else {
                         stats.skipped += 1;
                         metrics.tags_skipped.inc();
                     }
                 }
-                Ok(Event::End(reason)) => {
+                Ok(Entry::End(reason)) => {
                     ended = Some(PlayerEnd::Stream(reason));
                     break;
                 }
@@ -406,7 +423,7 @@ pub(crate) async fn run_player<S: PlayerSink>(
         if let Some(end) = ended {
             if !batch.is_empty() {
                 let _ = tokio::time::timeout(write_timeout, sink.write(&batch)).await;
-                let bytes = batch.iter().map(|b| b.len() as u64).sum::<u64>();
+                let bytes = batch_len(&batch);
                 stats.bytes += bytes;
                 bytes_out.inc_by(bytes);
             }
@@ -426,6 +443,14 @@ pub(crate) async fn run_player<S: PlayerSink>(
     }
     sink.finish(&end).await;
     (end, stats)
+}
+
+/// One WebSocket message / one FLV tag as written: its parts in order (empty parts
+/// are skipped). The FLV file header is a message of one part.
+pub(crate) type Msg = [Bytes; 3];
+
+fn batch_len(batch: &[Msg]) -> u64 {
+    batch.iter().flatten().map(|p| p.len() as u64).sum()
 }
 
 /// An audio or video frame (not a sequence header): what a player waits for.

@@ -1,53 +1,85 @@
-//! What travels from a publisher to players: a [`Frame`] (a tag as players receive
+//! What travels from a publisher to players: a [`WireTag`] (a tag as players receive
 //! it) on a stream's ring, or the stream's [`EndReason`].
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use flv::Tag;
 
-/// One tag as players receive it: the parsed [`Tag`] and its FLV encoding (11-byte
-/// header, body, PreviousTagSize). `tag.body` is a slice of `wire`: one allocation.
+/// One tag as players receive it, without copying its body: the 11-byte FLV tag
+/// header and the 4-byte PreviousTagSize (one 15-byte allocation per tag, shared by
+/// every player) around the publisher's body (a slice of what the publisher sent).
+/// Players write the three parts with vectored writes ([`WireTag::parts`]).
 #[derive(Clone, Debug)]
-pub struct Frame {
-    /// The tag; its body shares `wire`'s allocation.
+pub struct WireTag {
+    /// The tag as the stream has it (its timestamp is the stream's).
     pub tag: Tag,
-    /// The encoded tag, written to players as is.
-    pub wire: Bytes,
+    /// The tag header (bytes 0..11) and PreviousTagSize (bytes 11..15).
+    frame: Bytes,
 }
 
-impl Frame {
-    /// Encodes `tag` with `timestamp` (the body is copied once, here, for all players).
-    pub fn encode(tag: &Tag, timestamp: u32) -> Frame {
-        let mut buf = BytesMut::with_capacity(tag.encoded_len());
-        tag.write_with_timestamp(timestamp, &mut buf);
-        let wire = buf.freeze();
-        let body = wire.slice(Tag::HEADER_LEN..Tag::HEADER_LEN + tag.body.len());
+impl WireTag {
+    /// Encodes `tag` at `timestamp`: writes 15 bytes, shares the body.
+    pub fn encode(tag: &Tag, timestamp: u32) -> WireTag {
         let tag = Tag {
             tag_type: tag.tag_type,
             timestamp,
             stream_id: 0,
-            body,
+            body: tag.body.clone(),
         };
-        Frame { tag, wire }
+        let mut frame = [0u8; Tag::HEADER_LEN + Tag::TRAILER_LEN];
+        frame[..Tag::HEADER_LEN].copy_from_slice(&tag.encode_header(timestamp));
+        frame[Tag::HEADER_LEN..].copy_from_slice(&tag.trailer());
+        WireTag {
+            tag,
+            frame: Bytes::copy_from_slice(&frame),
+        }
     }
 
-    /// The same frame with another timestamp (re-encoded; used for the few
-    /// preamble tags a joining player may need moved).
-    pub fn with_timestamp(&self, timestamp: u32) -> Frame {
-        Frame::encode(&self.tag, timestamp)
+    /// The same tag at another timestamp (a new header; the body is shared).
+    pub fn with_timestamp(&self, timestamp: u32) -> WireTag {
+        WireTag::encode(&self.tag, timestamp)
+    }
+
+    /// Header, body and PreviousTagSize: what a player writes, in order. Each is
+    /// a cheap clone of shared bytes.
+    pub fn parts(&self) -> [Bytes; 3] {
+        [
+            self.frame.slice(..Tag::HEADER_LEN),
+            self.tag.body.clone(),
+            self.frame.slice(Tag::HEADER_LEN..),
+        ]
+    }
+
+    /// The encoded length (header + body + PreviousTagSize).
+    pub fn len(&self) -> usize {
+        self.frame.len() + self.tag.body.len()
+    }
+
+    /// Never: a tag has at least its header (for clippy's `len` without `is_empty`).
+    pub fn is_empty(&self) -> bool {
+        false
+    }
+
+    /// The encoded tag as one buffer (a copy: for tests and benches, not players).
+    pub fn to_bytes(&self) -> Bytes {
+        let mut out = Vec::with_capacity(self.len());
+        for part in self.parts() {
+            out.extend_from_slice(&part);
+        }
+        out.into()
     }
 }
 
-impl AsRef<Tag> for Frame {
+impl AsRef<Tag> for WireTag {
     fn as_ref(&self) -> &Tag {
         &self.tag
     }
 }
 
-/// What travels on a stream's broadcast ring.
+/// What travels on a stream's ring.
 #[derive(Clone, Debug)]
-pub enum Event {
+pub enum Entry {
     /// A tag for every player.
-    Frame(Frame),
+    Tag(WireTag),
     /// The stream is over; players close with this reason.
     End(EndReason),
 }

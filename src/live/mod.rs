@@ -1,7 +1,7 @@
 //! Live streams: the registry, each stream's state, and the fan-out of its tags.
 //!
 //! Each [`stream::Stream`] owns its codec state and GOP cache ([`flv::GopCache`])
-//! and a fan-out [`ring::Ring`] of [`Frame`]s bounded in tags and bytes. A frame
+//! and a fan-out [`ring::Ring`] of [`WireTag`]s bounded in tags and bytes. A frame
 //! is encoded once, at ingest, into the exact FLV bytes a player receives (the
 //! tag body is copied once there, under the stream's lock); every player writes
 //! that same reference-counted `Bytes`, so a tag is stored once however many
@@ -49,7 +49,7 @@ pub mod timeline;
 use std::net::SocketAddr;
 
 pub use budget::MediaBudget;
-pub use frame::{EndReason, Event, Frame};
+pub use frame::{EndReason, Entry, WireTag};
 pub use registry::Streams;
 pub use status::{KickReport, StreamDetail, StreamStatus};
 pub use stream::{Publisher, Subscription};

@@ -13,7 +13,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use super::budget::MediaBudget;
-use super::frame::{EndReason, Event, Frame};
+use super::frame::{EndReason, Entry, WireTag};
 use super::ring::Ring;
 use super::status::{KickReport, PeerStatus, StreamDetail, StreamStatus, seconds, status};
 use super::stream::{
@@ -224,7 +224,7 @@ impl Streams {
             return Err(PlayError::NotFound(name.to_owned()));
         }
         let header = st.cache.header();
-        let mut preamble: Vec<Frame> = st.cache.join().cloned().collect();
+        let mut preamble: Vec<WireTag> = st.cache.join().cloned().collect();
         let rx = stream.ring.subscribe();
         drop(st);
         fix_preamble_timestamps(&mut preamble);
@@ -317,7 +317,7 @@ impl Streams {
             }
             None => None,
         };
-        stream.ring.push(Event::End(EndReason::Kicked));
+        stream.ring.push(Entry::End(EndReason::Kicked));
         drop(streams);
         tracing::info!(stream = name, "stream kicked by operator");
         Some(KickReport {
@@ -348,7 +348,7 @@ impl Streams {
                 }
                 st.ended = true;
             }
-            stream.ring.push(Event::End(EndReason::Shutdown));
+            stream.ring.push(Entry::End(EndReason::Shutdown));
         }
     }
 
@@ -367,7 +367,7 @@ impl Streams {
                 stream = stream.name,
                 "stream state poisoned by a panic (a bug); stream ended"
             );
-            stream.ring.push(Event::End(EndReason::Failed));
+            stream.ring.push(Entry::End(EndReason::Failed));
         }
     }
 
@@ -461,7 +461,7 @@ impl Streams {
         }
         drop(st);
         drop(streams);
-        stream.ring.push(Event::End(EndReason::PublisherGone));
+        stream.ring.push(Entry::End(EndReason::PublisherGone));
         tracing::info!(
             stream = stream.name,
             "stream ended: publisher did not return"

@@ -17,7 +17,7 @@ use std::sync::{Mutex, MutexGuard};
 
 use tokio::sync::Notify;
 
-use crate::live::{Event, MediaBudget};
+use crate::live::{Entry, MediaBudget};
 
 /// Why [`Reader::try_recv`] returned nothing.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -31,7 +31,7 @@ pub enum TryRecvError {
 
 #[derive(Debug)]
 struct Inner {
-    items: VecDeque<(Event, usize)>,
+    items: VecDeque<(Entry, usize)>,
     /// Sequence number of `items[0]`.
     first: u64,
     bytes: usize,
@@ -78,10 +78,10 @@ impl Ring {
     }
 
     /// Appends an entry, drops the oldest past the bounds, wakes readers.
-    pub fn push(&self, event: Event) {
+    pub fn push(&self, event: Entry) {
         let size = match &event {
-            Event::Frame(f) => f.wire.len(),
-            Event::End(_) => 0,
+            Entry::Tag(f) => f.len(),
+            Entry::End(_) => 0,
         };
         let mut inner = self.lock();
         inner.items.push_back((event, size));
@@ -131,7 +131,7 @@ impl Drop for Ring {
 
 impl Reader {
     /// The next entry if one is queued.
-    pub fn try_recv(&mut self) -> Result<Event, TryRecvError> {
+    pub fn try_recv(&mut self) -> Result<Entry, TryRecvError> {
         let inner = self.ring.lock();
         if self.next < inner.first {
             let missed = inner.first - self.next;
@@ -149,7 +149,7 @@ impl Reader {
     }
 
     /// Waits for the next entry (or the news that entries were missed). Cancel-safe.
-    pub async fn recv(&mut self) -> Result<Event, TryRecvError> {
+    pub async fn recv(&mut self) -> Result<Entry, TryRecvError> {
         let ring = self.ring.clone();
         loop {
             let notified = ring.notify.notified();

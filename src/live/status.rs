@@ -104,7 +104,7 @@ pub struct VideoStatus {
     pub width: Option<f64>,
     /// Height from `onMetaData`.
     pub height: Option<f64>,
-    /// Frame rate from `onMetaData`.
+    /// WireTag rate from `onMetaData`.
     pub fps: Option<f64>,
 }
 

@@ -16,7 +16,7 @@ use prometheus_client::metrics::counter::Counter;
 use tokio::sync::watch;
 
 use super::budget::MediaBudget;
-use super::frame::{Event, Frame};
+use super::frame::{Entry, WireTag};
 use super::registry::Streams;
 use super::ring::{Reader, Ring};
 use super::status::MetaSummary;
@@ -56,7 +56,7 @@ pub(super) struct ActivePublisher {
 
 #[derive(Debug)]
 pub(super) struct StreamState {
-    pub(super) cache: GopCache<Frame>,
+    pub(super) cache: GopCache<WireTag>,
     /// `cache.bytes()` as last counted into the media budget.
     pub(super) cache_counted: usize,
     pub(super) meta: Option<MetaSummary>,
@@ -115,7 +115,7 @@ pub struct Subscription {
     /// FLV header flags: the tracks the stream really has.
     pub header: Header,
     /// Metadata, sequence headers and the cached GOP from its keyframe, in order.
-    pub preamble: Vec<Frame>,
+    pub preamble: Vec<WireTag>,
     /// Live tags after the preamble.
     pub rx: Reader,
     /// The stream (for names and counters).
@@ -207,7 +207,7 @@ impl Publisher {
             st.meta = meta;
         }
         let ts = st.timeline.map(tag.tag_type, tag.timestamp);
-        let frame = Frame::encode(&tag, ts);
+        let frame = WireTag::encode(&tag, ts);
         st.cache.push(frame.clone());
         let cached = st.cache.bytes();
         let budget = &self.hub.budget;
@@ -219,7 +219,7 @@ impl Publisher {
         st.cache_counted = cached;
         // Pushed under the stream lock: a joiner's snapshot and subscription (also
         // under it) see each tag exactly once, in the cache or in the ring.
-        self.stream.ring.push(Event::Frame(frame));
+        self.stream.ring.push(Entry::Tag(frame));
         Ok(())
     }
 
@@ -250,7 +250,7 @@ impl Drop for Publisher {
 
 /// Moves preamble tags (metadata, sequence headers) that are stamped later than the
 /// GOP's first tag back to it, so every track starts monotonic on a new connection.
-pub(super) fn fix_preamble_timestamps(preamble: &mut [Frame]) {
+pub(super) fn fix_preamble_timestamps(preamble: &mut [WireTag]) {
     let first_gop = preamble
         .iter()
         .position(|f| !f.tag.is_sequence_header() && !f.tag.is_metadata());
@@ -265,7 +265,7 @@ pub(super) fn fix_preamble_timestamps(preamble: &mut [Frame]) {
 
 /// An identical repeat of the current metadata or sequence header (a resumed
 /// publisher resends them) is not forwarded: players already have it.
-fn is_redundant(cache: &GopCache<Frame>, tag: &Tag) -> bool {
+fn is_redundant(cache: &GopCache<WireTag>, tag: &Tag) -> bool {
     let current = if tag.is_metadata() {
         cache.metadata()
     } else if tag.is_sequence_header() {
