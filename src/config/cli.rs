@@ -22,7 +22,7 @@ pub struct Cli {
     /// RTMP listen address, or `off` [default: 0.0.0.0:1935].
     #[arg(long, value_name = "ADDR")]
     pub rtmp: Option<Listen>,
-    /// Directory of the web pages [default: static].
+    /// Serve the web pages from this directory instead of the copy built into the binary.
     #[arg(long, value_name = "DIR")]
     pub static_dir: Option<PathBuf>,
     /// Access-Control-Allow-Origin for HTTP-FLV and the API [default: *].
@@ -165,7 +165,9 @@ impl Cli {
         }
         set(&mut c.http, self.http);
         set(&mut c.rtmp, self.rtmp);
-        set(&mut c.static_dir, self.static_dir);
+        if self.static_dir.is_some() {
+            c.static_dir = self.static_dir;
+        }
         set(&mut c.cors_origin, self.cors_origin);
         set(&mut c.max_connections, self.max_connections);
         set(&mut c.shutdown_timeout_ms, self.shutdown_timeout_ms);

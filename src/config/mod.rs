@@ -69,9 +69,11 @@ pub struct Config {
     pub http: Listen,
     /// RTMP listener. Default `0.0.0.0:1935`.
     pub rtmp: Listen,
-    /// Directory served at `/` (pages) and `/vendor/` (its `node_modules`).
-    /// Default `static`, relative to the working directory.
-    pub static_dir: PathBuf,
+    /// Directory whose files replace the web pages built into the binary (`/`,
+    /// `/vendor/` included), for developing the pages without rebuilding. Default
+    /// none: the pages and player libraries embedded at build time are served, so
+    /// the binary needs no files beside it. A directory given here must exist.
+    pub static_dir: Option<PathBuf>,
     /// `Access-Control-Allow-Origin` for HTTP-FLV and the API. Default `*`: browsers
     /// fetch HTTP-FLV cross-origin from pages hosted elsewhere.
     pub cors_origin: String,
@@ -138,7 +140,7 @@ impl Default for Config {
         Config {
             http: Listen::On(([0, 0, 0, 0], 8080).into()),
             rtmp: Listen::On(([0, 0, 0, 0], 1935).into()),
-            static_dir: PathBuf::from("static"),
+            static_dir: None,
             cors_origin: "*".to_owned(),
             max_connections: 10_000,
             listen_backlog: 4_096,
@@ -339,6 +341,19 @@ impl Config {
 
     /// Checks values that would make the server misbehave.
     pub fn validate(&self) -> Result<(), ConfigError> {
+        if let Some(dir) = &self.static_dir
+            && !dir.is_dir()
+        {
+            let why = if dir.exists() {
+                "is not a directory"
+            } else {
+                "does not exist"
+            };
+            return Err(ConfigError::Invalid(format!(
+                "static_dir {}: {why} (leave static_dir unset to serve the pages built into the binary)",
+                dir.display()
+            )));
+        }
         let live = &self.live;
         let positive = [
             ("live.max_tag_bytes", live.max_tag_bytes),

@@ -1,64 +1,134 @@
-//! The web pages: files under `static_dir` at `/`, and the player libraries from
-//! its `node_modules` at `/vendor/`. Paths that could leave the directory are
-//! refused.
+//! The web pages at `/`: the copy of `static/` built into the binary (the pages and
+//! the vendored player libraries under `/vendor/`, see `build.rs`), or the files of
+//! `static_dir` when one is configured (for developing the pages without rebuilding).
+//! Paths that could leave the directory are refused.
 
-use std::path::{Component, Path, PathBuf};
+use std::path::Path;
 
 use hyper::body::Incoming;
 use hyper::header::{self, HeaderValue};
 use hyper::{Method, Request, Response, StatusCode};
 
 use super::{Body, method_not_allowed};
+use crate::config::Config;
 use crate::state::AppState;
 
-/// Serves the web pages from `static_dir` and `/vendor/` from its `node_modules`.
+mod embedded {
+    include!(concat!(env!("OUT_DIR"), "/static_files.rs"));
+}
+
+/// Where the pages come from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Source<'a> {
+    /// The copy built into the binary (no `static_dir` configured).
+    Embedded,
+    /// A directory given as `static_dir` (`--static-dir`); it replaces the embedded
+    /// pages entirely, `/vendor/` included.
+    Dir(&'a Path),
+}
+
+/// The source the server serves `config`'s pages from.
+pub fn source(config: &Config) -> Source<'_> {
+    match &config.static_dir {
+        None => Source::Embedded,
+        Some(dir) => Source::Dir(dir),
+    }
+}
+
+/// One line for the startup log: where the pages come from.
+pub fn describe(config: &Config) -> String {
+    match source(config) {
+        Source::Embedded => format!("built into the binary ({} files)", embedded::FILES.len()),
+        Source::Dir(dir) => format!("from directory {}", dir.display()),
+    }
+}
+
+/// Serves a page or a vendored library.
 pub(crate) async fn serve(state: &AppState, req: &Request<Incoming>) -> Response<Body> {
     if req.method() != Method::GET && req.method() != Method::HEAD {
         return method_not_allowed("GET, HEAD");
     }
     let path = req.uri().path();
-    let Some(file) = static_path(&state.config.static_dir, path) else {
+    let Some(rel) = relative_path(path) else {
         return super::text(StatusCode::NOT_FOUND, "not found");
     };
-    match tokio::fs::read(&file).await {
-        Ok(bytes) => {
-            let mut res = Response::new(super::full(bytes));
-            let h = res.headers_mut();
-            h.insert(
-                header::CONTENT_TYPE,
-                HeaderValue::from_static(content_type(&file)),
-            );
-            h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
-            res
-        }
-        Err(_) if path.starts_with("/vendor/") => super::text(
-            StatusCode::NOT_FOUND,
-            "vendor library not installed: run `npm ci --prefix static`",
-        ),
-        Err(_) => super::text(StatusCode::NOT_FOUND, "not found"),
+    match source(&state.config) {
+        Source::Embedded => match lookup(&rel) {
+            Some((bytes, hash)) => {
+                let etag = format!("\"{hash:016x}\"");
+                let fresh = req
+                    .headers()
+                    .get(header::IF_NONE_MATCH)
+                    .and_then(|v| v.to_str().ok())
+                    .is_some_and(|v| v.split(',').any(|t| t.trim() == etag || t.trim() == "*"));
+                let mut res = if fresh {
+                    let mut res = Response::new(super::full(Vec::new()));
+                    *res.status_mut() = StatusCode::NOT_MODIFIED;
+                    res
+                } else {
+                    Response::new(super::full(bytes))
+                };
+                let h = res.headers_mut();
+                if let Ok(v) = HeaderValue::from_str(&etag) {
+                    h.insert(header::ETAG, v);
+                }
+                file_headers(res, &rel)
+            }
+            None => super::text(StatusCode::NOT_FOUND, "not found"),
+        },
+        Source::Dir(dir) => match tokio::fs::read(dir.join(&rel)).await {
+            Ok(bytes) => file_headers(Response::new(super::full(bytes)), &rel),
+            Err(_) if rel.starts_with("vendor/") => super::text(
+                StatusCode::NOT_FOUND,
+                format!(
+                    "player library not in static_dir {}: the binary has them built in \
+                     (start it without --static-dir), or copy static/vendor/ there",
+                    dir.display()
+                ),
+            ),
+            Err(_) => super::text(StatusCode::NOT_FOUND, "not found"),
+        },
     }
 }
 
-/// Maps a URL path to a file under `root`, refusing anything that could leave it.
-fn static_path(root: &Path, url_path: &str) -> Option<PathBuf> {
-    let (base, rest) = match url_path.strip_prefix("/vendor/") {
-        Some(rest) => (root.join("node_modules"), rest),
-        None => (root.to_owned(), url_path.trim_start_matches('/')),
-    };
+fn file_headers(mut res: Response<Body>, rel: &str) -> Response<Body> {
+    let h = res.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static(content_type(rel)),
+    );
+    // Revalidate every time: a new binary or an edited page shows at the next load.
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    res
+}
+
+/// An embedded file's bytes and content hash.
+fn lookup(rel: &str) -> Option<(&'static [u8], u64)> {
+    let files = embedded::FILES;
+    files
+        .binary_search_by(|(path, _, _)| (*path).cmp(rel))
+        .ok()
+        .map(|i| (files[i].1, files[i].2))
+}
+
+/// Maps a URL path to a path relative to the pages' root (`/` separators), refusing
+/// anything that could leave it: `..`, empty segments, dot-files, backslashes.
+fn relative_path(url_path: &str) -> Option<String> {
+    let rest = url_path.trim_start_matches('/');
     let rest = if rest.is_empty() || rest.ends_with('/') {
         format!("{rest}index.html")
     } else {
         rest.to_owned()
     };
-    let relative = Path::new(&rest);
-    let safe = relative
-        .components()
-        .all(|c| matches!(c, Component::Normal(s) if !s.to_string_lossy().starts_with('.')));
-    safe.then(|| base.join(relative))
+    let safe = rest
+        .split('/')
+        .all(|s| !s.is_empty() && !s.starts_with('.') && !s.contains('\\'));
+    safe.then_some(rest)
 }
 
-fn content_type(path: &Path) -> &'static str {
-    match path.extension().and_then(|e| e.to_str()).unwrap_or("") {
+fn content_type(path: &str) -> &'static str {
+    let ext = path.rsplit_once('.').map_or("", |(_, e)| e);
+    match ext {
         "html" => "text/html; charset=utf-8",
         "js" | "mjs" => "text/javascript; charset=utf-8",
         "css" => "text/css; charset=utf-8",
@@ -68,6 +138,9 @@ fn content_type(path: &Path) -> &'static str {
         "ico" => "image/x-icon",
         "wasm" => "application/wasm",
         "txt" | "md" => "text/plain; charset=utf-8",
+        _ if path.ends_with("/LICENSE") || path.ends_with("SHA256SUMS") => {
+            "text/plain; charset=utf-8"
+        }
         _ => "application/octet-stream",
     }
 }
@@ -77,19 +150,56 @@ mod tests {
     use super::*;
 
     #[test]
-    fn static_paths_stay_inside_the_root() {
-        let root = Path::new("/srv/static");
-        assert_eq!(static_path(root, "/"), Some(root.join("index.html")));
+    fn relative_paths_stay_inside_the_root() {
+        assert_eq!(relative_path("/").as_deref(), Some("index.html"));
         assert_eq!(
-            static_path(root, "/js/signaling.js"),
-            Some(root.join("js/signaling.js"))
+            relative_path("/js/signaling.js").as_deref(),
+            Some("js/signaling.js")
         );
         assert_eq!(
-            static_path(root, "/vendor/mpegts.js/dist/mpegts.js"),
-            Some(root.join("node_modules/mpegts.js/dist/mpegts.js"))
+            relative_path("/vendor/mpegts.js/dist/mpegts.js").as_deref(),
+            Some("vendor/mpegts.js/dist/mpegts.js")
         );
-        assert_eq!(static_path(root, "/../etc/passwd"), None);
-        assert_eq!(static_path(root, "/vendor/../../x"), None);
-        assert_eq!(static_path(root, "/.git/config"), None);
+        assert_eq!(relative_path("/../etc/passwd"), None);
+        assert_eq!(relative_path("/vendor/../../x"), None);
+        assert_eq!(relative_path("/.git/config"), None);
+        assert_eq!(relative_path("/js//x.js"), None);
+        assert_eq!(relative_path("/js\\..\\x"), None);
+    }
+
+    #[test]
+    fn the_pages_and_libraries_are_embedded() {
+        let names: Vec<&str> = embedded::FILES.iter().map(|f| f.0).collect();
+        let mut sorted = names.clone();
+        sorted.sort_unstable();
+        assert_eq!(names, sorted, "binary search needs a sorted table");
+        for page in [
+            "index.html",
+            "player.html",
+            "call.html",
+            "css/wsrelay.css",
+            "js/live-player.js",
+            "vendor/mpegts.js/dist/mpegts.js",
+            "vendor/flv.js/dist/flv.min.js",
+            "vendor/mpegts.js/LICENSE",
+        ] {
+            let (bytes, _) = lookup(page).unwrap_or_else(|| panic!("{page} not embedded"));
+            assert!(!bytes.is_empty(), "{page} is empty");
+        }
+        assert!(lookup("node_modules/x").is_none());
+        assert!(names.iter().all(|n| !n.contains("node_modules")));
+    }
+
+    #[test]
+    fn content_types() {
+        assert_eq!(content_type("index.html"), "text/html; charset=utf-8");
+        assert_eq!(
+            content_type("vendor/flv.js/dist/flv.min.js"),
+            "text/javascript; charset=utf-8"
+        );
+        assert_eq!(
+            content_type("vendor/flv.js/LICENSE"),
+            "text/plain; charset=utf-8"
+        );
     }
 }

@@ -110,7 +110,7 @@ pub fn test_config() -> Config {
     let mut c = Config {
         http: Listen::On("127.0.0.1:0".parse().unwrap()),
         rtmp: Listen::Off,
-        static_dir: Path::new(env!("CARGO_MANIFEST_DIR")).join("static"),
+        static_dir: Some(Path::new(env!("CARGO_MANIFEST_DIR")).join("static")),
         admin_token: Some(signaling::Secret::new(ADMIN_TOKEN)),
         ..Config::default()
     };
