@@ -10,6 +10,13 @@
 //! `packet_type` describe that track (the packet type is shared by all tracks anyway
 //! unless they have different codecs), and `multitrack` is set. Per-track sizes and
 //! the remaining tracks are not parsed.
+//!
+//! # Beyond the tag header
+//! [`AudioConfig`] reads the sample rate and channel count from an audio sequence
+//! header (AAC AudioSpecificConfig, Opus ID header, FLAC STREAMINFO), and
+//! [`for_browser_players`] says which tags browser players must not receive.
+
+use crate::tag::{Tag, TagType};
 
 /// A video codec.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -468,22 +475,30 @@ impl AudioInfo {
     /// `None` if the body is too short for the fields its first byte announces (AAC
     /// without AACPacketType, Enhanced audio without its FourCC).
     pub fn parse(body: &[u8]) -> Option<AudioInfo> {
+        AudioInfo::parse_with_payload(body).map(|(info, _)| info)
+    }
+
+    /// [`AudioInfo::parse`], plus where the packet's payload starts (after the
+    /// AACPacketType, the FourCC, or the first track's header). The position may equal
+    /// the body length (an empty payload).
+    fn parse_with_payload(body: &[u8]) -> Option<(AudioInfo, usize)> {
         const EX_HEADER: u8 = 9;
         const MULTITRACK: u8 = 5;
         let b0 = *body.first()?;
         let format = b0 >> 4;
         if format != EX_HEADER {
             let codec = AudioCodec::from_legacy(format);
-            let packet_type = if codec == AudioCodec::Aac {
-                match *body.get(1)? {
+            let (packet_type, payload) = if codec == AudioCodec::Aac {
+                let pt = match *body.get(1)? {
                     0 => AudioPacketType::SequenceStart,
                     1 => AudioPacketType::CodedFrames,
                     other => AudioPacketType::Other(other),
-                }
+                };
+                (pt, 2)
             } else {
-                AudioPacketType::CodedFrames
+                (AudioPacketType::CodedFrames, 1)
             };
-            return Some(AudioInfo {
+            let info = AudioInfo {
                 codec,
                 packet_type,
                 enhanced: false,
@@ -491,18 +506,19 @@ impl AudioInfo {
                 sound_rate: Some((b0 >> 2) & 0x03),
                 sound_16bit: Some(b0 & 0x02 != 0),
                 stereo: Some(b0 & 0x01 != 0),
-            });
+            };
+            return Some((info, payload));
         }
         let (mut packet_type, pos) = resolve_mod_ex(body, b0 & 0x0F, 1)?;
         let multitrack = packet_type == MULTITRACK;
-        let codec = if multitrack {
-            let (pt, f, _) = multitrack_first(body, pos)?;
+        let (codec, payload) = if multitrack {
+            let (pt, f, payload) = multitrack_first(body, pos)?;
             packet_type = pt;
-            AudioCodec::from_fourcc(f)
+            (AudioCodec::from_fourcc(f), payload)
         } else {
-            AudioCodec::from_fourcc(fourcc(body, pos)?)
+            (AudioCodec::from_fourcc(fourcc(body, pos)?), pos + 4)
         };
-        Some(AudioInfo {
+        let info = AudioInfo {
             codec,
             packet_type: AudioPacketType::from(packet_type),
             enhanced: true,
@@ -510,7 +526,8 @@ impl AudioInfo {
             sound_rate: None,
             sound_16bit: None,
             stereo: None,
-        })
+        };
+        Some((info, payload))
     }
 
     /// Decoder configuration a player needs before any frame: packet type
@@ -541,9 +558,205 @@ impl AudioInfo {
     }
 }
 
+/// Sample rate and channel count as an audio sequence header states them, for a
+/// status page when `onMetaData` lacks them (and for legacy AAC, whose tag header
+/// always says 44 kHz stereo whatever the stream is).
+///
+/// Read from the decoder configuration ([`AudioConfig::parse`]):
+/// - AAC (legacy SoundFormat 10 or Enhanced `mp4a`): the AudioSpecificConfig's
+///   sampling frequency (index or explicit 24-bit value) and channel configuration.
+///   With explicit SBR/PS signalling (audio object type 5 or 29) the rate is the
+///   extension (output) rate and PS makes a mono configuration stereo, as decoders
+///   report them; implicit SBR (signalled only in the bitstream) reports the core rate.
+///   Channel configuration 0 (layout in a program config element) gives no channel
+///   count.
+/// - Opus (Enhanced `Opus`): the `OpusHead` channel count; the sample rate is always
+///   48 000 (Opus decodes at 48 kHz; the header's input rate is informational).
+/// - FLAC (Enhanced `fLaC`): the STREAMINFO sample rate and channels (with or without
+///   the `fLaC` marker and the metadata block header in front).
+/// - An Enhanced MultichannelConfig packet: its channel count (no rate).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct AudioConfig {
+    /// Output sample rate in Hz, when the configuration states it.
+    pub sample_rate: Option<u32>,
+    /// Channel count, when the configuration states it.
+    pub channels: Option<u8>,
+}
+
+/// MPEG-4 Audio sampling frequencies by `samplingFrequencyIndex` (13 and 14 are
+/// reserved; 15 means an explicit 24-bit value follows).
+const MPEG4_SAMPLE_RATES: [u32; 13] = [
+    96_000, 88_200, 64_000, 48_000, 44_100, 32_000, 24_000, 22_050, 16_000, 12_000, 11_025, 8_000,
+    7_350,
+];
+
+/// Reads bits most significant first (for the AudioSpecificConfig).
+struct BitReader<'a> {
+    data: &'a [u8],
+    bit: usize,
+}
+
+impl BitReader<'_> {
+    /// The next `n` (at most 32) bits, or `None` past the end.
+    fn bits(&mut self, n: usize) -> Option<u32> {
+        let mut v = 0u32;
+        for _ in 0..n {
+            let byte = *self.data.get(self.bit / 8)?;
+            let b = (byte >> (7 - self.bit % 8)) & 1;
+            v = (v << 1) | u32::from(b);
+            self.bit += 1;
+        }
+        Some(v)
+    }
+
+    /// An MPEG-4 sampling frequency: a 4-bit index, or 15 and an explicit 24-bit value.
+    fn sample_rate(&mut self) -> Option<Option<u32>> {
+        let index = self.bits(4)?;
+        Some(match index {
+            15 => Some(self.bits(24)?).filter(|&r| r > 0),
+            i => MPEG4_SAMPLE_RATES.get(i as usize).copied(),
+        })
+    }
+}
+
+impl AudioConfig {
+    /// Reads an audio tag body that is a sequence header (see the type docs for what
+    /// each codec gives). `None` if the tag is not a sequence header, its codec has no
+    /// configuration read here (MP3, PCM, AC-3, ...: see
+    /// [`AudioInfo::sample_rate_hz`] for the legacy tag header's rate), or the
+    /// configuration is truncated or malformed.
+    pub fn parse(body: &[u8]) -> Option<AudioConfig> {
+        let (info, pos) = AudioInfo::parse_with_payload(body)?;
+        let payload = body.get(pos..)?;
+        match info.packet_type {
+            AudioPacketType::MultichannelConfig => {
+                // AudioChannelOrder UI8, channelCount UI8, then the mapping.
+                let channels = *payload.get(1)?;
+                Some(AudioConfig {
+                    sample_rate: None,
+                    channels: Some(channels).filter(|&c| c > 0),
+                })
+            }
+            AudioPacketType::SequenceStart => match info.codec {
+                AudioCodec::Aac => Self::aac(payload),
+                AudioCodec::Opus => Self::opus(payload),
+                AudioCodec::Flac => Self::flac(payload),
+                _ => None,
+            },
+            _ => None,
+        }
+    }
+
+    /// AudioSpecificConfig (ISO/IEC 14496-3 1.6.2.1).
+    fn aac(asc: &[u8]) -> Option<AudioConfig> {
+        const SBR: u32 = 5;
+        const PS: u32 = 29;
+        let mut r = BitReader { data: asc, bit: 0 };
+        let mut object_type = r.bits(5)?;
+        if object_type == 31 {
+            object_type = 32 + r.bits(6)?;
+        }
+        let mut sample_rate = r.sample_rate()?;
+        let config = r.bits(4)?;
+        let mut channels = match config {
+            1..=6 => Some(config as u8),
+            7 | 12 | 14 => Some(8),
+            11 => Some(7),
+            13 => Some(24),
+            _ => None, // 0: program config element; 8-10, 15: reserved
+        };
+        if object_type == SBR || object_type == PS {
+            // Explicit SBR: the extension sampling frequency is the output rate.
+            if let Some(rate) = r.sample_rate()? {
+                sample_rate = Some(rate);
+            }
+            if object_type == PS && config == 1 {
+                channels = Some(2);
+            }
+        }
+        Some(AudioConfig {
+            sample_rate,
+            channels,
+        })
+    }
+
+    /// `OpusHead` identification header (RFC 7845 5.1): magic, version, channel count.
+    fn opus(head: &[u8]) -> Option<AudioConfig> {
+        if head.get(..8)? != b"OpusHead" {
+            return None;
+        }
+        let channels = *head.get(9)?;
+        Some(AudioConfig {
+            sample_rate: Some(48_000),
+            channels: Some(channels).filter(|&c| c > 0),
+        })
+    }
+
+    /// FLAC STREAMINFO, optionally behind the `fLaC` marker and its metadata block
+    /// header (type 0, length 34).
+    fn flac(mut data: &[u8]) -> Option<AudioConfig> {
+        if let Some(rest) = data.strip_prefix(b"fLaC") {
+            data = rest;
+        }
+        if let [kind, 0, 0, 34, rest @ ..] = data
+            && kind & 0x7F == 0
+        {
+            data = rest;
+        }
+        // min/max block size (2+2), min/max frame size (3+3), then 20 bits of sample
+        // rate, 3 bits of channels - 1.
+        let b = data.get(10..13)?;
+        let rate = (u32::from(b[0]) << 12) | (u32::from(b[1]) << 4) | (u32::from(b[2]) >> 4);
+        let channels = ((b[2] >> 1) & 0x07) + 1;
+        Some(AudioConfig {
+            sample_rate: Some(rate).filter(|&r| r > 0),
+            channels: Some(channels),
+        })
+    }
+}
+
+/// Whether a tag may go to browser players. mpegts.js 1.8 treats some tags that carry
+/// nothing it needs as a fatal error and stops playing (flv.js 1.6 plays no Enhanced
+/// FLV at all, and skips unknown tag types). `false` for:
+///
+/// - a tag of unknown type (neither audio, video nor script data): no player can use
+///   it;
+/// - an Enhanced audio **MultichannelConfig** packet (AudioPacketType 4), which ffmpeg
+///   7+ sends before every Opus and FLAC sequence start: mpegts.js fails with
+///   `Invalid video packet type 4`. The channel count is also in the Opus and FLAC
+///   headers, so a browser loses nothing;
+/// - an Enhanced video **Metadata** packet (VideoPacketType 4, the `colorInfo` HDR
+///   description ffmpeg 7+ sends before HEVC, AV1 and VP9 video): mpegts.js fails
+///   with the same message. The colour description is also in the bitstream;
+/// - an Enhanced video **command frame** (frame type 5 with the ExHeader bit; no
+///   picture): mpegts.js reads its command byte as a FourCC and fails with
+///   `Unsupported codec`.
+///
+/// Everything else goes through, including what a browser cannot decode at all
+/// (HEVC in flv.js, VP9, AC-3): that is the page's to explain, not a tag to hide.
+/// ModEx-prefixed and multitrack packets also go through: they carry media, and
+/// dropping them would break the stream for every player.
+///
+/// A relay that serves browsers and other players the same bytes can drop these
+/// tags for everyone: ffmpeg, VLC and GStreamer decode the stream without them (an
+/// HDR stream's mastering metadata then comes only from the bitstream).
+pub fn for_browser_players(tag: &Tag) -> bool {
+    match tag.tag_type {
+        TagType::Unknown(_) => false,
+        TagType::Audio => !tag.audio().is_some_and(|a| a.is_multichannel_config()),
+        TagType::Video => !tag.video().is_some_and(|v| {
+            v.enhanced
+                && (v.frame_type == FrameType::Command
+                    || v.packet_type == VideoPacketType::Metadata)
+        }),
+        TagType::Script => true,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use bytes::Bytes;
 
     fn video(body: &[u8]) -> VideoInfo {
         VideoInfo::parse(body).expect("parses")
@@ -886,6 +1099,169 @@ mod tests {
         assert_eq!(AudioPacketType::from(5), AudioPacketType::Multitrack);
     }
 
+    fn config(body: &[u8]) -> Option<AudioConfig> {
+        AudioConfig::parse(body)
+    }
+
+    fn both(sample_rate: u32, channels: u8) -> Option<AudioConfig> {
+        Some(AudioConfig {
+            sample_rate: Some(sample_rate),
+            channels: Some(channels),
+        })
+    }
+
+    #[test]
+    fn aac_audio_specific_config() {
+        // AAC-LC, index 4 (44.1 kHz), 2 channels.
+        assert_eq!(config(&[0xAF, 0x00, 0x12, 0x10]), both(44_100, 2));
+        // AAC-LC 48 kHz mono: the legacy tag header (0xAF) says 44 kHz stereo anyway.
+        let body = [0xAF, 0x00, 0x11, 0x88];
+        assert_eq!(audio(&body).sample_rate_hz(), Some(44_100));
+        assert_eq!(config(&body), both(48_000, 1));
+        // 7.1 (channel configuration 7 = 8 channels).
+        assert_eq!(config(&[0xAF, 0x00, 0x11, 0xB8]), both(48_000, 8));
+        // HE-AAC with explicit SBR: core 24 kHz, output (extension) 48 kHz.
+        assert_eq!(config(&[0xAF, 0x00, 0x2B, 0x11, 0x88]), both(48_000, 2));
+        // HE-AACv2 (PS): a mono configuration decodes to stereo.
+        assert_eq!(config(&[0xAF, 0x00, 0xEB, 0x09, 0x88]), both(48_000, 2));
+        // Explicit 24-bit frequency (index 15).
+        assert_eq!(
+            config(&[0xAF, 0x00, 0x17, 0x80, 0x56, 0x22, 0x10]),
+            both(44_100, 2)
+        );
+        // Escaped object type (31 + 6 bits).
+        assert_eq!(config(&[0xAF, 0x00, 0xF8, 0x08, 0x40]), both(44_100, 2));
+        // Channel configuration 0: the layout is in a program config element.
+        assert_eq!(
+            config(&[0xAF, 0x00, 0x12, 0x00]),
+            Some(AudioConfig {
+                sample_rate: Some(44_100),
+                channels: None,
+            })
+        );
+        // Reserved frequency index 13.
+        assert_eq!(
+            config(&[0xAF, 0x00, 0x16, 0x90]).map(|c| c.sample_rate),
+            Some(None)
+        );
+        // Enhanced `mp4a` carries the same AudioSpecificConfig after the FourCC.
+        assert_eq!(
+            config(&[0x90, b'm', b'p', b'4', b'a', 0x11, 0x88]),
+            both(48_000, 1)
+        );
+    }
+
+    #[test]
+    fn opus_and_flac_headers() {
+        const HEAD: &[u8] = b"OpusHead\x01\x02\x38\x01\x44\xAC\x00\x00\x00\x00\x00";
+        let mut seq = vec![0x90, b'O', b'p', b'u', b's'];
+        seq.extend_from_slice(HEAD);
+        // Opus decodes at 48 kHz whatever input rate (here 44.1 kHz) the header notes.
+        assert_eq!(config(&seq), both(48_000, 2));
+        let mut six = seq.clone();
+        six[5 + 9] = 6;
+        assert_eq!(config(&six), both(48_000, 6));
+        let mut bad = seq.clone();
+        bad[5] = b'X';
+        assert_eq!(config(&bad), None, "not an OpusHead");
+        assert_eq!(config(&seq[..5 + 9]), None, "truncated before the count");
+        // Multitrack OneTrack: the first track's header is read.
+        let mut mt = vec![0x95, 0x00, b'O', b'p', b'u', b's', 0x00];
+        mt.extend_from_slice(HEAD);
+        assert_eq!(config(&mt), both(48_000, 2));
+
+        // FLAC: `fLaC`, STREAMINFO block header, STREAMINFO (44.1 kHz, 2 channels).
+        const STREAMINFO: [u8; 18] = [
+            0x10, 0x00, 0x10, 0x00, 0x00, 0x00, 0x0E, 0x00, 0x30, 0x5C, 0x0A, 0xC4, 0x42, 0xF0,
+            0x00, 0x00, 0xAC, 0x44,
+        ];
+        let mut flac = vec![0x90, b'f', b'L', b'a', b'C', b'f', b'L', b'a', b'C'];
+        flac.extend_from_slice(&[0x80, 0x00, 0x00, 0x22]);
+        flac.extend_from_slice(&STREAMINFO);
+        assert_eq!(config(&flac), both(44_100, 2));
+        // Bare STREAMINFO, 96 kHz 6 channels: rate 0x17700, channels-1 = 5.
+        let mut bare = vec![0x90, b'f', b'L', b'a', b'C'];
+        let mut info = STREAMINFO;
+        info[10..13].copy_from_slice(&[0x17, 0x70, 0x0A]);
+        bare.extend_from_slice(&info);
+        assert_eq!(config(&bare), both(96_000, 6));
+    }
+
+    #[test]
+    fn audio_config_of_other_packets() {
+        // MultichannelConfig: order (1 = native), channel count, mask.
+        assert_eq!(
+            config(&[0x94, b'O', b'p', b'u', b's', 0x01, 0x02, 0, 0, 0, 0x03]),
+            Some(AudioConfig {
+                sample_rate: None,
+                channels: Some(2),
+            })
+        );
+        // Not sequence headers, or no configuration to read.
+        assert_eq!(config(&[0xAF, 0x01, 0x21, 0x10]), None, "AAC raw frame");
+        assert_eq!(config(&[0x91, b'O', b'p', b'u', b's', 0xFC]), None);
+        assert_eq!(config(&[0x2E, 0xFF, 0xFB, 0x90, 0x00]), None, "MP3");
+        assert_eq!(config(&[0x90, b'a', b'c', b'-', b'3', 0x01]), None, "AC-3");
+        assert_eq!(config(&[0xAF, 0x00, 0x12]), None, "truncated ASC");
+        assert_eq!(config(&[0xAF, 0x00]), None, "empty ASC");
+        assert_eq!(config(&[]), None);
+        // Through the tag: only audio tags are read.
+        let body = Bytes::from_static(&[0xAF, 0x00, 0x11, 0x88]);
+        assert_eq!(
+            Tag::new(TagType::Audio, 0, body.clone()).audio_config(),
+            both(48_000, 1)
+        );
+        assert_eq!(Tag::new(TagType::Video, 0, body).audio_config(), None);
+    }
+
+    #[test]
+    fn what_browser_players_must_not_receive() {
+        let tag = |t: TagType, body: &'static [u8]| Tag::new(t, 0, Bytes::from_static(body));
+        let audio_tag = |body| tag(TagType::Audio, body);
+        let video_tag = |body| tag(TagType::Video, body);
+        let dropped = [
+            // Unknown tag type (e.g. an encrypted tag's Filter bit).
+            tag(TagType::Unknown(0x28), &[1, 2, 3]),
+            // ffmpeg 7+: Opus MultichannelConfig, stereo, native order, mask FL|FR.
+            audio_tag(&[0x94, b'O', b'p', b'u', b's', 0x01, 0x02, 0, 0, 0, 0x03]),
+            audio_tag(&[0x94, b'f', b'L', b'a', b'C', 0x00, 0x01]),
+            // ffmpeg 7+: HEVC colorInfo metadata (frame type 5 + packet type 4), AMF.
+            video_tag(&[0xD4, b'h', b'v', b'c', b'1', 0x02, 0x00, 0x09, b'c']),
+            // The same packet type with another frame type, and for AV1.
+            video_tag(&[0x94, b'a', b'v', b'0', b'1', 0x02, 0x00]),
+            // Enhanced command frame (no FourCC).
+            video_tag(&[0xD1, 0x00]),
+        ];
+        for t in &dropped {
+            assert!(!for_browser_players(t), "{t:?} must not reach browsers");
+        }
+        let kept = [
+            tag(TagType::Script, &[0x02, 0x00, 0x0A, b'o']),
+            audio_tag(&[0xAF, 0x00, 0x12, 0x10]),
+            audio_tag(&[0xAF, 0x01, 0x21]),
+            audio_tag(&[0x2E, 0xFF, 0xFB]),
+            audio_tag(&[0x90, b'O', b'p', b'u', b's', b'O', b'p', b'u', b's']),
+            audio_tag(&[0x91, b'O', b'p', b'u', b's', 0xFC]),
+            audio_tag(&[0x92, b'O', b'p', b'u', b's']),
+            // ModEx then coded frames: media, kept.
+            audio_tag(&[0x97, 0x02, 0, 0, 1, 0x01, b'O', b'p', b'u', b's', 0xFC]),
+            video_tag(&[0x17, 0x00, 0, 0, 0, 0x01]),
+            video_tag(&[0x17, 0x01, 0, 0, 0, 0x65]),
+            // A legacy command frame: mpegts.js ignores it.
+            video_tag(&[0x57, 0x00]),
+            video_tag(&[0x90, b'h', b'v', b'c', b'1', 0x01]),
+            video_tag(&[0x91, b'h', b'v', b'c', b'1', 0, 0, 0, 0x26]),
+            video_tag(&[0xA3, b'a', b'v', b'0', b'1', 0x12]),
+            video_tag(&[0x92, b'h', b'v', b'c', b'1']),
+            // Too short to inspect: passed on as it came.
+            video_tag(&[0x17]),
+            audio_tag(&[]),
+        ];
+        for t in &kept {
+            assert!(for_browser_players(t), "{t:?} must reach browsers");
+        }
+    }
+
     #[test]
     fn never_panics_on_short_bodies() {
         // Every prefix of every fixture, and every single byte.
@@ -904,6 +1280,7 @@ mod tests {
             for end in 0..=f.len() {
                 let _ = VideoInfo::parse(&f[..end]);
                 let _ = AudioInfo::parse(&f[..end]);
+                let _ = AudioConfig::parse(&f[..end]);
             }
         }
         for b in 0..=255u8 {

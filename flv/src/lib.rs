@@ -56,7 +56,8 @@ pub mod script;
 mod tag;
 
 pub use codec::{
-    AudioCodec, AudioInfo, AudioPacketType, FrameType, VideoCodec, VideoInfo, VideoPacketType,
+    AudioCodec, AudioConfig, AudioInfo, AudioPacketType, FrameType, VideoCodec, VideoInfo,
+    VideoPacketType, for_browser_players,
 };
 pub use demux::{Demuxer, DemuxerConfig, PrevTagSizePolicy};
 pub use error::Error;

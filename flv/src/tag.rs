@@ -2,7 +2,7 @@
 
 use bytes::{BufMut, Bytes};
 
-use crate::codec::{AudioInfo, VideoInfo};
+use crate::codec::{AudioConfig, AudioInfo, VideoInfo};
 
 /// The type of an FLV tag (the TagType byte).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -139,6 +139,15 @@ impl Tag {
     pub fn audio(&self) -> Option<AudioInfo> {
         match self.tag_type {
             TagType::Audio => AudioInfo::parse(&self.body),
+            _ => None,
+        }
+    }
+
+    /// Sample rate and channel count, if this is an audio sequence header that states
+    /// them (see [`AudioConfig::parse`]).
+    pub fn audio_config(&self) -> Option<AudioConfig> {
+        match self.tag_type {
+            TagType::Audio => AudioConfig::parse(&self.body),
             _ => None,
         }
     }

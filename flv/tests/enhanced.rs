@@ -298,3 +298,81 @@ fn vp9_alone_and_mpeg2ts_av1() {
     );
     assert_eq!(cache.join().count(), 3);
 }
+
+/// What ffmpeg 7+ writes for HEVC + Opus: a video `colorInfo` Metadata packet (frame
+/// type 5, packet type 4) and an audio MultichannelConfig (packet type 4) before the
+/// sequence starts. Filtered with `for_browser_players`, exactly those two go, and
+/// what remains is what mpegts.js accepts; the Opus header still gives rate and
+/// channels.
+#[test]
+fn ffmpeg7_preamble_filtered_for_browsers() {
+    // `colorInfo` AMF: string "colorInfo", then an object (abridged).
+    let color_info = {
+        let mut b = vec![0x80 | 5 << 4 | 4];
+        b.extend_from_slice(b"hvc1");
+        b.extend_from_slice(&[0x02, 0x00, 0x09]);
+        b.extend_from_slice(b"colorInfo");
+        b.extend_from_slice(&[0x03, 0x00, 0x00, 0x09]);
+        Bytes::from(b)
+    };
+    // MultichannelConfig: AudioChannelOrder 1 (native), 2 channels, mask FL|FR.
+    let multichannel = ex_audio(4, b"Opus", &[0x01, 0x02, 0x00, 0x00, 0x00, 0x03]);
+    let tags = vec![
+        metadata(b"hvc1", b"Opus"),
+        Tag::new(
+            TagType::Video,
+            0,
+            ex_video(KEY, SEQUENCE_START, b"hvc1", HVCC),
+        ),
+        Tag::new(TagType::Video, 0, color_info),
+        Tag::new(TagType::Audio, 0, multichannel),
+        Tag::new(
+            TagType::Audio,
+            0,
+            ex_audio(SEQUENCE_START, b"Opus", OPUS_HEAD),
+        ),
+        Tag::new(
+            TagType::Video,
+            0,
+            ex_video(
+                KEY,
+                CODED_FRAMES,
+                b"hvc1",
+                &[0, 0, 0, 0, 0, 0, 2, 0x26, 0x01],
+            ),
+        ),
+        Tag::new(
+            TagType::Audio,
+            0,
+            ex_audio(CODED_FRAMES, b"Opus", &[0xFC, 0xFF, 0xFE]),
+        ),
+    ];
+    let got = demux(&stream(&tags));
+    assert_eq!(got, tags);
+    let for_browsers: Vec<&Tag> = got.iter().filter(|t| flv::for_browser_players(t)).collect();
+    assert_eq!(
+        for_browsers,
+        vec![&got[0], &got[1], &got[4], &got[5], &got[6]],
+        "the colorInfo and MultichannelConfig packets are dropped, nothing else"
+    );
+    // Everything a browser still gets is a packet type mpegts.js accepts (0, 1, 2, 3).
+    for t in &for_browsers[1..] {
+        assert!(t.body[0] & 0x0F <= 3, "{t:?}");
+    }
+    assert_eq!(
+        got[4].audio_config(),
+        Some(flv::AudioConfig {
+            sample_rate: Some(48_000),
+            channels: Some(2),
+        })
+    );
+    assert_eq!(got[3].audio_config().and_then(|c| c.channels), Some(2));
+
+    // A relay that filters before its cache: joiners get no dropped packet either.
+    let mut cache: GopCache = GopCache::new(GopCacheConfig::default());
+    for t in for_browsers {
+        cache.push(t.clone());
+    }
+    assert!(cache.audio_multichannel_config().is_none());
+    assert_eq!(cache.join().count(), 5);
+}
