@@ -23,6 +23,15 @@
 //! | `wsrelay_auth_refusals_total` | counter | `action`, `reason` |
 //! | `wsrelay_hook_duration_seconds` | histogram | `hook`, `outcome` |
 //! | `wsrelay_connections_refused_total` | counter | `reason` |
+//!
+//! # Formats
+//! `/metrics` answers in the Prometheus text format 0.0.4 unless the scraper's
+//! `Accept` prefers OpenMetrics ([`Format::negotiate`]): Prometheus itself asks for
+//! OpenMetrics first, while `curl`, `promtool check metrics` and older scrapers read
+//! 0.0.4. `prometheus-client` only encodes OpenMetrics, so [`openmetrics_to_text`]
+//! converts: a counter family `x` (samples `x_total`) gets its `# HELP`/`# TYPE` under
+//! `x_total`, as 0.0.4 names the family after its samples; `# UNIT`, `# EOF`,
+//! `_created` samples and exemplars have no 0.0.4 form and are dropped.
 
 use prometheus_client::encoding::text::encode;
 use prometheus_client::metrics::counter::Counter;
@@ -206,7 +215,8 @@ impl Metrics {
         m
     }
 
-    /// The Prometheus text exposition of every metric.
+    /// Every metric in the OpenMetrics 1.0 text format (what `prometheus-client`
+    /// encodes).
     pub fn render(&self) -> String {
         let mut out = String::with_capacity(8 << 10);
         // Writing to a String cannot fail.
@@ -214,9 +224,22 @@ impl Metrics {
         out
     }
 
+    /// Every metric in the Prometheus text format 0.0.4 ([`openmetrics_to_text`] of
+    /// [`Metrics::render`]).
+    pub fn render_text(&self) -> String {
+        openmetrics_to_text(&self.render())
+    }
+
+    /// Every metric in `format`.
+    pub fn render_as(&self, format: Format) -> String {
+        match format {
+            Format::OpenMetrics => self.render(),
+            Format::Text => self.render_text(),
+        }
+    }
+
     /// The `Content-Type` of [`Metrics::render`]'s output.
-    pub const CONTENT_TYPE: &'static str =
-        "application/openmetrics-text; version=1.0.0; charset=utf-8";
+    pub const CONTENT_TYPE: &'static str = Format::OpenMetrics.content_type();
 
     /// Counts an auth refusal.
     pub fn auth_refused(&self, action: &'static str, reason: &'static str) {
@@ -230,6 +253,167 @@ impl Metrics {
         let gauge = family.get_or_create_owned(&label);
         gauge.inc();
         GaugeGuard { gauge }
+    }
+}
+
+/// An exposition format of `/metrics`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Format {
+    /// The Prometheus text format 0.0.4 (`text/plain; version=0.0.4`): the default.
+    Text,
+    /// OpenMetrics 1.0 (`application/openmetrics-text; version=1.0.0`).
+    OpenMetrics,
+}
+
+impl Format {
+    /// The format to answer a request whose `Accept` header is `accept`: OpenMetrics
+    /// when the header names `application/openmetrics-text` with a quality at least
+    /// that of any text or wildcard range it also accepts, else the 0.0.4 text.
+    ///
+    /// Prometheus sends `application/openmetrics-text;version=1.0.0,…,
+    /// text/plain;version=0.0.4;q=0.5,*/*;q=0.1` (OpenMetrics); `curl` sends `*/*`
+    /// (text).
+    pub fn negotiate(accept: Option<&str>) -> Format {
+        let Some(accept) = accept else {
+            return Format::Text;
+        };
+        let (mut openmetrics, mut text) = (0.0_f32, 0.0_f32);
+        for range in accept.split(',') {
+            let mut parts = range.split(';');
+            let media = parts.next().unwrap_or("").trim().to_ascii_lowercase();
+            let q = parts
+                .filter_map(|p| p.trim().strip_prefix("q="))
+                .find_map(|q| q.trim().parse::<f32>().ok())
+                .unwrap_or(1.0)
+                .clamp(0.0, 1.0);
+            match media.as_str() {
+                "application/openmetrics-text" => openmetrics = openmetrics.max(q),
+                "text/plain" | "text/*" | "*/*" => text = text.max(q),
+                _ => {}
+            }
+        }
+        if openmetrics > 0.0 && openmetrics >= text {
+            Format::OpenMetrics
+        } else {
+            Format::Text
+        }
+    }
+
+    /// The `Content-Type` of this format.
+    pub const fn content_type(self) -> &'static str {
+        match self {
+            Format::Text => "text/plain; version=0.0.4; charset=utf-8",
+            Format::OpenMetrics => "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        }
+    }
+}
+
+/// Converts OpenMetrics text (as `prometheus-client` encodes it) to the Prometheus
+/// text format 0.0.4.
+///
+/// - `counter` family `x`: `# HELP x_total` / `# TYPE x_total counter` (the samples
+///   already are `x_total`); its `x_created` samples are dropped.
+/// - `info` family `x`: `# TYPE x_info gauge` (0.0.4 has no info type).
+/// - `unknown`, `stateset`, `gaugehistogram`: `untyped`.
+/// - `# UNIT`, `# EOF` and exemplars (` # {…} v` after a sample) are dropped; `HELP`
+///   text loses OpenMetrics' `\"` escape (0.0.4 escapes only `\\` and `\n`).
+pub fn openmetrics_to_text(openmetrics: &str) -> String {
+    // Family name -> OpenMetrics type, from the `# TYPE` lines.
+    let types: std::collections::HashMap<&str, &str> = openmetrics
+        .lines()
+        .filter_map(|l| l.strip_prefix("# TYPE "))
+        .filter_map(|rest| rest.split_once(' '))
+        .collect();
+    let renamed = |family: &str| -> String {
+        match types.get(family).copied() {
+            Some("counter") => format!("{family}_total"),
+            Some("info") => format!("{family}_info"),
+            _ => family.to_owned(),
+        }
+    };
+    let mut out = String::with_capacity(openmetrics.len());
+    for line in openmetrics.lines() {
+        if let Some(rest) = line.strip_prefix("# HELP ") {
+            let (family, help) = rest.split_once(' ').unwrap_or((rest, ""));
+            out.push_str(&format!("# HELP {} {}\n", renamed(family), help_text(help)));
+        } else if let Some(rest) = line.strip_prefix("# TYPE ") {
+            let (family, kind) = rest.split_once(' ').unwrap_or((rest, "unknown"));
+            let kind = match kind {
+                "counter" | "gauge" | "histogram" | "summary" => kind,
+                "info" => "gauge",
+                _ => "untyped",
+            };
+            out.push_str(&format!("# TYPE {} {kind}\n", renamed(family)));
+        } else if line.starts_with('#') || line.is_empty() {
+            // `# UNIT`, `# EOF`: no 0.0.4 form.
+        } else {
+            let name_end = line.find(['{', ' ']).unwrap_or(line.len());
+            let name = &line[..name_end];
+            if let Some(family) = name.strip_suffix("_created")
+                && matches!(
+                    types.get(family).copied(),
+                    Some("counter" | "histogram" | "summary")
+                )
+            {
+                continue;
+            }
+            out.push_str(strip_exemplar(line));
+            out.push('\n');
+        }
+    }
+    out
+}
+
+/// OpenMetrics `HELP` text re-escaped for 0.0.4: `\"` becomes `"`.
+fn help_text(help: &str) -> String {
+    let mut out = String::with_capacity(help.len());
+    let mut chars = help.chars();
+    while let Some(c) = chars.next() {
+        if c == '\\' {
+            match chars.next() {
+                Some('"') => out.push('"'),
+                Some(next) => {
+                    out.push('\\');
+                    out.push(next);
+                }
+                None => out.push('\\'),
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// A sample line without its exemplar (` # {labels} value [timestamp]`), which
+/// 0.0.4 has no syntax for. Label values may contain ` # {`, so the exemplar is
+/// searched after the label set.
+fn strip_exemplar(line: &str) -> &str {
+    let after_labels = match line.find('{') {
+        Some(open) if open < line.find(' ').unwrap_or(line.len()) => {
+            // The closing brace of the label set: the first `}` outside quotes.
+            let mut quoted = false;
+            let mut escaped = false;
+            let mut close = None;
+            for (i, c) in line.char_indices().skip(open) {
+                match c {
+                    _ if escaped => escaped = false,
+                    '\\' if quoted => escaped = true,
+                    '"' => quoted = !quoted,
+                    '}' if !quoted => {
+                        close = Some(i);
+                        break;
+                    }
+                    _ => {}
+                }
+            }
+            close.map_or(line.len(), |c| c + 1)
+        }
+        _ => 0,
+    };
+    match line[after_labels..].find(" # ") {
+        Some(i) => &line[..after_labels + i],
+        None => line,
     }
 }
 
@@ -327,5 +511,100 @@ mod tests {
         }
         drop(player);
         assert!(m.render().contains("wsrelay_players{protocol=\"ws\"} 0\n"));
+    }
+
+    #[test]
+    fn text_format_names_counter_families_after_their_samples() {
+        let m = Metrics::new();
+        m.bytes_in.get_or_create(&[("protocol", "http")]).inc_by(7);
+        m.first_frame
+            .get_or_create(&[("protocol", "ws")])
+            .observe(0.02);
+        m.signal_messages.get_or_create(&[("type", "offer")]).inc();
+        let text = m.render_text();
+        assert!(!text.contains("# EOF"), "{text}");
+        assert!(text.contains("# HELP wsrelay_bytes_in_total Bytes received from publishers.\n"));
+        assert!(
+            text.contains("# TYPE wsrelay_bytes_in_total counter\n"),
+            "{text}"
+        );
+        assert!(text.contains("wsrelay_bytes_in_total{protocol=\"http\"} 7\n"));
+        assert!(!text.contains("# TYPE wsrelay_bytes_in counter"), "{text}");
+        assert!(text.contains("# TYPE wsrelay_streams gauge\n"));
+        assert!(text.contains("# TYPE wsrelay_time_to_first_frame_seconds histogram\n"));
+        assert!(text.contains("# TYPE wsrelay_signal_messages_total counter\n"));
+        // Every sample belongs to a family with HELP and TYPE (what promtool checks).
+        let mut typed = std::collections::HashSet::new();
+        let mut helped = std::collections::HashSet::new();
+        for line in text.lines() {
+            if let Some(rest) = line.strip_prefix("# TYPE ") {
+                typed.insert(rest.split(' ').next().unwrap().to_owned());
+            } else if let Some(rest) = line.strip_prefix("# HELP ") {
+                helped.insert(rest.split(' ').next().unwrap().to_owned());
+            } else {
+                let name = &line[..line.find(['{', ' ']).unwrap()];
+                let family = ["_bucket", "_sum", "_count"]
+                    .iter()
+                    .find_map(|s| name.strip_suffix(s).filter(|f| typed.contains(*f)))
+                    .unwrap_or(name);
+                assert!(typed.contains(family), "{name} has no TYPE in\n{text}");
+                assert!(helped.contains(family), "{name} has no HELP in\n{text}");
+            }
+        }
+    }
+
+    #[test]
+    fn conversion_of_what_prometheus_client_may_emit() {
+        let om = "# HELP a_requests Requests with \\\"quotes\\\" and \\\\ a backslash.\n\
+                  # TYPE a_requests counter\n\
+                  # UNIT a_requests requests\n\
+                  a_requests_total{path=\"/x # {y}\"} 3 # {trace=\"1\"} 1.0\n\
+                  a_requests_created 1.7e9\n\
+                  # HELP a_build Build.\n\
+                  # TYPE a_build info\n\
+                  a_build_info{version=\"1\"} 1\n\
+                  # HELP a_thing Something.\n\
+                  # TYPE a_thing unknown\n\
+                  a_thing 2\n\
+                  # EOF\n";
+        assert_eq!(
+            openmetrics_to_text(om),
+            "# HELP a_requests_total Requests with \"quotes\" and \\\\ a backslash.\n\
+             # TYPE a_requests_total counter\n\
+             a_requests_total{path=\"/x # {y}\"} 3\n\
+             # HELP a_build_info Build.\n\
+             # TYPE a_build_info gauge\n\
+             a_build_info{version=\"1\"} 1\n\
+             # HELP a_thing Something.\n\
+             # TYPE a_thing untyped\n\
+             a_thing 2\n"
+        );
+    }
+
+    #[test]
+    fn negotiation() {
+        use Format::*;
+        let prometheus = "application/openmetrics-text;version=1.0.0,\
+                          application/openmetrics-text;version=0.0.1;q=0.75,\
+                          text/plain;version=0.0.4;q=0.5,*/*;q=0.1";
+        for (accept, want) in [
+            (None, Text),
+            (Some("*/*"), Text),
+            (Some("text/plain"), Text),
+            (Some("text/plain;version=0.0.4;q=0.3,*/*;q=0.2"), Text),
+            (Some(prometheus), OpenMetrics),
+            (Some("application/openmetrics-text"), OpenMetrics),
+            (
+                Some("Application/OpenMetrics-Text; version=1.0.0"),
+                OpenMetrics,
+            ),
+            (Some("application/openmetrics-text;q=0.2, text/plain"), Text),
+            (Some("application/openmetrics-text;q=0, */*"), Text),
+            (Some("application/json"), Text),
+        ] {
+            assert_eq!(Format::negotiate(accept), want, "{accept:?}");
+        }
+        assert!(Text.content_type().starts_with("text/plain; version=0.0.4"));
+        assert_eq!(Metrics::CONTENT_TYPE, OpenMetrics.content_type());
     }
 }

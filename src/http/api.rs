@@ -17,7 +17,7 @@ use serde::Serialize;
 
 use super::Body;
 use crate::access::policy::AdminAccess;
-use crate::metrics::Metrics;
+use crate::metrics::Format;
 use crate::state::AppState;
 use crate::vocab::Action;
 
@@ -206,7 +206,8 @@ fn stream_name(path: &str) -> Result<&str, ApiError> {
     Ok(name)
 }
 
-/// Serves `/metrics`: gauges read at scrape time, then every family.
+/// Serves `/metrics`: gauges read at scrape time, then every family, in the format the
+/// scraper's `Accept` asks for (Prometheus text 0.0.4 unless it prefers OpenMetrics).
 pub fn metrics(state: &AppState, req: &Request<Incoming>) -> Response<Body> {
     if req.method() != Method::GET && req.method() != Method::HEAD {
         let mut res = super::text(StatusCode::METHOD_NOT_ALLOWED, "use GET or HEAD");
@@ -220,10 +221,17 @@ pub fn metrics(state: &AppState, req: &Request<Incoming>) -> Response<Body> {
         .metrics
         .signal_peers
         .set(rooms.rooms.iter().map(|r| r.peers as i64).sum());
-    let mut res = Response::new(super::full(state.metrics.render()));
-    res.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static(Metrics::CONTENT_TYPE),
+    let format = Format::negotiate(
+        req.headers()
+            .get(header::ACCEPT)
+            .and_then(|v| v.to_str().ok()),
     );
+    let mut res = Response::new(super::full(state.metrics.render_as(format)));
+    let h = res.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static(format.content_type()),
+    );
+    h.insert(header::VARY, HeaderValue::from_static("Accept"));
     res
 }
