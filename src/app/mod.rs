@@ -96,20 +96,29 @@ pub async fn spawn(config: Config) -> io::Result<Server> {
     let permits = Arc::new(Semaphore::new(state.config.max_connections));
     if let Some((listener, _)) = http {
         let st = state.clone();
-        state
-            .tasks
-            .spawn(net::accept_http(listener, st, permits.clone(), None));
+        state.tasks.spawn(net::accept_loop(
+            listener,
+            st,
+            permits.clone(),
+            net::Service::Http(None),
+        ));
     }
     if let Some((listener, _, acceptor)) = tls {
         let st = state.clone();
-        state
-            .tasks
-            .spawn(net::accept_http(listener, st, permits, Some(acceptor)));
+        state.tasks.spawn(net::accept_loop(
+            listener,
+            st,
+            permits,
+            net::Service::Http(Some(acceptor)),
+        ));
     }
     if let Some((listener, _)) = rtmp {
-        state
-            .tasks
-            .spawn(crate::rtmp::accept_loop(listener, state.clone()));
+        state.tasks.spawn(net::accept_loop(
+            listener,
+            state.clone(),
+            Arc::new(Semaphore::new(state.config.rtmp_settings.max_connections)),
+            net::Service::Rtmp,
+        ));
     }
     Ok(Server {
         http_addr,

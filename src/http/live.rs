@@ -117,21 +117,13 @@ pub(crate) async fn serve(
 }
 
 fn publish_refused(e: &PublishError) -> Response<Body> {
-    let status = match e {
-        PublishError::AlreadyPublishing(_) => StatusCode::CONFLICT,
-        _ => StatusCode::SERVICE_UNAVAILABLE,
-    };
     tracing::warn!(reason = %e, "publish refused");
-    super::text(status, e)
+    super::text(e.http_status(), e)
 }
 
 fn play_refused(e: &PlayError) -> Response<Body> {
-    let status = match e {
-        PlayError::NotFound(_) => StatusCode::NOT_FOUND,
-        _ => StatusCode::SERVICE_UNAVAILABLE,
-    };
     tracing::debug!(reason = %e, "play refused");
-    super::text(status, e)
+    super::text(e.http_status(), e)
 }
 
 fn ws_config(read_buffer: usize, max_message: usize, max_tag: usize) -> WebSocketConfig {

@@ -98,6 +98,25 @@ pub enum PublishError {
     },
 }
 
+impl PublishError {
+    /// What an HTTP or WebSocket publisher is told: 409 for a name in use, 503
+    /// otherwise (limits, budget, shutdown: try again later).
+    pub fn http_status(&self) -> hyper::StatusCode {
+        match self {
+            PublishError::AlreadyPublishing(_) => hyper::StatusCode::CONFLICT,
+            _ => hyper::StatusCode::SERVICE_UNAVAILABLE,
+        }
+    }
+
+    /// The RTMP `onStatus` code an RTMP publisher is told.
+    pub fn rtmp_code(&self) -> &'static str {
+        match self {
+            PublishError::AlreadyPublishing(_) => "NetStream.Publish.BadName",
+            _ => "NetStream.Publish.Failed",
+        }
+    }
+}
+
 /// Why a play was refused.
 #[derive(Debug, thiserror::Error, Clone, PartialEq, Eq)]
 #[non_exhaustive]
@@ -111,6 +130,17 @@ pub enum PlayError {
     /// `live.max_players_per_stream` reached (HTTP 503).
     #[error("too many players on this stream (limit {0})")]
     TooManyPlayersOnStream(usize),
+}
+
+impl PlayError {
+    /// What an HTTP-FLV or WebSocket-FLV player is told: 404 for a stream that is
+    /// not live (the player page retries), 503 for limits.
+    pub fn http_status(&self) -> hyper::StatusCode {
+        match self {
+            PlayError::NotFound(_) => hyper::StatusCode::NOT_FOUND,
+            _ => hyper::StatusCode::SERVICE_UNAVAILABLE,
+        }
+    }
 }
 
 /// Why a publisher's tag was not accepted.

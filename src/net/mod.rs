@@ -31,11 +31,39 @@ use crate::access::policy::Policy;
 use crate::http::{self, ConnCtx};
 use crate::state::AppState;
 
-pub(crate) async fn accept_http(
+/// What a listener serves.
+#[derive(Clone)]
+pub(crate) enum Service {
+    /// HTTP/1.1 (and WebSocket upgrades), over TLS when an acceptor is given.
+    Http(Option<tokio_rustls::TlsAcceptor>),
+    /// RTMP publishers.
+    Rtmp,
+}
+
+impl std::fmt::Debug for Service {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl Service {
+    fn name(&self) -> &'static str {
+        match self {
+            Service::Http(None) => "http",
+            Service::Http(Some(_)) => "https",
+            Service::Rtmp => "rtmp",
+        }
+    }
+}
+
+/// The one accept loop: accepts until shutdown, admits each socket (a permit of
+/// `permits` and a per-IP slot, held for the connection's whole life) or refuses it
+/// at once, and runs each admitted connection in its own task with a span.
+pub(crate) async fn accept_loop(
     listener: TcpListener,
     state: Arc<AppState>,
     permits: Arc<Semaphore>,
-    tls: Option<tokio_rustls::TlsAcceptor>,
+    service: Service,
 ) {
     loop {
         let accepted = tokio::select! {
@@ -46,7 +74,7 @@ pub(crate) async fn accept_http(
             Ok(conn) => conn,
             Err(e) => {
                 // Out of file descriptors and the like: back off instead of spinning.
-                tracing::warn!(error = %e, "accept failed");
+                tracing::warn!(listener = service.name(), error = %e, "accept failed");
                 tokio::time::sleep(ACCEPT_BACKOFF).await;
                 continue;
             }
@@ -54,41 +82,69 @@ pub(crate) async fn accept_http(
         let _ = stream.set_nodelay(true);
         let policy = state.policy.get();
         let admission = match admission::admit(&permits, &state.per_ip, &policy, remote.ip()) {
-            Ok(admission) => Arc::new(admission),
+            Ok(admission) => admission,
             Err(refused) => {
-                refuse_http(&state, stream, remote, refused, tls.clone());
+                match &service {
+                    Service::Http(tls) => refuse_http(&state, stream, remote, refused, tls.clone()),
+                    // RTMP has no way to say "busy" before the handshake: just close.
+                    Service::Rtmp => count_refusal(&state, remote, refused, "rtmp"),
+                }
                 continue;
             }
         };
         let st = state.clone();
-        let tls = tls.clone();
-        let span = tracing::info_span!("conn", peer = %remote);
-        state.tasks.spawn(
-            async move {
-                let conn = ConnCtx {
-                    admission,
-                    kill: CancellationToken::new(),
-                };
-                let Some(acceptor) = tls else {
-                    serve_connection(stream, remote, st, conn, policy).await;
-                    return;
-                };
-                match tokio::time::timeout(policy.header_read_timeout, acceptor.accept(stream))
-                    .await
-                {
-                    Ok(Ok(stream)) => serve_connection(stream, remote, st, conn, policy).await,
-                    Ok(Err(e)) => tracing::debug!(error = %e, "TLS handshake failed"),
-                    Err(_) => {
-                        st.metrics
-                            .connections_refused
-                            .get_or_create(&[("reason", "header_timeout")])
-                            .inc();
-                        tracing::debug!("TLS handshake not completed in time");
-                    }
-                }
+        match &service {
+            Service::Http(tls) => {
+                let span = tracing::info_span!("conn", peer = %remote);
+                let tls = tls.clone();
+                state.tasks.spawn(
+                    serve_http(stream, remote, st, Arc::new(admission), policy, tls)
+                        .instrument(span),
+                );
             }
-            .instrument(span),
-        );
+            Service::Rtmp => {
+                let span = tracing::info_span!(
+                    "rtmp",
+                    peer = %remote,
+                    stream = tracing::field::Empty
+                );
+                state
+                    .tasks
+                    .spawn(crate::rtmp::serve(stream, remote, st, admission).instrument(span));
+            }
+        }
+    }
+}
+
+/// One admitted HTTP connection: the TLS handshake (bounded by the request-head
+/// timeout) when it is a TLS listener, then hyper.
+async fn serve_http(
+    stream: TcpStream,
+    remote: SocketAddr,
+    state: Arc<AppState>,
+    admission: Arc<admission::Admission>,
+    policy: Arc<Policy>,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+) {
+    let conn = ConnCtx {
+        admission,
+        kill: CancellationToken::new(),
+    };
+    let Some(acceptor) = tls else {
+        serve_connection(stream, remote, state, conn, policy).await;
+        return;
+    };
+    match tokio::time::timeout(policy.header_read_timeout, acceptor.accept(stream)).await {
+        Ok(Ok(stream)) => serve_connection(stream, remote, state, conn, policy).await,
+        Ok(Err(e)) => tracing::debug!(error = %e, "TLS handshake failed"),
+        Err(_) => {
+            state
+                .metrics
+                .connections_refused
+                .get_or_create(&[("reason", "header_timeout")])
+                .inc();
+            tracing::debug!("TLS handshake not completed in time");
+        }
     }
 }
 

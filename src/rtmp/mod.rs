@@ -28,20 +28,15 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::Semaphore;
+use tokio::net::TcpStream;
 use tokio::time::Instant;
-use tracing::Instrument;
 
-use crate::access::admission::{admit, catch_panic};
-use crate::live::{PublishError, Publisher, PublisherInfo, PushError};
+use crate::access::admission::{Admission, catch_panic};
+use crate::live::{Publisher, PublisherInfo, PushError};
 use crate::state::AppState;
-use crate::vocab::Action;
-use crate::vocab::Protocol;
+use crate::vocab::{Action, Protocol};
 use chunk::ChunkReaderConfig;
-use session::{
-    PUBLISH_BAD_NAME, PUBLISH_FAILED, Session, SessionConfig, SessionError, SessionEvent,
-};
+use session::{PUBLISH_BAD_NAME, Session, SessionConfig, SessionError, SessionEvent};
 
 /// Bytes read from the socket at once. A 2.5 Mbit/s stream arrives in a few
 /// kilobytes per read; 64 KiB keeps syscalls few for 20+ Mbit/s publishers.
@@ -117,7 +112,7 @@ pub enum RtmpEnd {
     /// The publish was refused (bad name, name taken, too many streams); the client
     /// got an error `onStatus`.
     #[error("publish refused: {0}")]
-    OverCap(String),
+    Refused(String),
     /// The stream was taken over by another publisher or ended.
     #[error("{0}")]
     Push(#[from] PushError),
@@ -139,51 +134,18 @@ struct Stats {
     tags: u64,
 }
 
-/// Accepts RTMP connections until shutdown; each runs in its own task.
-pub async fn accept_loop(listener: TcpListener, state: Arc<AppState>) {
-    let limit = state.config.rtmp_settings.max_connections;
-    let permits = Arc::new(Semaphore::new(limit));
-    loop {
-        let accepted = tokio::select! {
-            _ = state.shutdown.cancelled() => return,
-            accepted = listener.accept() => accepted,
-        };
-        let (socket, remote) = match accepted {
-            Ok(conn) => conn,
-            Err(e) => {
-                // Out of file descriptors and the like: back off instead of spinning.
-                tracing::warn!(error = %e, "RTMP accept failed");
-                tokio::time::sleep(crate::net::ACCEPT_BACKOFF).await;
-                continue;
-            }
-        };
-        let policy = state.policy.get();
-        let admission = match admit(&permits, &state.per_ip, &policy, remote.ip()) {
-            Ok(admission) => admission,
-            Err(refused) => {
-                // RTMP has no way to say "busy" before the handshake: just close.
-                crate::net::count_refusal(&state, remote, refused, "rtmp");
-                tracing::debug!(limit, "RTMP connection limit");
-                continue;
-            }
-        };
-        let _ = socket.set_nodelay(true);
-        let span = tracing::info_span!(
-            "rtmp",
-            peer = %remote,
-            stream = tracing::field::Empty
-        );
-        let st = state.clone();
-        state.tasks.spawn(
-            async move {
-                let _admission = admission;
-                let started = Instant::now();
-                let outcome = catch_panic(connection(socket, remote, st)).await;
-                log_end(remote, outcome, started);
-            }
-            .instrument(span),
-        );
-    }
+/// Runs one admitted RTMP connection to its end (the accept loop is
+/// [`crate::net::accept_loop`]); a panic is contained and logged as a bug.
+pub(crate) async fn serve(
+    socket: TcpStream,
+    remote: SocketAddr,
+    state: Arc<AppState>,
+    admission: Admission,
+) {
+    let _admission = admission;
+    let started = Instant::now();
+    let outcome = catch_panic(connection(socket, remote, state)).await;
+    log_end(remote, outcome, started);
 }
 
 fn log_end(remote: SocketAddr, outcome: Result<(RtmpEnd, Stats), String>, started: Instant) {
@@ -313,7 +275,7 @@ async fn connection(
         .await;
         if matches!(
             end,
-            RtmpEnd::OverCap(_) | RtmpEnd::Session(SessionError::PlayNotSupported)
+            RtmpEnd::Refused(_) | RtmpEnd::Session(SessionError::PlayNotSupported)
         ) {
             linger(&mut socket).await;
         }
@@ -347,7 +309,7 @@ async fn handle_events(
                     Ok(t) => t,
                     Err(reason) => {
                         session.reject_publish(PUBLISH_BAD_NAME, &reason);
-                        return Err(RtmpEnd::OverCap(reason));
+                        return Err(RtmpEnd::Refused(reason));
                     }
                 };
                 tracing::Span::current().record("stream", target.name.as_str());
@@ -365,7 +327,7 @@ async fn handle_events(
                 {
                     session
                         .reject_publish(refusal.rtmp_code(Action::Publish), &refusal.to_string());
-                    return Err(RtmpEnd::OverCap(refusal.to_string()));
+                    return Err(RtmpEnd::Refused(refusal.to_string()));
                 }
                 let info = PublisherInfo {
                     protocol: Protocol::Rtmp,
@@ -379,12 +341,8 @@ async fn handle_events(
                         session.accept_publish(&format!("publishing {}", target.name))?;
                     }
                     Err(e) => {
-                        let code = match e {
-                            PublishError::AlreadyPublishing(_) => PUBLISH_BAD_NAME,
-                            _ => PUBLISH_FAILED,
-                        };
-                        session.reject_publish(code, &e.to_string());
-                        return Err(RtmpEnd::OverCap(e.to_string()));
+                        session.reject_publish(e.rtmp_code(), &e.to_string());
+                        return Err(RtmpEnd::Refused(e.to_string()));
                     }
                 }
             }
