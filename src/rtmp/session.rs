@@ -14,25 +14,34 @@
 //! assert!(session.handle_input(b"GET / HTTP/1.1\r\n").is_err());
 //! ```
 //!
-//! What the `scuffle-rtmp` crate does here: the handshake (simple and digest
-//! "complex" handshakes), decoding AMF0 commands, and encoding every response
-//! (`_result`, `onStatus`, protocol control messages) as chunks. Chunks are read by
-//! [`super::chunk::ChunkReader`] (see there why).
+//! The handshake is ours (see [`handshake_reply`]: what librtmp and FFmpeg check in
+//! S1 and S2); the `scuffle-rtmp` crate computes its HMAC digests, decodes AMF0
+//! commands and encodes every response (`_result`, `onStatus`, protocol control
+//! messages) as chunks. Chunks are read by [`super::chunk::ChunkReader`] (see there
+//! why).
 
 use std::collections::VecDeque;
-use std::io::Cursor;
 
 use bytes::{Bytes, BytesMut};
 use flv::{Tag, TagType};
+use scuffle_amf0::Amf0Error;
 use scuffle_amf0::encoder::Amf0Encoder;
 use scuffle_rtmp::chunk::writer::ChunkWriter;
 use scuffle_rtmp::chunk::{CHUNK_STREAM_ID_COMMAND, Chunk};
+use scuffle_rtmp::command_messages::error::CommandError as ScuffleCommandError;
 use scuffle_rtmp::command_messages::netconnection::{
     NetConnectionCommand, NetConnectionCommandConnectResult,
 };
 use scuffle_rtmp::command_messages::on_status::{OnStatus, OnStatusCode};
 use scuffle_rtmp::command_messages::{Command as ScuffleCommand, CommandResultLevel, CommandType};
-use scuffle_rtmp::handshake::{HandshakeServer, RTMP_HANDSHAKE_SIZE};
+use scuffle_rtmp::error::RtmpError;
+use scuffle_rtmp::handshake::RTMP_HANDSHAKE_SIZE;
+use scuffle_rtmp::handshake::complex::digest::DigestProcessor;
+use scuffle_rtmp::handshake::complex::error::ComplexHandshakeError;
+use scuffle_rtmp::handshake::complex::{
+    RTMP_CLIENT_KEY_FIRST_HALF, RTMP_DIGEST_LENGTH, RTMP_SERVER_KEY, RTMP_SERVER_KEY_FIRST_HALF,
+    RTMP_SERVER_VERSION, SchemaVersion,
+};
 use scuffle_rtmp::messages::MessageType;
 use scuffle_rtmp::protocol_control_messages::{
     ProtocolControlMessageAcknowledgement, ProtocolControlMessageSetChunkSize,
@@ -120,9 +129,10 @@ pub enum SessionError {
     /// The first byte is not RTMP version 3 (an HTTP request, TLS, RTMPE, garbage).
     #[error("not an RTMP client (version byte {0:#04x})")]
     NotRtmp(u8),
-    /// The handshake could not be completed.
-    #[error("handshake failed: {0}")]
-    Handshake(String),
+    /// The digest of a digest ("complex") handshake could not be computed (a bug,
+    /// not peer input: a C1 without a valid digest gets the simple handshake).
+    #[error("handshake failed: computing the S1/S2 digest")]
+    Handshake(#[source] ComplexHandshakeError),
     /// The chunk stream is malformed or over a limit.
     #[error("chunk stream: {0}")]
     Chunk(#[from] ChunkError),
@@ -138,8 +148,27 @@ pub enum SessionError {
     #[error("RTMP play is not supported (play over HTTP-FLV or WebSocket-FLV)")]
     PlayNotSupported,
     /// Encoding a response failed (a bug, not peer input).
-    #[error("encoding a response: {0}")]
-    Encode(String),
+    #[error("encoding an RTMP response failed")]
+    Encode(#[source] EncodeError),
+}
+
+/// Why a response could not be encoded: the error of the `scuffle` encoder that
+/// failed. Responses are written to memory, so none of these is expected.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum EncodeError {
+    /// A protocol control or command message (`scuffle_rtmp` writer).
+    #[error("RTMP message")]
+    Rtmp(#[from] RtmpError),
+    /// An `onStatus` or `_result` command body.
+    #[error("RTMP command body")]
+    Command(#[from] ScuffleCommandError),
+    /// An AMF0 value.
+    #[error("AMF0 value")]
+    Amf0(#[from] Amf0Error),
+    /// Chunking a message.
+    #[error("RTMP chunk")]
+    Chunk(#[from] std::io::Error),
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -162,7 +191,6 @@ struct PendingPublish {
 /// An RTMP server session for one publishing connection.
 pub struct Session {
     phase: Phase,
-    handshake: Option<HandshakeServer>,
     handshake_buf: BytesMut,
     reader: ChunkReader,
     /// The reader's message limit once a publish is accepted.
@@ -197,7 +225,6 @@ impl Session {
     pub fn new(config: SessionConfig) -> Session {
         Session {
             phase: Phase::C0C1,
-            handshake: Some(HandshakeServer::default()),
             handshake_buf: BytesMut::new(),
             reader: ChunkReader::new(ChunkReaderConfig {
                 max_message_bytes: config
@@ -294,35 +321,21 @@ impl Session {
             if self.handshake_buf.len() < 1 + RTMP_HANDSHAKE_SIZE {
                 return Ok(());
             }
-            let c0c1 = self
-                .handshake_buf
-                .split_to(1 + RTMP_HANDSHAKE_SIZE)
-                .freeze();
-            self.handshake_step(c0c1)?;
+            let c0c1 = self.handshake_buf.split_to(1 + RTMP_HANDSHAKE_SIZE);
+            let kind = handshake_reply(&c0c1[1..], &mut self.out, &mut |b| rand::fill(b))
+                .map_err(SessionError::Handshake)?;
+            tracing::trace!(?kind, "handshake: S0, S1, S2 sent");
             self.phase = Phase::C2;
         }
         if self.phase == Phase::C2 && self.handshake_buf.len() >= RTMP_HANDSHAKE_SIZE {
-            let c2 = self.handshake_buf.split_to(RTMP_HANDSHAKE_SIZE).freeze();
-            self.handshake_step(c2)?;
-            if !self.handshake.as_ref().is_some_and(|h| h.is_finished()) {
-                return Err(SessionError::Handshake("not finished after C2".into()));
-            }
-            self.handshake = None;
+            // C2 echoes S1 (or signs it); like every server, we do not check it.
+            let _c2 = self.handshake_buf.split_to(RTMP_HANDSHAKE_SIZE);
             self.phase = Phase::Messages;
             let rest = std::mem::take(&mut self.handshake_buf);
             self.reader.push(&rest);
             tracing::trace!("handshake complete");
         }
         Ok(())
-    }
-
-    fn handshake_step(&mut self, input: Bytes) -> Result<(), SessionError> {
-        let Some(handshake) = self.handshake.as_mut() else {
-            return Err(SessionError::Handshake("already finished".into()));
-        };
-        handshake
-            .handshake(&mut Cursor::new(input), &mut self.out)
-            .map_err(|e| SessionError::Handshake(e.to_string()))
     }
 
     /// Sends an Acknowledgement each time the peer's window of bytes was received.
@@ -561,8 +574,83 @@ impl Session {
     }
 }
 
-fn encode(e: impl std::fmt::Display) -> SessionError {
-    SessionError::Encode(e.to_string())
+fn encode(e: impl Into<EncodeError>) -> SessionError {
+    SessionError::Encode(e.into())
+}
+
+/// Which handshake a client asked for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum HandshakeKind {
+    /// Version field of C1 zero (librtmp/OBS, GStreamer's rtmpsink): S2 echoes C1.
+    Simple,
+    /// C1 carries a valid digest (FFmpeg, Flash Player) at the offset of this scheme
+    /// (0: offset stored at byte 772, as librtmp does; 1: at byte 8, as FFmpeg does).
+    Digest {
+        /// The digest offset scheme, which S1 uses too.
+        scheme: u8,
+    },
+}
+
+/// Appends S0, S1 and S2 for a client's C1 (`c1`: the 1536 bytes after C0) to `out`.
+///
+/// What clients check, and so what this produces:
+/// - **Simple handshake** (C1 bytes 4..8 zero, as librtmp and so OBS send when not
+///   verifying a SWF): librtmp compares the S2 it receives with the C1 it sent byte for
+///   byte, time fields included, and logs `client signature does not match!`
+///   otherwise. S2 is therefore C1, unchanged; S1 is time 0, version 0 (which also
+///   tells librtmp the server does not sign) and random bytes.
+/// - **Digest handshake** (C1 has a version and an HMAC-SHA256 digest keyed with
+///   "Genuine Adobe Flash Player 001" at scheme 0's or 1's offset, as FFmpeg and
+///   librtmp with SWF verification send): S1 carries a server version and its own
+///   digest (key "Genuine Adobe Flash Media Server 001") at the same scheme's offset;
+///   S2 is 1504 random bytes followed by HMAC-SHA256 of them keyed with
+///   HMAC-SHA256(the 68-byte FMS key, C1's digest), which librtmp verifies ("Server
+///   not genuine Adobe!" and a failed connect otherwise).
+/// - A C1 with a version but no valid digest gets the simple answer.
+///
+/// `fill` provides the random bytes (a parameter so tests are deterministic).
+pub(crate) fn handshake_reply(
+    c1: &[u8],
+    out: &mut Vec<u8>,
+    fill: &mut dyn FnMut(&mut [u8]),
+) -> Result<HandshakeKind, ComplexHandshakeError> {
+    const TIME_VERSION: usize = 8;
+    debug_assert_eq!(c1.len(), RTMP_HANDSHAKE_SIZE);
+    out.push(RTMP_VERSION);
+    let mut s1 = vec![0u8; RTMP_HANDSHAKE_SIZE];
+    fill(&mut s1[TIME_VERSION..]);
+    let digest = if c1[4..8] == [0; 4] {
+        None
+    } else {
+        DigestProcessor::new(Bytes::copy_from_slice(c1), RTMP_CLIENT_KEY_FIRST_HALF)
+            .read_digest()
+            .ok()
+    };
+    let Some((c1_digest, schema)) = digest else {
+        out.extend_from_slice(&s1);
+        out.extend_from_slice(c1);
+        return Ok(HandshakeKind::Simple);
+    };
+    // S1: time 0, server version, random, its digest at the client's scheme offset.
+    s1[4..8].copy_from_slice(&RTMP_SERVER_VERSION.to_be_bytes());
+    let filled = DigestProcessor::new(Bytes::from(s1), RTMP_SERVER_KEY_FIRST_HALF)
+        .generate_and_fill_digest(schema)?;
+    out.extend_from_slice(&filled.left);
+    out.extend_from_slice(&filled.digest);
+    out.extend_from_slice(&filled.right);
+    // S2: random, then the signature keyed with the client's digest.
+    let key = DigestProcessor::new(Bytes::new(), RTMP_SERVER_KEY).make_digest(&c1_digest, &[])?;
+    let mut s2 = vec![0u8; RTMP_HANDSHAKE_SIZE - RTMP_DIGEST_LENGTH];
+    fill(&mut s2);
+    let signature = DigestProcessor::new(Bytes::new(), &key).make_digest(&s2, &[])?;
+    out.extend_from_slice(&s2);
+    out.extend_from_slice(&signature);
+    // scuffle's Schema0 reads the digest offset at byte 772, Schema1 at byte 8.
+    let scheme = match schema {
+        SchemaVersion::Schema0 => 0,
+        SchemaVersion::Schema1 => 1,
+    };
+    Ok(HandshakeKind::Digest { scheme })
 }
 
 #[cfg(test)]
@@ -730,6 +818,137 @@ mod tests {
             Err(SessionError::PlayNotSupported)
         ));
         assert!(contains(&s.take_output(), b"NetStream.Play.Failed"));
+    }
+
+    /// HMAC-SHA256 (scuffle's digest helper, used here only as the primitive).
+    fn hmac(key: &[u8], parts: &[&[u8]]) -> [u8; 32] {
+        let joined = parts.concat();
+        DigestProcessor::new(Bytes::new(), key)
+            .make_digest(&joined, &[])
+            .unwrap()
+    }
+
+    /// librtmp's GenuineFPKey (first 30 bytes) and GenuineFMSKey (36 + 32 bytes).
+    const FP_KEY: &[u8] = b"Genuine Adobe Flash Player 001";
+    const FMS_KEY_TEXT: &[u8] = b"Genuine Adobe Flash Media Server 001";
+    const FMS_KEY_TAIL: [u8; 32] = [
+        0xF0, 0xEE, 0xC2, 0x4A, 0x80, 0x68, 0xBE, 0xE8, 0x2E, 0x00, 0xD0, 0xD1, 0x02, 0x9E, 0x7E,
+        0x57, 0x6E, 0xEC, 0x5D, 0x2D, 0x29, 0x80, 0x6F, 0xAB, 0x93, 0xB8, 0xE6, 0x36, 0xCF, 0xEB,
+        0x31, 0xAE,
+    ];
+
+    /// Digest position: scheme 0 sums the 4 bytes at 772 (librtmp's GetDigestOffset2),
+    /// scheme 1 those at 8 (FFmpeg, librtmp's GetDigestOffset1).
+    fn digest_pos(sig: &[u8], scheme: u8) -> usize {
+        let base = if scheme == 0 { 772 } else { 8 };
+        let sum: usize = sig[base..base + 4].iter().map(|&b| usize::from(b)).sum();
+        sum % 728 + base + 4
+    }
+
+    /// A C1 built as librtmp (FP9) and FFmpeg build it: time, version, pseudo-random
+    /// bytes, and an HMAC of everything else keyed with the Flash Player key.
+    fn digest_c1(scheme: u8, seed: u8) -> Vec<u8> {
+        let mut c1: Vec<u8> = (0..RTMP_HANDSHAKE_SIZE)
+            .map(|i| (i as u8).wrapping_mul(31) ^ seed)
+            .collect();
+        c1[..4].copy_from_slice(&1234u32.to_be_bytes());
+        c1[4..8].copy_from_slice(&[10, 0, 45, 2]);
+        let pos = digest_pos(&c1, scheme);
+        let digest = hmac(FP_KEY, &[&c1[..pos], &c1[pos + 32..]]);
+        c1[pos..pos + 32].copy_from_slice(&digest);
+        c1
+    }
+
+    fn counting_fill() -> impl FnMut(&mut [u8]) {
+        let mut n = 1u8;
+        move |bytes| {
+            for b in bytes {
+                *b = n;
+                n = n.wrapping_add(7);
+            }
+        }
+    }
+
+    /// Splits S0 S1 S2.
+    fn split(out: &[u8]) -> (u8, &[u8], &[u8]) {
+        assert_eq!(out.len(), 1 + 2 * RTMP_HANDSHAKE_SIZE);
+        let (s1, s2) = out[1..].split_at(RTMP_HANDSHAKE_SIZE);
+        (out[0], s1, s2)
+    }
+
+    #[test]
+    fn simple_handshake_s2_is_c1_byte_for_byte() {
+        // librtmp's simple C1: uptime, four zero bytes, random.
+        let mut c1: Vec<u8> = (0..RTMP_HANDSHAKE_SIZE).map(|i| (i % 251) as u8).collect();
+        c1[..4].copy_from_slice(&0x0102_0304u32.to_be_bytes());
+        c1[4..8].copy_from_slice(&[0; 4]);
+        let mut out = Vec::new();
+        let kind = handshake_reply(&c1, &mut out, &mut counting_fill()).unwrap();
+        assert_eq!(kind, HandshakeKind::Simple);
+        let (s0, s1, s2) = split(&out);
+        assert_eq!(s0, 3);
+        assert_eq!(
+            s2,
+            &c1[..],
+            "librtmp memcmp()s S2 with its C1, time fields too"
+        );
+        assert_eq!(&s1[4..8], &[0; 4], "version 0: the server does not sign");
+        assert_ne!(&s1[8..], &c1[8..]);
+
+        // The same through the session, C0+C1 arriving in two pieces.
+        let mut s = Session::new(SessionConfig::default());
+        let mut c0c1 = vec![3u8];
+        c0c1.extend_from_slice(&c1);
+        s.handle_input(&c0c1[..700]).unwrap();
+        assert!(s.take_output().is_empty());
+        s.handle_input(&c0c1[700..]).unwrap();
+        let out = s.take_output();
+        let (s0, _, s2) = split(&out);
+        assert_eq!((s0, s2), (3, &c1[..]));
+        s.handle_input(&out[1..1 + RTMP_HANDSHAKE_SIZE]).unwrap();
+        assert!(s.handshake_done());
+
+        // A version without a valid digest gets the simple answer too.
+        c1[4..8].copy_from_slice(&[9, 0, 124, 2]);
+        let mut out = Vec::new();
+        let kind = handshake_reply(&c1, &mut out, &mut counting_fill()).unwrap();
+        assert_eq!(kind, HandshakeKind::Simple);
+        assert_eq!(split(&out).2, &c1[..]);
+    }
+
+    #[test]
+    fn digest_handshake_s1_and_s2_verify_as_librtmp_checks_them() {
+        let fms_key = [FMS_KEY_TEXT, &FMS_KEY_TAIL[..]].concat();
+        for scheme in [0u8, 1] {
+            for seed in [0u8, 0x5A, 0xFF] {
+                let c1 = digest_c1(scheme, seed);
+                let c1_pos = digest_pos(&c1, scheme);
+                let c1_digest = &c1[c1_pos..c1_pos + 32];
+                let mut out = Vec::new();
+                let kind = handshake_reply(&c1, &mut out, &mut counting_fill()).unwrap();
+                assert_eq!(kind, HandshakeKind::Digest { scheme });
+                let (s0, s1, s2) = split(&out);
+                assert_eq!(s0, 3);
+                // S1: a version (librtmp falls back to simple on 0) and a digest keyed
+                // with the first 36 bytes of the FMS key at the client's scheme.
+                assert_ne!(s1[4], 0);
+                let p = digest_pos(s1, scheme);
+                assert_eq!(
+                    hmac(FMS_KEY_TEXT, &[&s1[..p], &s1[p + 32..]]),
+                    s1[p..p + 32],
+                    "S1 digest, scheme {scheme}"
+                );
+                // S2: HMAC(HMAC(full FMS key, C1 digest), S2[..1504]) == S2[1504..].
+                let key = hmac(&fms_key, &[c1_digest]);
+                let (random, signature) = s2.split_at(RTMP_HANDSHAKE_SIZE - 32);
+                assert_eq!(hmac(&key, &[random]), signature, "S2, scheme {scheme}");
+                // The check can fail: another client digest gives another signature.
+                let other_c1 = digest_c1(scheme, seed ^ 1);
+                let q = digest_pos(&other_c1, scheme);
+                let other = hmac(&fms_key, &[&other_c1[q..q + 32]]);
+                assert_ne!(hmac(&other, &[random]), signature);
+            }
+        }
     }
 
     proptest::proptest! {
