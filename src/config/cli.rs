@@ -1,4 +1,8 @@
 //! Command line: every flag overrides the matching config key.
+//!
+//! `--help` leads with what a newcomer needs (config file, listeners, pages,
+//! `--print-config`, `--set`, the `token` subcommand) and examples; the tuning,
+//! RTMP and TLS flags follow under their own headings.
 
 use std::path::PathBuf;
 
@@ -8,10 +12,29 @@ use std::time::Duration;
 
 use crate::config::{Config, ConfigError, Listen};
 
+/// Headings of `--help` after the common flags.
+const TUNING: &str = "Tuning (the defaults fit most setups; each flag mirrors a config key)";
+const RTMP: &str = "RTMP ingest";
+const TLS: &str = "TLS (https/wss)";
+
+/// Shown after the flags: how to run, publish and play.
+const EXAMPLES: &str = "\
+Examples:
+  wsrelay                                       HTTP/WS on 0.0.0.0:8080, RTMP on 0.0.0.0:1935
+  wsrelay --http 127.0.0.1:8080 --rtmp 127.0.0.1:1935
+                                                the same, reachable from this machine only
+  wsrelay --config wsrelay.toml --print-config  check a config file: print what would run
+  wsrelay token --stream cam1 --action publish  a publish token (needs [auth] secrets)
+
+Publish from OBS: Settings > Stream > Service: Custom, Server: rtmp://HOST:1935/live,
+Stream Key: cam1. Or: ffmpeg -re -i in.mp4 -c copy -f flv rtmp://HOST:1935/live/cam1
+Watch: http://HOST:8080/ (web UI), ws://HOST:8080/live/cam1.flv (mpegts.js, flv.js),
+ffplay http://HOST:8080/live/cam1.flv";
+
 /// wsrelay: live FLV relay (WebSocket-FLV, HTTP-FLV; RTMP/HTTP/WebSocket publish)
 /// and WebRTC signaling server.
 #[derive(Debug, Parser)]
-#[command(version, about)]
+#[command(version, about, after_help = EXAMPLES)]
 pub struct Cli {
     /// TOML config file; flags override its values.
     #[arg(long, value_name = "FILE")]
@@ -25,85 +48,85 @@ pub struct Cli {
     /// Serve the web pages from this directory instead of the copy built into the binary.
     #[arg(long, value_name = "DIR")]
     pub static_dir: Option<PathBuf>,
-    /// Access-Control-Allow-Origin for HTTP-FLV and the API [default: *].
-    #[arg(long, value_name = "ORIGIN")]
-    pub cors_origin: Option<String>,
-    /// Maximum TCP connections on the HTTP listener.
-    #[arg(long, value_name = "N")]
-    pub max_connections: Option<usize>,
-    /// Players wait this long for a dropped publisher to come back (live.publisher_grace_ms).
-    #[arg(long, value_name = "MS")]
-    pub grace_ms: Option<u64>,
-    /// A publisher silent this long is cut off (live.publisher_idle_timeout_ms).
-    #[arg(long, value_name = "MS")]
-    pub publisher_idle_timeout_ms: Option<u64>,
-    /// Largest FLV tag accepted (live.max_tag_bytes).
-    #[arg(long, value_name = "BYTES")]
-    pub max_tag_bytes: Option<usize>,
-    /// GOP cache bound in bytes (live.gop_max_bytes).
-    #[arg(long, value_name = "BYTES")]
-    pub gop_max_bytes: Option<usize>,
-    /// GOP cache bound in stream time (live.gop_max_duration_ms).
-    #[arg(long, value_name = "MS")]
-    pub gop_max_ms: Option<u32>,
-    /// Tags a player may lag before skipping to the next keyframe (live.player_backlog_tags).
-    #[arg(long, value_name = "N")]
-    pub player_backlog_tags: Option<usize>,
-    /// Disconnect a player behind the live edge this long (live.player_max_behind_ms).
-    #[arg(long, value_name = "MS")]
-    pub player_max_behind_ms: Option<u64>,
-    /// Disconnect a player whose single write takes this long (live.player_write_timeout_ms).
-    #[arg(long, value_name = "MS")]
-    pub player_write_timeout_ms: Option<u64>,
-    /// Maximum live streams (live.max_streams).
-    #[arg(long, value_name = "N")]
-    pub max_streams: Option<usize>,
-    /// Maximum players across streams (live.max_players).
-    #[arg(long, value_name = "N")]
-    pub max_players: Option<usize>,
-    /// Maximum players per stream (live.max_players_per_stream).
-    #[arg(long, value_name = "N")]
-    pub max_players_per_stream: Option<usize>,
-    /// Largest WebSocket message a WebSocket publisher may send (live.max_publish_message_bytes).
-    #[arg(long, value_name = "BYTES")]
-    pub max_publish_message_bytes: Option<usize>,
-    /// Bytes of queued tags merged into one write to a player (live.player_write_batch_bytes).
-    #[arg(long, value_name = "BYTES")]
-    pub player_write_batch_bytes: Option<usize>,
-    /// Time allowed for a graceful shutdown (shutdown_timeout_ms).
-    #[arg(long, value_name = "MS")]
-    pub shutdown_timeout_ms: Option<u64>,
-    /// Maximum simultaneous RTMP connections (rtmp_settings.max_connections).
-    #[arg(long, value_name = "N")]
-    pub rtmp_max_connections: Option<usize>,
-    /// Close RTMP clients that have not finished the handshake after this
-    /// (rtmp_settings.handshake_timeout_ms).
-    #[arg(long, value_name = "MS")]
-    pub rtmp_handshake_timeout_ms: Option<u64>,
-    /// Close RTMP clients that have not sent `publish` after this
-    /// (rtmp_settings.publish_timeout_ms).
-    #[arg(long, value_name = "MS")]
-    pub rtmp_publish_timeout_ms: Option<u64>,
-    /// A new publisher replaces a live one instead of getting 409 (live.allow_takeover).
+    /// Print the effective configuration as TOML and exit.
     #[arg(long)]
-    pub allow_takeover: bool,
-    /// TLS (https/wss) listen address, or `off` (tls_listen) [default: off].
-    #[arg(long, value_name = "ADDR")]
-    pub tls: Option<Listen>,
-    /// PEM certificate chain for --tls (tls_cert).
-    #[arg(long, value_name = "FILE")]
-    pub tls_cert: Option<PathBuf>,
-    /// PEM private key for --tls (tls_key).
-    #[arg(long, value_name = "FILE")]
-    pub tls_key: Option<PathBuf>,
+    pub print_config: bool,
     /// Set any config key, as in the TOML file: `--set signal.max_peers_per_room=50`,
     /// `--set 'signal.stun_urls=["stun:stun.example.org"]'`. Repeatable; applied after the
     /// file and before the other flags. A value that is not TOML is taken as a string.
     #[arg(long = "set", value_name = "KEY=VALUE")]
     pub set: Vec<String>,
-    /// Print the effective configuration as TOML and exit.
-    #[arg(long)]
-    pub print_config: bool,
+    /// Access-Control-Allow-Origin for HTTP-FLV and the API [default: *].
+    #[arg(long, value_name = "ORIGIN", help_heading = TUNING)]
+    pub cors_origin: Option<String>,
+    /// Maximum TCP connections on the HTTP listener.
+    #[arg(long, value_name = "N", help_heading = TUNING)]
+    pub max_connections: Option<usize>,
+    /// Players wait this long for a dropped publisher to come back (live.publisher_grace_ms).
+    #[arg(long, value_name = "MS", help_heading = TUNING)]
+    pub grace_ms: Option<u64>,
+    /// A publisher silent this long is cut off (live.publisher_idle_timeout_ms).
+    #[arg(long, value_name = "MS", help_heading = TUNING)]
+    pub publisher_idle_timeout_ms: Option<u64>,
+    /// Largest FLV tag accepted (live.max_tag_bytes).
+    #[arg(long, value_name = "BYTES", help_heading = TUNING)]
+    pub max_tag_bytes: Option<usize>,
+    /// GOP cache bound in bytes (live.gop_max_bytes).
+    #[arg(long, value_name = "BYTES", help_heading = TUNING)]
+    pub gop_max_bytes: Option<usize>,
+    /// GOP cache bound in stream time (live.gop_max_duration_ms).
+    #[arg(long, value_name = "MS", help_heading = TUNING)]
+    pub gop_max_ms: Option<u32>,
+    /// Tags a player may lag before skipping to the next keyframe (live.player_backlog_tags).
+    #[arg(long, value_name = "N", help_heading = TUNING)]
+    pub player_backlog_tags: Option<usize>,
+    /// Disconnect a player behind the live edge this long (live.player_max_behind_ms).
+    #[arg(long, value_name = "MS", help_heading = TUNING)]
+    pub player_max_behind_ms: Option<u64>,
+    /// Disconnect a player whose single write takes this long (live.player_write_timeout_ms).
+    #[arg(long, value_name = "MS", help_heading = TUNING)]
+    pub player_write_timeout_ms: Option<u64>,
+    /// Maximum live streams (live.max_streams).
+    #[arg(long, value_name = "N", help_heading = TUNING)]
+    pub max_streams: Option<usize>,
+    /// Maximum players across streams (live.max_players).
+    #[arg(long, value_name = "N", help_heading = TUNING)]
+    pub max_players: Option<usize>,
+    /// Maximum players per stream (live.max_players_per_stream).
+    #[arg(long, value_name = "N", help_heading = TUNING)]
+    pub max_players_per_stream: Option<usize>,
+    /// Largest WebSocket message a WebSocket publisher may send (live.max_publish_message_bytes).
+    #[arg(long, value_name = "BYTES", help_heading = TUNING)]
+    pub max_publish_message_bytes: Option<usize>,
+    /// Bytes of queued tags merged into one write to a player (live.player_write_batch_bytes).
+    #[arg(long, value_name = "BYTES", help_heading = TUNING)]
+    pub player_write_batch_bytes: Option<usize>,
+    /// Time allowed for a graceful shutdown (shutdown_timeout_ms).
+    #[arg(long, value_name = "MS", help_heading = TUNING)]
+    pub shutdown_timeout_ms: Option<u64>,
+    /// Maximum simultaneous RTMP connections (rtmp_settings.max_connections).
+    #[arg(long, value_name = "N", help_heading = RTMP)]
+    pub rtmp_max_connections: Option<usize>,
+    /// Close RTMP clients that have not finished the handshake after this
+    /// (rtmp_settings.handshake_timeout_ms).
+    #[arg(long, value_name = "MS", help_heading = RTMP)]
+    pub rtmp_handshake_timeout_ms: Option<u64>,
+    /// Close RTMP clients that have not sent `publish` after this
+    /// (rtmp_settings.publish_timeout_ms).
+    #[arg(long, value_name = "MS", help_heading = RTMP)]
+    pub rtmp_publish_timeout_ms: Option<u64>,
+    /// A new publisher replaces a live one instead of getting 409 (live.allow_takeover).
+    #[arg(long, help_heading = TUNING)]
+    pub allow_takeover: bool,
+    /// TLS (https/wss) listen address, or `off` (tls_listen) [default: off].
+    #[arg(long, value_name = "ADDR", help_heading = TLS)]
+    pub tls: Option<Listen>,
+    /// PEM certificate chain for --tls (tls_cert).
+    #[arg(long, value_name = "FILE", help_heading = TLS)]
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key for --tls (tls_key).
+    #[arg(long, value_name = "FILE", help_heading = TLS)]
+    pub tls_key: Option<PathBuf>,
     /// A subcommand instead of running the server.
     #[command(subcommand)]
     pub command: Option<Command>,
@@ -304,6 +327,88 @@ mod tests {
             let cli = Cli::parse_from(["wsrelay", "--set", bad]);
             assert!(cli.into_config().is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn help_leads_with_the_common_flags_and_an_example() {
+        use clap::CommandFactory;
+        let help = Cli::command().render_long_help().to_string();
+        let at = |needle: &str| {
+            help.find(needle)
+                .unwrap_or_else(|| panic!("`{needle}` not in --help:\n{help}"))
+        };
+        let tuning = at("Tuning (");
+        let common = [
+            "token",
+            "--config <FILE>",
+            "--http <ADDR>",
+            "--rtmp <ADDR>",
+            "--static-dir <DIR>",
+            "--print-config",
+            "--set <KEY=VALUE>",
+        ];
+        let mut last = 0;
+        for flag in common {
+            let i = at(flag);
+            assert!(i > last && i < tuning, "`{flag}` comes first, in order");
+            last = i;
+        }
+        for flag in [
+            "--grace-ms",
+            "--max-streams",
+            "--cors-origin",
+            "--allow-takeover",
+        ] {
+            assert!(at(flag) > tuning, "`{flag}` is under Tuning");
+        }
+        let rtmp = at("RTMP ingest:");
+        assert!(rtmp > tuning && at("--rtmp-handshake-timeout-ms") > rtmp);
+        assert!(at("--tls-cert") > at("TLS (https/wss):"));
+        let examples = at("Examples:");
+        assert!(examples > at("--tls-key"), "examples come after the flags");
+        at("wsrelay --http 127.0.0.1:8080 --rtmp 127.0.0.1:1935");
+        at("rtmp://HOST:1935/live");
+    }
+
+    #[test]
+    fn every_flag_still_parses() {
+        let cli = Cli::try_parse_from([
+            "wsrelay",
+            "--config=c.toml",
+            "--http=127.0.0.1:1",
+            "--rtmp=off",
+            "--static-dir=s",
+            "--print-config",
+            "--set=a=1",
+            "--cors-origin=*",
+            "--max-connections=1",
+            "--grace-ms=1",
+            "--publisher-idle-timeout-ms=1",
+            "--max-tag-bytes=1",
+            "--gop-max-bytes=1",
+            "--gop-max-ms=1",
+            "--player-backlog-tags=1",
+            "--player-max-behind-ms=1",
+            "--player-write-timeout-ms=1",
+            "--max-streams=1",
+            "--max-players=1",
+            "--max-players-per-stream=1",
+            "--max-publish-message-bytes=1",
+            "--player-write-batch-bytes=1",
+            "--shutdown-timeout-ms=1",
+            "--rtmp-max-connections=1",
+            "--rtmp-handshake-timeout-ms=1",
+            "--rtmp-publish-timeout-ms=1",
+            "--allow-takeover",
+            "--tls=off",
+            "--tls-cert=c.pem",
+            "--tls-key=k.pem",
+        ])
+        .unwrap();
+        assert!(cli.print_config && cli.allow_takeover);
+        assert_eq!(cli.rtmp_publish_timeout_ms, Some(1));
+        let token = Cli::try_parse_from(["wsrelay", "token", "--stream", "a", "--action", "play"]);
+        assert!(matches!(token.unwrap().command, Some(Command::Token(_))));
     }
 
     #[test]

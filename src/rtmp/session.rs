@@ -583,8 +583,9 @@ fn encode(e: impl Into<EncodeError>) -> SessionError {
 pub(crate) enum HandshakeKind {
     /// Version field of C1 zero (librtmp/OBS, GStreamer's rtmpsink): S2 echoes C1.
     Simple,
-    /// C1 carries a valid digest (FFmpeg, Flash Player) at the offset of this scheme
-    /// (0: offset stored at byte 772, as librtmp does; 1: at byte 8, as FFmpeg does).
+    /// C1 carries a valid digest (FFmpeg; librtmp verifying a SWF) at the offset of
+    /// this scheme (0: offset stored at byte 772, librtmp's RTMPE; 1: at byte 8, what
+    /// FFmpeg and plain librtmp use).
     Digest {
         /// The digest offset scheme, which S1 uses too.
         scheme: u8,
