@@ -5,7 +5,6 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Instant;
 
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -18,25 +17,23 @@ use crate::signal::Rooms;
 
 /// What every connection handler shares.
 #[derive(Debug)]
-pub struct AppState {
+pub(crate) struct AppState {
     /// The effective configuration.
-    pub config: Config,
+    pub(crate) config: Config,
     /// Live streams.
-    pub streams: Arc<Streams>,
+    pub(crate) streams: Arc<Streams>,
     /// Signaling rooms.
-    pub rooms: Arc<Rooms>,
+    pub(crate) rooms: Arc<Rooms>,
     /// Cancelled when the server shuts down.
-    pub shutdown: CancellationToken,
+    pub(crate) shutdown: CancellationToken,
     /// Every connection and player task, awaited on shutdown.
-    pub tasks: TaskTracker,
-    /// When the server started.
-    pub started: Instant,
+    pub(crate) tasks: TaskTracker,
     /// Prometheus metrics (`/metrics`).
-    pub metrics: Arc<Metrics>,
+    pub(crate) metrics: Arc<Metrics>,
     /// Auth, hooks, admin token, proxies and connection limits; swapped on SIGHUP.
-    pub policy: PolicyCell,
+    pub(crate) policy: PolicyCell,
     /// Open connections per client IP on the HTTP and TLS listeners.
-    pub per_ip: Arc<PerIpLimiter>,
+    pub(crate) per_ip: Arc<PerIpLimiter>,
     /// The bound RTMP address, when RTMP is on (shown to users in `/api/streams`).
-    pub rtmp_addr: Option<SocketAddr>,
+    pub(crate) rtmp_addr: Option<SocketAddr>,
 }

@@ -22,7 +22,7 @@ use super::policy::{IpSlot, PerIpLimiter, Policy};
 
 /// A connection's share of the budget; dropping it frees the permit and the slot.
 #[derive(Debug)]
-pub struct Admission {
+pub(crate) struct Admission {
     _permit: OwnedSemaphorePermit,
     /// `None` for trusted proxies, which carry many clients.
     _slot: Option<IpSlot>,
@@ -31,7 +31,7 @@ pub struct Admission {
 /// Why a connection was refused.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
-pub enum OverCap {
+pub(crate) enum OverCap {
     /// The listener's `max_connections` is reached.
     #[error("server at connection limit, try again later")]
     ConnectionLimit,
@@ -42,7 +42,7 @@ pub enum OverCap {
 
 impl OverCap {
     /// The `reason` label of `wsrelay_connections_refused_total`.
-    pub fn label(self) -> &'static str {
+    pub(crate) fn label(self) -> &'static str {
         match self {
             OverCap::ConnectionLimit => "connection_limit",
             OverCap::PerIpLimit => "per_ip_limit",
@@ -52,7 +52,7 @@ impl OverCap {
 
 /// Takes a permit of `permits` and a per-IP slot for `ip` (trusted proxies are
 /// exempt from the per-IP cap), or says which cap refused.
-pub fn admit(
+pub(crate) fn admit(
     permits: &Arc<Semaphore>,
     per_ip: &Arc<PerIpLimiter>,
     policy: &Policy,
@@ -80,7 +80,7 @@ pub fn admit(
 /// Runs `fut`, turning a panic into an error carrying the panic message, so a bug
 /// hit by one client ends that client's task with a logged reason and touches
 /// nothing else.
-pub async fn catch_panic<F: Future>(fut: F) -> Result<F::Output, String> {
+pub(crate) async fn catch_panic<F: Future>(fut: F) -> Result<F::Output, String> {
     AssertUnwindSafe(fut).catch_unwind().await.map_err(|panic| {
         panic
             .downcast_ref::<&str>()

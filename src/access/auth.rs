@@ -12,9 +12,9 @@
 //!
 //! The same check guards HTTP, WebSocket and RTMP (token in the stream key's query:
 //! `NAME?token=…`). [`AuthError`] maps each refusal explicitly to what the client is
-//! told: an HTTP status ([`AuthError::status`]), an RTMP `onStatus` code
-//! ([`AuthError::rtmp_code`]) and a WebSocket close code
-//! ([`crate::access::policy::Refusal::ws_close_code`]).
+//! told: an HTTP status ([`AuthError::status`]) and an RTMP `onStatus` code
+//! ([`AuthError::rtmp_code`]); refusals are decided before any WebSocket upgrade,
+//! so a WebSocket client gets the HTTP status too.
 //! Tokens and secrets never appear in logs or error texts.
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -214,7 +214,6 @@ pub fn mint_token(args: &TokenArgs, config: Option<&Config>) -> Result<String, S
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::access::policy::Refusal;
     use crate::config::cli::parse_ttl;
 
     const NOW: u64 = 1_800_000_000;
@@ -298,7 +297,7 @@ mod tests {
         let e = authorize(&c, Action::Publish, "cam", Some(&q(&other)), NOW).unwrap_err();
         assert_eq!(e, AuthError::WrongStream);
         assert_eq!(e.status(), StatusCode::FORBIDDEN);
-        assert_eq!(Refusal::Auth(e.clone()).ws_close_code(), 4403);
+        assert_eq!(e.status(), StatusCode::FORBIDDEN);
 
         let play = mint(&k, "cam", Action::Play, Duration::from_secs(60), NOW);
         let e = authorize(&c, Action::Publish, "cam", Some(&q(&play)), NOW).unwrap_err();
@@ -317,7 +316,7 @@ mod tests {
         );
         let e = authorize(&c, Action::Publish, "cam", Some(&q(&forged)), NOW).unwrap_err();
         assert_eq!(e, AuthError::Invalid);
-        assert_eq!(Refusal::Auth(e.clone()).ws_close_code(), 4401);
+        assert_eq!(e.status(), StatusCode::UNAUTHORIZED);
         assert_eq!(
             authorize(&c, Action::Publish, "cam", Some("token=garbage"), NOW),
             Err(AuthError::Invalid)

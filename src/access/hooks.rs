@@ -33,7 +33,7 @@ use crate::vocab::{Action, Protocol};
 
 /// Which hook.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Hook {
+pub(crate) enum Hook {
     /// Before accepting a publisher.
     OnPublish,
     /// Before accepting a player.
@@ -44,7 +44,7 @@ pub enum Hook {
 
 impl Hook {
     /// `on_publish`, `on_play`, `on_unpublish` (the JSON `action` and metric label).
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             Hook::OnPublish => "on_publish",
             Hook::OnPlay => "on_play",
@@ -55,22 +55,22 @@ impl Hook {
 
 /// What a hook is told.
 #[derive(Clone, Debug, Serialize)]
-pub struct HookEvent {
+pub(crate) struct HookEvent {
     /// `on_publish`, `on_play` or `on_unpublish`.
-    pub action: &'static str,
+    pub(crate) action: &'static str,
     /// The stream name.
-    pub stream: String,
+    pub(crate) stream: String,
     /// The client's address (`ip:port`).
-    pub client: String,
+    pub(crate) client: String,
     /// The request's query string, if any (may carry the client's token).
-    pub query: Option<String>,
+    pub(crate) query: Option<String>,
     /// `http`, `ws` or `rtmp`.
-    pub protocol: Protocol,
+    pub(crate) protocol: Protocol,
 }
 
 impl HookEvent {
     /// The event for `hook` about `stream`.
-    pub fn new(
+    pub(crate) fn new(
         hook: Hook,
         stream: &str,
         client: SocketAddr,
@@ -90,7 +90,7 @@ impl HookEvent {
 /// Why a hook refused (or could not allow) a publish or play.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
-pub enum HookError {
+pub(crate) enum HookError {
     /// The hook answered with a non-2xx status (client gets HTTP 403).
     #[error("refused by the {hook} hook (status {status})")]
     Refused {
@@ -119,7 +119,7 @@ pub enum HookError {
 
 impl HookError {
     /// What the client is told: 403 for a refusal, 503 when the hook is broken.
-    pub fn status(&self) -> StatusCode {
+    pub(crate) fn status(&self) -> StatusCode {
         match self {
             HookError::Refused { .. } => StatusCode::FORBIDDEN,
             HookError::Timeout { .. } | HookError::Failed { .. } => StatusCode::SERVICE_UNAVAILABLE,
@@ -127,7 +127,7 @@ impl HookError {
     }
 
     /// The RTMP `onStatus` code for a refused publish or play.
-    pub fn rtmp_code(&self, action: Action) -> &'static str {
+    pub(crate) fn rtmp_code(&self, action: Action) -> &'static str {
         match (self, action) {
             (HookError::Refused { .. }, Action::Publish) => "NetStream.Publish.Rejected",
             (HookError::Refused { .. }, Action::Play) => "NetStream.Play.Rejected",
@@ -137,7 +137,7 @@ impl HookError {
     }
 
     /// Metrics label: `refuse`, `timeout` or `error`.
-    pub fn label(&self) -> &'static str {
+    pub(crate) fn label(&self) -> &'static str {
         match self {
             HookError::Refused { .. } => "refuse",
             HookError::Timeout { .. } => "timeout",
@@ -148,7 +148,7 @@ impl HookError {
 
 /// The hook caller: configured URLs, an HTTP client and the concurrency bound.
 /// Rebuilt on config reload; calls in flight finish with the old one.
-pub struct Hooks {
+pub(crate) struct Hooks {
     config: HooksConfig,
     client: Client<HttpConnector, Full<Bytes>>,
     permits: Arc<Semaphore>,
@@ -165,7 +165,7 @@ impl std::fmt::Debug for Hooks {
 
 impl Hooks {
     /// A caller for `config` (validated by [`HooksConfig::validate`]).
-    pub fn new(config: HooksConfig, metrics: Arc<Metrics>) -> Hooks {
+    pub(crate) fn new(config: HooksConfig, metrics: Arc<Metrics>) -> Hooks {
         let mut connector = HttpConnector::new();
         connector.set_connect_timeout(Some(config.timeout()));
         connector.set_nodelay(true);
@@ -181,11 +181,6 @@ impl Hooks {
         }
     }
 
-    /// The settings in use.
-    pub fn config(&self) -> &HooksConfig {
-        &self.config
-    }
-
     fn url(&self, hook: Hook) -> Option<&str> {
         match hook {
             Hook::OnPublish => self.config.on_publish.as_deref(),
@@ -195,7 +190,7 @@ impl Hooks {
     }
 
     /// Asks `hook` about `event`; `Ok` when it allows or is not configured.
-    pub async fn check(&self, hook: Hook, event: &HookEvent) -> Result<(), HookError> {
+    pub(crate) async fn check(&self, hook: Hook, event: &HookEvent) -> Result<(), HookError> {
         let Some(url) = self.url(hook) else {
             return Ok(());
         };
@@ -230,7 +225,7 @@ impl Hooks {
     }
 
     /// Tells `on_unpublish` about `event` in the background (tracked by `tasks`).
-    pub fn notify(self: &Arc<Self>, hook: Hook, event: HookEvent, tasks: &TaskTracker) {
+    pub(crate) fn notify(self: &Arc<Self>, hook: Hook, event: HookEvent, tasks: &TaskTracker) {
         if self.url(hook).is_none() {
             return;
         }

@@ -29,28 +29,28 @@ use crate::vocab::Protocol;
 
 /// The reloadable settings, parsed and ready to use.
 #[derive(Debug)]
-pub struct Policy {
+pub(crate) struct Policy {
     /// Publish/play token rules.
-    pub auth: AuthConfig,
+    pub(crate) auth: AuthConfig,
     /// The hook caller (its own concurrency bound and timeout).
-    pub hooks: Arc<Hooks>,
+    pub(crate) hooks: Arc<Hooks>,
     /// The `/api/` bearer token.
-    pub admin_token: Option<signaling::Secret>,
+    pub(crate) admin_token: Option<signaling::Secret>,
     /// Proxies whose `X-Forwarded-For` is believed.
-    pub trusted_proxies: Vec<Cidr>,
+    pub(crate) trusted_proxies: Vec<Cidr>,
     /// Connections per client IP on the HTTP/TLS listeners.
-    pub max_connections_per_ip: usize,
+    pub(crate) max_connections_per_ip: usize,
     /// Time to send a request head or finish a TLS handshake.
-    pub header_read_timeout: Duration,
+    pub(crate) header_read_timeout: Duration,
     /// Largest request head in bytes.
-    pub max_header_bytes: usize,
+    pub(crate) max_header_bytes: usize,
     /// Most header fields per request.
-    pub max_headers: usize,
+    pub(crate) max_headers: usize,
 }
 
 impl Policy {
     /// The policy of `config` (already validated).
-    pub fn new(config: &Config, metrics: Arc<Metrics>) -> Policy {
+    pub(crate) fn new(config: &Config, metrics: Arc<Metrics>) -> Policy {
         Policy {
             auth: config.auth.clone(),
             hooks: Arc::new(Hooks::new(config.hooks.clone(), metrics)),
@@ -69,7 +69,7 @@ impl Policy {
     }
 
     /// Whether `ip` is a trusted proxy.
-    pub fn is_trusted(&self, ip: IpAddr) -> bool {
+    pub(crate) fn is_trusted(&self, ip: IpAddr) -> bool {
         self.trusted_proxies.iter().any(|c| c.contains(ip))
     }
 
@@ -77,7 +77,7 @@ impl Policy {
     /// the nearest untrusted address of `X-Forwarded-For` (read right to left, as
     /// each proxy appends the address it saw). The port of a forwarded address is
     /// unknown and reported as 0.
-    pub fn client_addr(&self, remote: SocketAddr, headers: &HeaderMap) -> SocketAddr {
+    pub(crate) fn client_addr(&self, remote: SocketAddr, headers: &HeaderMap) -> SocketAddr {
         if !self.is_trusted(remote.ip()) {
             return remote;
         }
@@ -104,7 +104,7 @@ impl Policy {
     /// Whether `headers` carry `Authorization: Bearer <admin_token>`. Closed by
     /// default: with no admin token configured the answer is
     /// [`AdminAccess::Disabled`]. Compared in constant time.
-    pub fn admin_access(&self, headers: &HeaderMap) -> AdminAccess {
+    pub(crate) fn admin_access(&self, headers: &HeaderMap) -> AdminAccess {
         let Some(expected) = &self.admin_token else {
             return AdminAccess::Disabled;
         };
@@ -124,7 +124,7 @@ impl Policy {
 
 /// What [`Policy::admin_access`] decided.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum AdminAccess {
+pub(crate) enum AdminAccess {
     /// The request carries the admin token.
     Granted,
     /// An admin token is configured and the request lacks it (401).
@@ -149,7 +149,7 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 /// Why a publish or play was refused before it started.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
-pub enum Refusal {
+pub(crate) enum Refusal {
     /// The token check failed (401 / 403).
     #[error(transparent)]
     Auth(#[from] AuthError),
@@ -160,20 +160,15 @@ pub enum Refusal {
 
 impl Refusal {
     /// What an HTTP client is told.
-    pub fn status(&self) -> hyper::StatusCode {
+    pub(crate) fn status(&self) -> hyper::StatusCode {
         match self {
             Refusal::Auth(e) => e.status(),
             Refusal::Hook(e) => e.status(),
         }
     }
 
-    /// The WebSocket close code, when the refusal comes after an upgrade.
-    pub fn ws_close_code(&self) -> u16 {
-        4000 + self.status().as_u16()
-    }
-
     /// The RTMP `onStatus` code.
-    pub fn rtmp_code(&self, action: Action) -> &'static str {
+    pub(crate) fn rtmp_code(&self, action: Action) -> &'static str {
         match self {
             Refusal::Auth(e) => e.rtmp_code(action),
             Refusal::Hook(e) => e.rtmp_code(action),
@@ -181,7 +176,7 @@ impl Refusal {
     }
 
     /// The `reason` label of `wsrelay_auth_refusals_total`.
-    pub fn label(&self) -> &'static str {
+    pub(crate) fn label(&self) -> &'static str {
         match self {
             Refusal::Auth(e) => e.label(),
             Refusal::Hook(HookError::Refused { .. }) => "hook_refused",
@@ -193,7 +188,7 @@ impl Refusal {
 
 /// Decides a publish or play: the token rules, then the `on_publish` / `on_play`
 /// hook. Refusals are counted and logged (never with the query: it holds tokens).
-pub async fn admit(
+pub(crate) async fn admit(
     policy: &Policy,
     metrics: &Metrics,
     action: Action,
@@ -227,7 +222,7 @@ pub async fn admit(
 }
 
 /// Tells `on_unpublish` that a publisher of `stream` left (in the background).
-pub fn notify_unpublished(
+pub(crate) fn notify_unpublished(
     policy: &Policy,
     stream: &str,
     client: SocketAddr,
@@ -241,20 +236,20 @@ pub fn notify_unpublished(
 
 /// The current [`Policy`], swapped whole on reload.
 #[derive(Debug)]
-pub struct PolicyCell {
+pub(crate) struct PolicyCell {
     current: RwLock<Arc<Policy>>,
 }
 
 impl PolicyCell {
     /// A cell holding `policy`.
-    pub fn new(policy: Policy) -> PolicyCell {
+    pub(crate) fn new(policy: Policy) -> PolicyCell {
         PolicyCell {
             current: RwLock::new(Arc::new(policy)),
         }
     }
 
     /// The policy in force now (cheap: one `Arc` clone under a read lock).
-    pub fn get(&self) -> Arc<Policy> {
+    pub(crate) fn get(&self) -> Arc<Policy> {
         self.current
             .read()
             .unwrap_or_else(|e| e.into_inner())
@@ -262,27 +257,27 @@ impl PolicyCell {
     }
 
     /// Replaces the policy; decisions from now on use `policy`.
-    pub fn set(&self, policy: Policy) {
+    pub(crate) fn set(&self, policy: Policy) {
         *self.current.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(policy);
     }
 }
 
 /// Open connections per client IP.
 #[derive(Debug, Default)]
-pub struct PerIpLimiter {
+pub(crate) struct PerIpLimiter {
     open: Mutex<HashMap<IpAddr, usize>>,
 }
 
 /// One open connection; dropping it frees the slot.
 #[derive(Debug)]
-pub struct IpSlot {
+pub(crate) struct IpSlot {
     limiter: Arc<PerIpLimiter>,
     ip: IpAddr,
 }
 
 impl PerIpLimiter {
     /// Takes a slot for `ip` unless it already holds `limit`.
-    pub fn try_acquire(self: &Arc<Self>, ip: IpAddr, limit: usize) -> Option<IpSlot> {
+    pub(crate) fn try_acquire(self: &Arc<Self>, ip: IpAddr, limit: usize) -> Option<IpSlot> {
         let mut open = self.open.lock().unwrap_or_else(|e| e.into_inner());
         let n = open.entry(ip).or_insert(0);
         if *n >= limit {
@@ -296,7 +291,8 @@ impl PerIpLimiter {
     }
 
     /// Connections open from `ip`.
-    pub fn count(&self, ip: IpAddr) -> usize {
+    #[cfg(test)]
+    pub(crate) fn count(&self, ip: IpAddr) -> usize {
         let open = self.open.lock().unwrap_or_else(|e| e.into_inner());
         open.get(&ip).copied().unwrap_or(0)
     }

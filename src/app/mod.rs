@@ -9,7 +9,7 @@
 use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
@@ -85,7 +85,6 @@ pub async fn spawn(config: Config) -> io::Result<Server> {
         rooms: Rooms::with_metrics(config.signal.clone(), metrics.clone()),
         shutdown: CancellationToken::new(),
         tasks: TaskTracker::new(),
-        started: Instant::now(),
         policy: PolicyCell::new(Policy::new(&config, metrics.clone())),
         per_ip: Arc::default(),
         rtmp_addr,
@@ -145,7 +144,7 @@ impl Server {
     }
 
     /// Applies the reloadable part of `config` (auth, hooks, admin token, trusted
-    /// proxies, per-IP and request-head limits; see [`crate::access::policy`]) without
+    /// proxies, per-IP and request-head limits; see `access::policy`) without
     /// touching connections. Other changed keys are reported and ignored until a
     /// restart.
     pub fn reload(&self, config: &Config) -> Result<(), ConfigError> {
@@ -161,11 +160,6 @@ impl Server {
             tracing::info!("config reloaded");
         }
         Ok(())
-    }
-
-    /// Shared state (hub, config).
-    pub fn state(&self) -> &Arc<AppState> {
-        &self.state
     }
 
     /// Graceful shutdown: stop accepting, close players and publishers, wait for

@@ -1,5 +1,5 @@
 //! `[hooks]`: the HTTP callbacks asked before a publish or play (the calling is in
-//! [`crate::access::hooks`]).
+//! `access::hooks`).
 
 use std::time::Duration;
 

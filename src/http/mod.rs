@@ -7,11 +7,11 @@
 //! - [`static_files`]: the web pages.
 //! - [`response`]: the one set of response helpers every handler uses.
 
-pub mod api;
-pub mod live;
-pub mod response;
-pub mod signal;
-pub mod static_files;
+pub(crate) mod api;
+pub(crate) mod live;
+pub(crate) mod response;
+pub(crate) mod signal;
+pub(crate) mod static_files;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -21,7 +21,7 @@ use hyper::header::{self, HeaderValue};
 use hyper::{Request, Response, StatusCode};
 use tokio_util::sync::CancellationToken;
 
-pub use response::{Body, ChannelBody, boxed, full, json, text};
+pub(crate) use response::{Body, ChannelBody, boxed, full, json, text};
 
 use crate::state::AppState;
 
@@ -74,7 +74,7 @@ fn method_not_allowed(allow: &'static str) -> Response<Body> {
 }
 
 /// Validates `/live/NAME.flv` and returns `NAME`.
-pub fn parse_live_path(path: &str) -> Result<&str, String> {
+pub(crate) fn parse_live_path(path: &str) -> Result<&str, String> {
     let rest = path.strip_prefix("/live/").unwrap_or(path);
     let name = rest
         .strip_suffix(".flv")

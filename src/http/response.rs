@@ -12,15 +12,15 @@ use serde::Serialize;
 use tokio::sync::mpsc;
 
 /// Every response body the server sends.
-pub type Body = BoxBody<Bytes, Infallible>;
+pub(crate) type Body = BoxBody<Bytes, Infallible>;
 
 /// A complete body.
-pub fn full(bytes: impl Into<Bytes>) -> Body {
+pub(crate) fn full(bytes: impl Into<Bytes>) -> Body {
     Full::new(bytes.into()).boxed()
 }
 
 /// A plain-text response carrying a one-line reason.
-pub fn text(status: StatusCode, reason: impl std::fmt::Display) -> Response<Body> {
+pub(crate) fn text(status: StatusCode, reason: impl std::fmt::Display) -> Response<Body> {
     let mut res = Response::new(full(format!("{reason}\n")));
     *res.status_mut() = status;
     res.headers_mut().insert(
@@ -31,7 +31,7 @@ pub fn text(status: StatusCode, reason: impl std::fmt::Display) -> Response<Body
 }
 
 /// A JSON response.
-pub fn json(status: StatusCode, value: &impl Serialize) -> Response<Body> {
+pub(crate) fn json(status: StatusCode, value: &impl Serialize) -> Response<Body> {
     match serde_json::to_vec_pretty(value) {
         Ok(body) => {
             let mut res = Response::new(full(body));
@@ -50,7 +50,7 @@ pub fn json(status: StatusCode, value: &impl Serialize) -> Response<Body> {
 }
 
 /// Turns hyper-tungstenite's upgrade response into ours.
-pub fn boxed(res: Response<Full<Bytes>>) -> Response<Body> {
+pub(crate) fn boxed(res: Response<Full<Bytes>>) -> Response<Body> {
     res.map(BodyExt::boxed)
 }
 
@@ -58,13 +58,13 @@ pub fn boxed(res: Response<Full<Bytes>>) -> Response<Body> {
 /// sender ends the body (the chunked terminator is written); when hyper stops
 /// polling it (the client is slow), the channel fills and the writer waits.
 #[derive(Debug)]
-pub struct ChannelBody {
+pub(crate) struct ChannelBody {
     rx: mpsc::Receiver<Bytes>,
 }
 
 impl ChannelBody {
     /// A body and the sender that feeds it, holding at most `capacity` chunks.
-    pub fn channel(capacity: usize) -> (mpsc::Sender<Bytes>, ChannelBody) {
+    pub(crate) fn channel(capacity: usize) -> (mpsc::Sender<Bytes>, ChannelBody) {
         let (tx, rx) = mpsc::channel(capacity);
         (tx, ChannelBody { rx })
     }

@@ -5,7 +5,7 @@
 //!
 //! - [`tls`]: loading the certificate and key for the TLS listener.
 
-pub mod tls;
+pub(crate) mod tls;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -224,14 +224,19 @@ const HYPER_DEFAULT_MAX_HEADERS: usize = 100;
 /// Refusals being written at once. Each is a task holding a socket for at most
 /// [`REFUSAL_TIMEOUT`]; a flood past this many is closed without an answer, so the
 /// refusals cannot become the resource exhaustion they prevent.
-pub const MAX_REFUSALS_IN_FLIGHT: usize = 64;
+pub(crate) const MAX_REFUSALS_IN_FLIGHT: usize = 64;
 
 /// How long a refused connection may take to receive its `503` (and, for TLS, to
 /// finish the handshake first).
-pub const REFUSAL_TIMEOUT: Duration = crate::vocab::CLOSE_TIMEOUT;
+pub(crate) const REFUSAL_TIMEOUT: Duration = crate::vocab::CLOSE_TIMEOUT;
 
 /// Counts a refusal and logs it (rate-limited by the caller's log filter).
-pub fn count_refusal(state: &AppState, remote: SocketAddr, refused: OverCap, listener: &str) {
+pub(crate) fn count_refusal(
+    state: &AppState,
+    remote: SocketAddr,
+    refused: OverCap,
+    listener: &str,
+) {
     state
         .metrics
         .connections_refused
@@ -242,7 +247,7 @@ pub fn count_refusal(state: &AppState, remote: SocketAddr, refused: OverCap, lis
 
 /// Refuses an HTTP (or TLS) connection: writes `503` with the reason and closes,
 /// in a bounded task.
-pub fn refuse_http(
+pub(crate) fn refuse_http(
     state: &Arc<AppState>,
     stream: TcpStream,
     remote: SocketAddr,

@@ -19,7 +19,7 @@ use tokio_rustls::rustls::{self, ServerConfig};
 /// Why the TLS configuration could not be loaded.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
-pub enum TlsError {
+pub(crate) enum TlsError {
     /// `tls_listen` is on but `tls_cert` or `tls_key` is not set.
     #[error("tls_listen needs both tls_cert and tls_key")]
     MissingFiles,
@@ -45,13 +45,13 @@ pub enum TlsError {
 }
 
 /// Loads the certificate chain and key and builds the acceptor.
-pub fn load(cert: &Path, key: &Path) -> Result<TlsAcceptor, TlsError> {
+pub(crate) fn load(cert: &Path, key: &Path) -> Result<TlsAcceptor, TlsError> {
     Ok(TlsAcceptor::from(server_config(cert, key)?))
 }
 
 /// The rustls server config for `cert` and `key` (ring provider, TLS 1.2 and 1.3,
 /// ALPN `http/1.1`).
-pub fn server_config(cert: &Path, key: &Path) -> Result<Arc<ServerConfig>, TlsError> {
+pub(crate) fn server_config(cert: &Path, key: &Path) -> Result<Arc<ServerConfig>, TlsError> {
     let cert_err = |reason: String| TlsError::Cert {
         path: cert.to_owned(),
         reason,

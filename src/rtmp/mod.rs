@@ -17,7 +17,7 @@
 //! Names: app `live` + key `NAME` is stream `NAME`; another app `APP` gives
 //! `APP/NAME`; a key like `NAME?token=…` is split into the name and a query kept in
 //! [`PublishTarget`] (never logged). Names follow the HTTP rules
-//! ([`crate::http::parse_live_path`]).
+//! (`http::parse_live_path`).
 
 pub mod chunk;
 pub mod command;

@@ -103,7 +103,7 @@ enum Outbound {
 /// Why a signaling upgrade was refused before it happened.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
-pub enum AdmitError {
+pub(crate) enum AdmitError {
     /// `max_connections` signaling connections are open.
     #[error("too many signaling connections ({0}); try again later")]
     TooManyConnections(usize),
@@ -126,7 +126,7 @@ struct RoomHandle {
 
 /// The registry of signaling rooms.
 #[derive(Debug)]
-pub struct Rooms {
+pub(crate) struct Rooms {
     config: Arc<signaling::Config>,
     /// Room name → its task's inbox. A std mutex: never held across an await.
     rooms: Mutex<HashMap<String, RoomHandle>>,
@@ -142,11 +142,11 @@ pub struct Rooms {
 
 /// `/api/rooms` body.
 #[derive(Debug, Serialize)]
-pub struct RoomsReport {
+pub(crate) struct RoomsReport {
     /// Open signaling connections.
-    pub connections: usize,
+    pub(crate) connections: usize,
     /// Rooms by name.
-    pub rooms: Vec<RoomSummary>,
+    pub(crate) rooms: Vec<RoomSummary>,
 }
 
 fn now() -> std::time::Instant {
@@ -155,13 +155,8 @@ fn now() -> std::time::Instant {
 }
 
 impl Rooms {
-    /// An empty registry with these limits.
-    pub fn new(config: signaling::Config) -> Arc<Rooms> {
-        Rooms::with_metrics(config, Arc::default())
-    }
-
     /// An empty registry with these limits, counting into `metrics`.
-    pub fn with_metrics(
+    pub(crate) fn with_metrics(
         config: signaling::Config,
         metrics: Arc<crate::metrics::Metrics>,
     ) -> Arc<Rooms> {
@@ -179,12 +174,12 @@ impl Rooms {
     }
 
     /// The limits in force.
-    pub fn config(&self) -> &signaling::Config {
+    pub(crate) fn config(&self) -> &signaling::Config {
         &self.config
     }
 
     /// Rooms and their peers, sorted by name.
-    pub fn report(&self) -> RoomsReport {
+    pub(crate) fn report(&self) -> RoomsReport {
         let mut rooms: Vec<RoomSummary> = self
             .lock_rooms()
             .values()
@@ -397,7 +392,7 @@ fn log_event(event: &Event) {
 }
 
 /// The WebSocket limits of a signaling socket.
-pub fn ws_config(cfg: &signaling::Config) -> WebSocketConfig {
+pub(crate) fn ws_config(cfg: &signaling::Config) -> WebSocketConfig {
     // The largest message the server writes is a `welcome` listing every peer
     // with its meta; relayed messages are at most a client message plus `from`.
     let largest_out = cfg
@@ -624,7 +619,7 @@ async fn drain(ws: &mut HyperWebsocketStream) {
 /// queue are ready), so the upgrade either serves it ([`Admitted::serve`]) or gives
 /// it back ([`Admitted::abandon`]).
 #[derive(Debug)]
-pub struct Admitted {
+pub(crate) struct Admitted {
     conn: ConnId,
     room: mpsc::Sender<RoomMsg>,
     outbox: Outbox,
@@ -635,7 +630,7 @@ pub struct Admitted {
 impl Rooms {
     /// Takes a connection permit and registers a new connection with room `name`
     /// (the room router: rooms are local to this node today).
-    pub fn admit_connection(
+    pub(crate) fn admit_connection(
         self: &Arc<Self>,
         name: &str,
         tasks: &TaskTracker,
@@ -668,13 +663,13 @@ impl Rooms {
 
 impl Admitted {
     /// The connection id (for the tracing span).
-    pub fn conn(&self) -> ConnId {
+    pub(crate) fn conn(&self) -> ConnId {
         self.conn
     }
 
     /// Runs the connection until either side ends it; a panic (a bug) ends only
     /// this connection, and its room hears that it is gone.
-    pub async fn serve(self, ws: HyperWebsocketStream, shutdown: CancellationToken) {
+    pub(crate) async fn serve(self, ws: HyperWebsocketStream, shutdown: CancellationToken) {
         let Admitted {
             conn,
             room,
@@ -693,7 +688,7 @@ impl Admitted {
     }
 
     /// The upgrade failed: the room forgets the connection.
-    pub async fn abandon(self) {
+    pub(crate) async fn abandon(self) {
         let _ = self
             .room
             .send(RoomMsg::Input(Input::Disconnect { conn: self.conn }))
