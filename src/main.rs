@@ -1,4 +1,5 @@
 use std::io::{IsTerminal, Write};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::process::ExitCode;
 
 use clap::Parser;
@@ -55,6 +56,7 @@ async fn main() -> ExitCode {
             }
         };
     }
+    let summary_config = config.clone();
     let server = match wsrelay::app::spawn(config).await {
         Ok(server) => server,
         Err(e) => {
@@ -76,12 +78,134 @@ async fn main() -> ExitCode {
     let _ = out.flush();
     drop(out);
     tracing::info!(version = env!("CARGO_PKG_VERSION"), "wsrelay started");
+    let listeners = Listeners {
+        http: server.http_addr(),
+        rtmp: server.rtmp_addr(),
+        tls: server.tls_addr(),
+    };
+    for line in startup_summary(&summary_config, &listeners) {
+        tracing::info!("{line}");
+    }
 
     wait_for_signal(&server).await;
     tracing::info!("shutting down");
     server.shutdown().await;
     tracing::info!("bye");
     ExitCode::SUCCESS
+}
+
+/// The addresses the listeners are bound to (`None`: off).
+struct Listeners {
+    http: Option<SocketAddr>,
+    rtmp: Option<SocketAddr>,
+    tls: Option<SocketAddr>,
+}
+
+/// An address a client on this machine can use for `addr`: a wildcard bind
+/// (`0.0.0.0`, `::`) becomes loopback, with the same port.
+fn reachable(addr: SocketAddr) -> SocketAddr {
+    match addr.ip() {
+        IpAddr::V4(ip) if ip.is_unspecified() => (Ipv4Addr::LOCALHOST, addr.port()).into(),
+        IpAddr::V6(ip) if ip.is_unspecified() => (Ipv6Addr::LOCALHOST, addr.port()).into(),
+        _ => addr,
+    }
+}
+
+/// `"for streams under a/, b/"` or `""` (every stream) for a prefix list.
+fn scope(prefixes: &[String]) -> String {
+    if prefixes.iter().any(String::is_empty) {
+        String::new()
+    } else {
+        format!(" for streams under {}", prefixes.join(", "))
+    }
+}
+
+/// The lines logged once the listeners are bound: where the web UI is, what to put
+/// in OBS, how to play, and whether auth and the admin API are on. Never a secret.
+fn startup_summary(config: &wsrelay::config::Config, listeners: &Listeners) -> Vec<String> {
+    let mut lines = Vec::new();
+    let fmt = |kind: &str, addr: Option<SocketAddr>| match addr {
+        Some(a) => format!("{kind} {a}"),
+        None => format!("{kind} off"),
+    };
+    lines.push(format!(
+        "listeners: {}, {}, {}",
+        fmt("http", listeners.http),
+        fmt("rtmp", listeners.rtmp),
+        fmt("tls", listeners.tls)
+    ));
+    let pages = match &config.static_dir {
+        None => "pages built into the binary".to_owned(),
+        Some(dir) => format!("pages from {}", dir.display()),
+    };
+    let web = listeners
+        .http
+        .map(|a| ("http", a))
+        .or(listeners.tls.map(|a| ("https", a)));
+    match web {
+        Some((scheme, addr)) => {
+            let url = format!("{scheme}://{}/", reachable(addr));
+            if addr.ip().is_unspecified() {
+                lines.push(format!(
+                    "web UI: {url} ({pages}); bound to {addr}, so also at http://THIS-HOST:{}/ from other machines",
+                    addr.port()
+                ));
+            } else {
+                lines.push(format!("web UI: {url} ({pages})"));
+            }
+            let base = reachable(addr);
+            let ws = if scheme == "https" { "wss" } else { "ws" };
+            lines.push(format!(
+                "play NAME: {ws}://{base}/live/NAME.flv (WebSocket-FLV: mpegts.js, flv.js), \
+                 {scheme}://{base}/live/NAME.flv (HTTP-FLV: ffplay, VLC), \
+                 {scheme}://{base}/player.html?stream=NAME (the player page)"
+            ));
+        }
+        None => lines.push("web UI: off (no HTTP or TLS listener)".to_owned()),
+    }
+    match listeners.rtmp {
+        Some(addr) => lines.push(format!(
+            "OBS: Server rtmp://{}/live, Stream Key = NAME (any name{}); ffmpeg: -f flv rtmp://{}/live/NAME",
+            reachable(addr),
+            if config.auth.secrets.is_empty() {
+                ""
+            } else {
+                "; with a token: NAME?token=TOKEN"
+            },
+            reachable(addr),
+        )),
+        None => lines.push("RTMP: off (publish over HTTP POST or WebSocket)".to_owned()),
+    }
+    let auth = &config.auth;
+    if auth.secrets.is_empty() {
+        lines.push(
+            "auth: off, anyone may publish and play (set [auth] secrets to require tokens)"
+                .to_owned(),
+        );
+    } else {
+        let publish = if auth.publish_prefixes.is_empty() {
+            "publish open".to_owned()
+        } else {
+            format!("publish needs a token{}", scope(&auth.publish_prefixes))
+        };
+        let play = if auth.play_prefixes.is_empty() {
+            "play open".to_owned()
+        } else {
+            format!("play needs a token{}", scope(&auth.play_prefixes))
+        };
+        lines.push(format!(
+            "auth: on ({} secret{}): {publish}; {play} (mint one: wsrelay token --stream NAME --action publish)",
+            auth.secrets.len(),
+            if auth.secrets.len() == 1 { "" } else { "s" },
+        ));
+    }
+    lines.push(if config.admin_token.is_some() {
+        "admin API: on (Authorization: Bearer <admin_token>)".to_owned()
+    } else {
+        "admin API: off (set admin_token to enable kick and details)".to_owned()
+    });
+    lines.push("cluster: off".to_owned());
+    lines
 }
 
 /// Resolves on SIGINT or SIGTERM; on SIGHUP reloads the config (same command
@@ -152,4 +276,64 @@ fn redacted_toml(config: &wsrelay::config::Config) -> Result<String, toml::ser::
         }
     }
     toml::to_string(&table)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn summary(tweak: impl FnOnce(&mut wsrelay::config::Config), l: &Listeners) -> String {
+        let mut config = wsrelay::config::Config::default();
+        tweak(&mut config);
+        startup_summary(&config, l).join("\n")
+    }
+
+    #[test]
+    fn startup_summary_says_where_things_are_and_hides_secrets() {
+        let wildcard = Listeners {
+            http: Some("0.0.0.0:8080".parse().unwrap()),
+            rtmp: Some("0.0.0.0:1935".parse().unwrap()),
+            tls: None,
+        };
+        let text = summary(|_| {}, &wildcard);
+        assert!(text.contains("listeners: http 0.0.0.0:8080, rtmp 0.0.0.0:1935, tls off"));
+        assert!(text.contains("web UI: http://127.0.0.1:8080/ (pages built into the binary)"));
+        assert!(text.contains("bound to 0.0.0.0:8080"));
+        assert!(text.contains("OBS: Server rtmp://127.0.0.1:1935/live, Stream Key = NAME"));
+        assert!(text.contains("ws://127.0.0.1:8080/live/NAME.flv"));
+        assert!(text.contains("auth: off"));
+        assert!(text.contains("admin API: off"));
+        assert!(text.contains("cluster: off"));
+
+        let secret = "s3cr3t-value-never-logged";
+        let text = summary(
+            |c| {
+                c.auth.secrets = vec![signaling::Secret::new(secret)];
+                c.auth.play_prefixes = vec!["private/".to_owned()];
+                c.admin_token = Some(signaling::Secret::new("admin-secret-never-logged"));
+                c.static_dir = Some("/srv/pages".into());
+            },
+            &Listeners {
+                http: Some("[::]:8080".parse().unwrap()),
+                rtmp: None,
+                tls: None,
+            },
+        );
+        assert!(text.contains("web UI: http://[::1]:8080/ (pages from /srv/pages)"));
+        assert!(text.contains(
+            "auth: on (1 secret): publish needs a token; play needs a token for streams under private/"
+        ));
+        assert!(text.contains("admin API: on"));
+        assert!(text.contains("RTMP: off"));
+        assert!(!text.contains("never-logged"), "{text}");
+
+        let loopback = Listeners {
+            http: Some("127.0.0.1:9000".parse().unwrap()),
+            rtmp: Some("127.0.0.1:1936".parse().unwrap()),
+            tls: None,
+        };
+        let text = summary(|_| {}, &loopback);
+        assert!(text.contains("web UI: http://127.0.0.1:9000/ (pages built into the binary)\n"));
+        assert!(!text.contains("bound to"));
+    }
 }
