@@ -10,6 +10,23 @@ use serde::{Deserialize, Serialize};
 /// close the server starts.
 pub const CLOSE_TIMEOUT: Duration = Duration::from_secs(2);
 
+/// A duration as people read it in logs: `850ms`, `26.1s`, `3m05s`, `2h01m`.
+#[derive(Clone, Copy, Debug)]
+pub struct Human(pub Duration);
+
+impl std::fmt::Display for Human {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let ms = self.0.as_millis();
+        let s = self.0.as_secs();
+        match s {
+            _ if ms < 1_000 => write!(f, "{ms}ms"),
+            0..60 => write!(f, "{:.1}s", self.0.as_secs_f64()),
+            60..3_600 => write!(f, "{}m{:02}s", s / 60, s % 60),
+            _ => write!(f, "{}h{:02}m", s / 3_600, (s % 3_600) / 60),
+        }
+    }
+}
+
 /// `x` rounded to tenths, for human-facing figures (seconds, kbit/s) in the API
 /// and in logs.
 pub fn tenths(x: f64) -> f64 {
@@ -73,5 +90,20 @@ impl std::str::FromStr for Action {
 impl std::fmt::Display for Action {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(self.as_str())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_read_like_people_write_them() {
+        let h = |ms: u64| Human(Duration::from_millis(ms)).to_string();
+        assert_eq!(h(850), "850ms");
+        assert_eq!(h(26_113), "26.1s");
+        assert_eq!(h(185_000), "3m05s");
+        assert_eq!(h(7_260_000), "2h01m");
+        assert_eq!(tenths(26.113_491_149), 26.1);
     }
 }

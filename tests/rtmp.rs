@@ -597,6 +597,55 @@ async fn hostile_amf0_commands_close_the_client_not_the_server() {
     server.shutdown().await;
 }
 
+/// Issue 16: an explicit stop (OBS "Stop Streaming": `FCUnpublish` and
+/// `deleteStream`) ends the stream for players at once with a clean close, while a
+/// connection that just drops keeps the grace period (see
+/// `rtmp_publisher_restarted_within_grace_continues_the_stream`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn explicit_unpublish_ends_the_stream_at_once() {
+    use Amf::*;
+    let (server, http, rtmp) = rtmp_server(|c| c.live.publisher_grace_ms = 30_000).await;
+    let mut s = raw_publish(rtmp, "live", "stopme").await;
+    raw_send(&mut s, 9, 0, &[0x17, 0, 0, 0, 0, 1, 0x64, 0, 0x1f]).await;
+    raw_send(&mut s, 8, 0, &[0xAF, 0, 0x12, 0x10]).await;
+    for i in 0..10u32 {
+        raw_send(&mut s, 9, i * 40, &[0x17, 1, 0, 0, 0, 0x65, 1, 2, 3]).await;
+        raw_send(&mut s, 8, i * 40 + 5, &[0xAF, 1, 0x21, 0x10]).await;
+    }
+    wait_live(http, "stopme").await;
+    let mut player = WsPlayer::connect(http, "stopme").await;
+    player.next(5 * SECOND).await.expect("a tag");
+    let mut out = Vec::new();
+    amf_command(&mut out, 0, &[S("FCUnpublish"), N(6.0), Null, S("stopme")]);
+    amf_command(&mut out, 0, &[S("deleteStream"), N(7.0), Null, N(1.0)]);
+    s.write_all(&out).await.unwrap();
+    let started = Instant::now();
+    let end = loop {
+        match player.next(5 * SECOND).await {
+            Ok(_) => continue,
+            Err(end) => break end,
+        }
+    };
+    let took = started.elapsed();
+    assert!(
+        took < 3 * SECOND,
+        "players end at once, not after the 30 s grace ({took:?}, {end:?})"
+    );
+    match end {
+        Ended::Close(code, reason) => {
+            assert_eq!(code, 1000, "{reason}");
+            assert!(reason.contains("publisher stopped"), "{reason}");
+        }
+        other => panic!("expected a close frame, got {other:?}"),
+    }
+    // The name is free again at once.
+    let (status, _) = http_request(http, "GET", "/api/streams/stopme", b"")
+        .await
+        .unwrap();
+    assert_eq!(status, 404);
+    server.shutdown().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rtmp_connections_are_capped() {
     let (server, _http, rtmp) = rtmp_server(|c| c.rtmp_settings.max_connections = 2).await;

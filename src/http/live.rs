@@ -223,14 +223,14 @@ fn flv_response(body: Body) -> Response<Body> {
 }
 
 fn log_player_end(end: &egress::PlayerEnd, stats: &egress::PlayerStats, started: Instant) {
-    let secs = started.elapsed().as_secs_f64();
+    let duration = crate::vocab::Human(started.elapsed());
     match end {
         egress::PlayerEnd::TooSlow(_) | egress::PlayerEnd::WriteStalled(_) => tracing::warn!(
-            reason = %end, bytes = stats.bytes, skipped = stats.skipped, lags = stats.lags, secs,
+            reason = %end, bytes = stats.bytes, skipped = stats.skipped, lags = stats.lags, %duration,
             "player disconnected"
         ),
         _ => tracing::info!(
-            reason = %end, bytes = stats.bytes, skipped = stats.skipped, lags = stats.lags, secs,
+            reason = %end, bytes = stats.bytes, skipped = stats.skipped, lags = stats.lags, %duration,
             "player left"
         ),
     }

@@ -59,7 +59,9 @@ impl PlayerEnd {
     /// The WebSocket close frame for this end, if one can still be sent.
     fn close_frame(&self) -> Option<CloseFrame> {
         let code = match self {
-            PlayerEnd::Stream(EndReason::PublisherGone | EndReason::Kicked) => CloseCode::Normal,
+            PlayerEnd::Stream(
+                EndReason::PublisherGone | EndReason::Kicked | EndReason::Unpublished,
+            ) => CloseCode::Normal,
             PlayerEnd::Stream(EndReason::Shutdown) => CloseCode::Away,
             PlayerEnd::Stream(EndReason::Failed) => CloseCode::Error,
             PlayerEnd::TooSlow(_) | PlayerEnd::WriteStalled(_) => CloseCode::Policy,

@@ -95,6 +95,8 @@ pub enum EndReason {
     Kicked,
     /// A bug (a panic inside the stream's state update) ended the stream.
     Failed,
+    /// The publisher stopped on purpose (RTMP `FCUnpublish`/`deleteStream`).
+    Unpublished,
 }
 
 impl EndReason {
@@ -105,6 +107,7 @@ impl EndReason {
             EndReason::Shutdown => "server shutting down",
             EndReason::Kicked => "stream ended: kicked by operator",
             EndReason::Failed => "stream ended: internal error",
+            EndReason::Unpublished => "stream ended: publisher stopped",
         }
     }
 }

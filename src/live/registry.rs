@@ -123,6 +123,7 @@ impl Streams {
         }
         st.timeline.rebase_pending = true;
         st.grace_until = None;
+        st.announced = false;
         let label = [("protocol", info.protocol.as_str())];
         st.publisher = Some(ActivePublisher {
             id,
@@ -139,6 +140,7 @@ impl Streams {
             stop: stop_rx,
             bytes_in: self.metrics.bytes_in.get_or_create_owned(&label),
             _gauge: Metrics::hold(&self.metrics.publishers, label),
+            finished: false,
         })
     }
 
@@ -157,6 +159,9 @@ impl Streams {
                     max_duration_ms: self.config.gop_max_duration_ms,
                 }),
                 cache_counted: 0,
+                last_keyframe: None,
+                keyframe_interval_ms: None,
+                announced: false,
                 meta: None,
                 publisher: None,
                 grace_until: None,
@@ -371,7 +376,7 @@ impl Streams {
         }
     }
 
-    pub(super) fn unpublish(self: &Arc<Self>, stream: &Arc<Stream>, id: u64) {
+    pub(super) fn unpublish(self: &Arc<Self>, stream: &Arc<Stream>, id: u64, explicit: bool) {
         let Some(mut st) = stream.lock() else {
             self.fail(stream);
             return;
@@ -384,10 +389,17 @@ impl Streams {
             return;
         }
         let never_started = st.timeline.edge().is_none();
-        if never_started && stream.players.load(Ordering::Relaxed) == 0 {
-            // Nothing was published and nobody waits: no grace period to keep.
+        if explicit || (never_started && stream.players.load(Ordering::Relaxed) == 0) {
+            // The publisher said it stopped (RTMP `FCUnpublish`/`deleteStream`):
+            // players get the clean end now, not after a grace period meant for
+            // network drops. Or nothing was published and nobody waits.
             drop(st);
-            self.expire(stream);
+            let reason = if explicit {
+                EndReason::Unpublished
+            } else {
+                EndReason::PublisherGone
+            };
+            self.expire(stream, reason);
             return;
         }
         let grace = Duration::from_millis(self.config.publisher_grace_ms);
@@ -430,7 +442,7 @@ impl Streams {
                 .lock()
                 .is_some_and(|st| st.grace_until.is_some_and(|d| d <= deadline));
             if due {
-                self.expire(stream);
+                self.expire(stream, EndReason::PublisherGone);
                 if let Some(mut st) = stream.lock() {
                     st.grace_timer = false;
                 }
@@ -440,7 +452,7 @@ impl Streams {
     }
 
     /// Ends `stream` if it still has no publisher.
-    fn expire(&self, stream: &Arc<Stream>) {
+    fn expire(&self, stream: &Arc<Stream>, reason: EndReason) {
         let mut streams = self.registry();
         let Some(mut st) = stream.lock() else {
             drop(streams);
@@ -461,10 +473,11 @@ impl Streams {
         }
         drop(st);
         drop(streams);
-        stream.ring.push(Entry::End(EndReason::PublisherGone));
+        stream.ring.push(Entry::End(reason));
         tracing::info!(
             stream = stream.name,
-            "stream ended: publisher did not return"
+            reason = reason.as_str(),
+            "stream ended"
         );
     }
 }

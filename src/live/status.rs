@@ -7,7 +7,7 @@ use std::time::Instant;
 
 use serde::Serialize;
 
-use super::stream::Stream;
+use super::stream::{Stream, StreamState};
 use crate::vocab::{Protocol, tenths};
 
 /// What `onMetaData` says, parsed once when it arrives (not on every status
@@ -91,8 +91,12 @@ pub struct StreamStatus {
     pub publisher: Option<Protocol>,
     /// Bytes received from publishers.
     pub bytes_in: u64,
-    /// Duration of the cached GOP in milliseconds.
-    pub gop_ms: u32,
+    /// The keyframe interval in milliseconds, measured between the last two video
+    /// keyframes (`null` until two have arrived, or for audio-only streams).
+    pub keyframe_interval_ms: Option<u32>,
+    /// Duration of the cached GOP in milliseconds: stream time from the cached
+    /// keyframe to the newest tag (what a joining player receives at once).
+    pub gop_cache_ms: u32,
 }
 
 /// Video track status.
@@ -159,6 +163,36 @@ pub(super) fn status(stream: &Stream) -> Option<StreamStatus> {
         uptime_s: tenths(stream.created.elapsed().as_secs_f64()),
         publisher: st.publisher.as_ref().map(|p| p.info.protocol),
         bytes_in: stream.bytes_in.load(Ordering::Relaxed),
-        gop_ms: st.cache.duration_ms(),
+        keyframe_interval_ms: st.keyframe_interval_ms,
+        gop_cache_ms: st.cache.duration_ms(),
     })
+}
+
+/// One line about what is being published, for the log: codecs, resolution,
+/// frame rate, audio format and bitrate, as far as they are known.
+pub(super) fn summary(st: &StreamState) -> String {
+    let meta = st.meta.unwrap_or_default();
+    let mut parts = Vec::new();
+    if let Some(v) = st.cache.video_sequence_header().and_then(|f| f.tag.video()) {
+        let mut s = format!("video {}", v.codec.name());
+        if let (Some(w), Some(h)) = (meta.width, meta.height) {
+            s += &format!(" {w}x{h}");
+        }
+        if let Some(fps) = meta.fps {
+            s += &format!(" {}fps", tenths(fps));
+        }
+        parts.push(s);
+    }
+    if let Some(a) = st.cache.audio_sequence_header().and_then(|f| f.tag.audio()) {
+        let mut s = format!("audio {}", a.codec.name());
+        if let Some(rate) = meta.sample_rate {
+            s += &format!(" {rate}Hz");
+        }
+        if let Some(ch) = meta.channels {
+            s += &format!(" {ch}ch");
+        }
+        parts.push(s);
+    }
+    parts.push(format!("{} kbit/s", tenths(st.rate.kbps)));
+    parts.join(", ")
 }

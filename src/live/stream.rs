@@ -68,6 +68,12 @@ pub(super) struct StreamState {
     pub(super) ended: bool,
     pub(super) timeline: Timeline,
     pub(super) rate: RateMeter,
+    /// Stream time of the last video keyframe.
+    pub(super) last_keyframe: Option<u32>,
+    /// Measured between the last two video keyframes.
+    pub(super) keyframe_interval_ms: Option<u32>,
+    /// The one info line about what is being published was logged.
+    pub(super) announced: bool,
 }
 
 /// A live stream: codec state, GOP cache and the broadcast ring.
@@ -107,6 +113,8 @@ pub struct Publisher {
     pub(super) stop: watch::Receiver<bool>,
     pub(super) bytes_in: Counter,
     pub(super) _gauge: GaugeGuard,
+    /// Set by [`Publisher::finish`]: the publisher stopped on purpose.
+    pub(super) finished: bool,
 }
 
 /// A player's view of a stream: what to send first, then the live ring.
@@ -207,6 +215,12 @@ impl Publisher {
             st.meta = meta;
         }
         let ts = st.timeline.map(tag.tag_type, tag.timestamp);
+        if tag.tag_type == TagType::Video && tag.is_keyframe() && !tag.is_sequence_header() {
+            if let Some(last) = st.last_keyframe {
+                st.keyframe_interval_ms = Some(ts.wrapping_sub(last));
+            }
+            st.last_keyframe = Some(ts);
+        }
         let frame = WireTag::encode(&tag, ts);
         st.cache.push(frame.clone());
         let cached = st.cache.bytes();
@@ -220,6 +234,12 @@ impl Publisher {
         // Pushed under the stream lock: a joiner's snapshot and subscription (also
         // under it) see each tag exactly once, in the cache or in the ring.
         self.stream.ring.push(Entry::Tag(frame));
+        if !st.announced && st.rate.kbps > 0.0 {
+            // Once per publish, when a second of bitrate is measured.
+            st.announced = true;
+            let summary = super::status::summary(&st);
+            tracing::info!(stream = %self.stream.name, %summary, "publishing");
+        }
         Ok(())
     }
 
@@ -242,24 +262,79 @@ impl Drop for Stream {
     }
 }
 
-impl Drop for Publisher {
-    fn drop(&mut self) {
-        self.hub.unpublish(&self.stream, self.id);
+impl Publisher {
+    /// The publisher stopped on purpose (RTMP `FCUnpublish`/`deleteStream`, OBS
+    /// "Stop Streaming"): the stream ends for its players at once. Dropping a
+    /// publisher without this (a connection that just ended) keeps the grace
+    /// period.
+    pub fn finish(mut self) {
+        self.finished = true;
     }
 }
 
-/// Moves preamble tags (metadata, sequence headers) that are stamped later than the
-/// GOP's first tag back to it, so every track starts monotonic on a new connection.
+impl Drop for Publisher {
+    fn drop(&mut self) {
+        self.hub.unpublish(&self.stream, self.id, self.finished);
+    }
+}
+
+/// Stamps the preamble's headers (metadata, sequence headers) with the timestamp
+/// the player's stream starts at: the first cached GOP tag's, or with no GOP cached
+/// the earliest header's. A joiner then sees one start time on every track, not an
+/// `onMetaData` stamped minutes into the stream (GStreamer's `flvmux` re-sends it
+/// with running timestamps) ahead of sequence headers stamped 0, which ffmpeg reads
+/// as an extra data stream.
 pub(super) fn fix_preamble_timestamps(preamble: &mut [WireTag]) {
-    let first_gop = preamble
-        .iter()
-        .position(|f| !f.tag.is_sequence_header() && !f.tag.is_metadata());
-    let Some(first) = first_gop else { return };
-    let start = preamble[first].tag.timestamp;
-    for frame in &mut preamble[..first] {
-        if frame.tag.timestamp > start {
+    let is_header = |f: &WireTag| f.tag.is_sequence_header() || f.tag.is_metadata();
+    let headers = preamble.iter().take_while(|f| is_header(f)).count();
+    let start = match preamble.get(headers) {
+        Some(first_gop) => first_gop.tag.timestamp,
+        None => match preamble.iter().map(|f| f.tag.timestamp).min() {
+            Some(t) => t,
+            None => return,
+        },
+    };
+    for frame in &mut preamble[..headers] {
+        if frame.tag.timestamp != start {
             *frame = frame.with_timestamp(start);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bytes::Bytes;
+    use flv::TagType;
+
+    fn wire(tag_type: TagType, ts: u32, body: &'static [u8]) -> WireTag {
+        WireTag::encode(&Tag::new(tag_type, ts, Bytes::from_static(body)), ts)
+    }
+
+    #[test]
+    fn preamble_headers_start_where_the_gop_starts() {
+        let meta = b"\x02\x00\x0aonMetaData\x08\x00\x00\x00\x00\x00\x00\x09";
+        let mut p = vec![
+            wire(TagType::Script, 95_000, meta),
+            wire(TagType::Video, 0, &[0x17, 0, 0, 0, 0, 1]),
+            wire(TagType::Audio, 0, &[0xAF, 0, 0x12, 0x10]),
+            wire(TagType::Video, 90_000, &[0x17, 1, 0, 0, 0, 9]),
+            wire(TagType::Audio, 90_010, &[0xAF, 1, 9]),
+        ];
+        fix_preamble_timestamps(&mut p);
+        let ts: Vec<u32> = p.iter().map(|f| f.tag.timestamp).collect();
+        assert_eq!(ts, [90_000, 90_000, 90_000, 90_000, 90_010]);
+        // The header bytes say the same as the tag.
+        assert_eq!(p[0].parts()[0][4..7], [0x01, 0x5F, 0x90]);
+
+        // No GOP cached: the headers share the earliest timestamp.
+        let mut p = vec![
+            wire(TagType::Script, 5_000, meta),
+            wire(TagType::Audio, 40, &[0xAF, 0, 0x12, 0x10]),
+        ];
+        fix_preamble_timestamps(&mut p);
+        assert_eq!(p[0].tag.timestamp, 40);
+        assert_eq!(p[1].tag.timestamp, 40);
     }
 }
 

@@ -149,18 +149,18 @@ pub(crate) async fn serve(
 }
 
 fn log_end(remote: SocketAddr, outcome: Result<(RtmpEnd, Stats), String>, started: Instant) {
-    let secs = crate::vocab::tenths(started.elapsed().as_secs_f64());
+    let duration = crate::vocab::Human(started.elapsed());
     match outcome {
         Ok((end @ (RtmpEnd::Closed | RtmpEnd::Shutdown), stats)) => tracing::info!(
-            peer = %remote, reason = %end, bytes = stats.bytes, tags = stats.tags, secs,
+            peer = %remote, reason = %end, bytes = stats.bytes, tags = stats.tags, %duration,
             "RTMP connection closed"
         ),
         Ok((end, stats)) => tracing::warn!(
-            peer = %remote, reason = %end, bytes = stats.bytes, tags = stats.tags, secs,
+            peer = %remote, reason = %end, bytes = stats.bytes, tags = stats.tags, %duration,
             "RTMP connection closed"
         ),
         Err(panic) => tracing::error!(
-            peer = %remote, reason = %panic, secs,
+            peer = %remote, reason = %panic, %duration,
             "RTMP session panicked (a bug); connection closed"
         ),
     }
@@ -347,8 +347,9 @@ async fn handle_events(
                 }
             }
             SessionEvent::Unpublished => {
-                if publisher.take().is_some() {
+                if let Some(p) = publisher.take() {
                     tracing::info!("publisher stopped publishing");
+                    p.finish();
                 }
             }
         }
