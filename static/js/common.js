@@ -88,20 +88,35 @@ export function formatDuration(s) {
 }
 
 /**
- * Show a notice telling how to install the player libraries when `/vendor/...` is
- * missing (they come from npm: `npm ci --prefix static`).
- * @param {HTMLElement} box @param {string} what
+ * Show a notice that a player library is missing from `/vendor/...`. The binary has
+ * them built in; only a server started with `--static-dir` pointing at a directory
+ * without `vendor/` lacks them.
+ * @param {HTMLElement} box @param {string} what @param {string} src
  */
-export function showMissingVendor(box, what) {
+export function showMissingVendor(box, what, src) {
   box.hidden = false;
   box.classList.add('error');
   box.replaceChildren(
-    el('strong', {}, `${what} is not installed on this server.`), ' ',
-    'The player libraries come from npm. In the wsrelay checkout run ',
-    el('code', {}, 'npm ci --prefix static'),
-    ' and reload this page (the server serves them from ', el('code', {}, 'static/node_modules'),
-    ' under ', el('code', {}, '/vendor/'), ').',
+    el('strong', {}, `${what} is not available on this server`), ` (${src} was not found). `,
+    'wsrelay has the player libraries built in; this server was started with ',
+    el('code', {}, '--static-dir'), ' pointing at a directory without them. Copy the repository\'s ',
+    el('code', {}, 'static/vendor/'), ' there, or start wsrelay without ', el('code', {}, '--static-dir'), '.',
   );
+}
+
+/**
+ * The commands that play live stream `name` outside the browser.
+ * @param {string} name @returns {{ffplay: string, vlc: string}}
+ */
+export function desktopPlayCommands(name) {
+  const { http } = liveUrls(name);
+  return { ffplay: `ffplay ${http}`, vlc: `vlc ${http}` };
+}
+
+/** "2.3 Mb/s", "850 kb/s". @param {number} kbps */
+export function formatBitrate(kbps) {
+  if (!Number.isFinite(kbps) || kbps <= 0) return '–';
+  return kbps >= 1000 ? `${(kbps / 1000).toFixed(1)} Mb/s` : `${Math.round(kbps)} kb/s`;
 }
 
 /**

@@ -1,5 +1,6 @@
 // The index page: live streams from /api/streams, publish URLs, call-room form.
-import { el, liveUrls, copyRow, formatDuration, DEFAULT_RTMP_PORT } from './common.js';
+import { el, liveUrls, copyRow, formatDuration, formatBitrate, desktopPlayCommands, DEFAULT_RTMP_PORT } from './common.js';
+import { audioWords, playability, videoWords } from './codecs.js';
 
 const REFRESH_MS = 2000;
 let rtmpPort = DEFAULT_RTMP_PORT;
@@ -7,18 +8,24 @@ let rtmpPort = DEFAULT_RTMP_PORT;
 const $ = (id) => document.getElementById(id);
 $('refresh-s').textContent = String(REFRESH_MS / 1000);
 
-function videoText(v) {
-  if (!v) return '–';
-  const size = v.width && v.height ? ` ${v.width}×${v.height}` : '';
-  const fps = v.fps ? ` @ ${Number(v.fps).toFixed(v.fps % 1 ? 2 : 0)} fps` : '';
-  return `${v.codec || '?'}${size}${fps}`;
-}
-
-function audioText(a) {
-  if (!a) return '–';
-  const rate = a.sample_rate ? ` ${(a.sample_rate / 1000).toFixed(1)} kHz` : '';
-  const ch = a.channels ? (a.channels === 1 ? ' mono' : a.channels === 2 ? ' stereo' : ` ${a.channels} ch`) : '';
-  return `${a.codec || '?'}${rate}${ch}`;
+/**
+ * The play cell: Play (mpegts.js) and flv.js buttons for what this browser can play;
+ * for what it can't, the reason in words and a link to the player page's explanation.
+ */
+function playCell(s, play) {
+  const mpegts = playability(s, 'mpegts');
+  const flvjs = playability(s, 'flvjs');
+  if (!mpegts.playable && !flvjs.playable) {
+    return el('td', { class: 'cant-play' },
+      el('span', { class: 'badge bad', title: mpegts.message }, "Can't play here"), ' ',
+      el('a', { href: play, class: 'small' }, 'why?'),
+      el('div', { class: 'small muted' }, mpegts.message));
+  }
+  const remark = [mpegts.playable ? mpegts.message : flvjs.message, mpegts.caveat].filter(Boolean).join(' ');
+  return el('td', {},
+    mpegts.playable ? el('a', { class: 'button primary', href: play, title: remark || 'Play with mpegts.js' }, 'Play') : null, ' ',
+    flvjs.playable ? el('a', { class: mpegts.playable ? 'button' : 'button primary', href: `${play}&lib=flvjs`, title: 'Play with flv.js instead of mpegts.js' }, 'flv.js') : null,
+    remark ? el('div', { class: 'small muted' }, remark) : null);
 }
 
 function stateBadge(state) {
@@ -32,14 +39,12 @@ const rows = new Map();
 function statCells(s, play) {
   return [
     el('td', {}, el('a', { href: play }, el('strong', {}, s.name)), ' ', stateBadge(s.state)),
-    el('td', {}, videoText(s.video)),
-    el('td', {}, audioText(s.audio)),
-    el('td', {}, Number.isFinite(s.bitrate_kbps) ? `${Math.round(s.bitrate_kbps)} kb/s` : '–'),
+    el('td', {}, videoWords(s.video) || '–'),
+    el('td', {}, audioWords(s.audio) || '–'),
+    el('td', {}, formatBitrate(s.bitrate_kbps)),
     el('td', {}, String(s.players ?? '–')),
     el('td', {}, formatDuration(s.uptime_s)),
-    el('td', {},
-      el('a', { class: 'button primary', href: play }, 'Play'), ' ',
-      el('a', { class: 'button', href: `${play}&lib=flvjs`, title: 'Play with flv.js instead of mpegts.js' }, 'flv.js')),
+    playCell(s, play),
   ];
 }
 
@@ -56,11 +61,13 @@ function streamRows(s) {
         el('details', { class: 'urls' }, el('summary', {}, 'URLs to play and publish'),
           copyRow('WS-FLV', u.ws),
           copyRow('HTTP-FLV', u.http),
+          copyRow('ffplay', desktopPlayCommands(s.name).ffplay),
           u.rtmp ? copyRow('RTMP', u.rtmp) : null))),
     };
     rows.set(s.name, r);
   }
   r.main.replaceChildren(...statCells(s, play));
+  r.main.dataset.playable = playability(s, 'mpegts').playable || playability(s, 'flvjs').playable ? 'yes' : 'no';
   return [r.main, r.urls];
 }
 
@@ -117,10 +124,10 @@ function renderPublish() {
   publishPort = rtmpPort;
   const name = $('publish-name').value.trim() || 'cam1';
   const u = liveUrls(name, rtmpPort);
-  $('publish-urls').replaceChildren(
+  $('publish-urls').replaceChildren(...[
     copyRow('HTTP POST', u.http),
     u.rtmp ? copyRow('RTMP', u.rtmp) : null,
-    copyRow('Play', `${location.origin}/player.html?stream=${encodeURIComponent(name)}`));
+    copyRow('Play', `${location.origin}/player.html?stream=${encodeURIComponent(name)}`)].filter(Boolean));
   $('ffmpeg-cmd').textContent =
     `ffmpeg -re -i input.mp4 -c copy -f flv -method POST ${u.http}` +
     (u.rtmp ? `\n# or over RTMP (OBS: server rtmp://${location.hostname}:${rtmpPort}/live, key ${name})\n` +

@@ -15,10 +15,16 @@
 //   </script>
 //
 // States (event `state`, detail `{state, detail}`):
-//   idle → loading → playing ⇄ buffering;  any → retrying → loading …;  stop() → stopped.
+//   idle → loading → playing ⇄ buffering;  any → retrying → loading …;  stop() → stopped;
+//   any → error: a failure retrying cannot fix (the browser or the library can't play the
+//   stream's codecs, no MSE): no more attempts until reconnect(). `detail` is in words.
 // Other events: `mediainfo` (detail: the library's media info), `stats` (detail:
 // `stats()`, about every `tickMs`). `stats().startupMs` is the time from connecting to
-// the first frame playing (the time to first frame of the current connection).
+// the first frame playing (the time to first frame of the current connection);
+// `stats().behindLiveS` estimates how far the picture is behind the live edge (see
+// `_tick`).
+
+import { mimeInWords } from './codecs.js';
 
 /** Tuning shared by both libraries. Each field can be overridden in the constructor. */
 export const DEFAULT_OPTIONS = Object.freeze({
@@ -36,6 +42,12 @@ export const DEFAULT_OPTIONS = Object.freeze({
   targetLatencyS: 0.5,
   /** How often stats are sampled and the watchdog runs. */
   tickMs: 500,
+  /** false: ignore the stream's audio (a codec the browser can't play); undefined: auto. */
+  hasAudio: undefined,
+  /** false: ignore the stream's video; undefined: auto. */
+  hasVideo: undefined,
+  /** Give up (state `error`) after this many media format errors in a row without playback. */
+  maxFormatErrors: 3,
 });
 
 /** Library-specific low-latency config passed to `createPlayer`. */
@@ -67,7 +79,7 @@ export function libraryGlobal(lib) {
   return (lib === 'flvjs' ? globalThis.flvjs : globalThis.mpegts) || null;
 }
 
-/** Where wsrelay serves each library from (static/node_modules under /vendor/). */
+/** Where wsrelay serves each library from (vendored copies built into the binary). */
 export const LIBRARY_SCRIPTS = Object.freeze({
   mpegts: '/vendor/mpegts.js/dist/mpegts.js',
   flvjs: '/vendor/flv.js/dist/flv.min.js',
@@ -101,6 +113,8 @@ export class LivePlayer extends EventTarget {
     this._lastTick = 0;
     this._lastProgress = 0; // wall clock of the last playhead move
     this._loadStarted = 0;
+    this._formatErrors = 0; // media errors in a row without playback
+    this._edgeOffsetS = null; // newest buffered media minus wall time since connecting
     /** Time from connecting to the first frame playing, for the current connection. */
     this.startupMs = null;
     this._onVideoEvent = (e) => this._videoEvent(e.type);
@@ -127,6 +141,7 @@ export class LivePlayer extends EventTarget {
   /** Drop the current connection and connect again now (resets the backoff). */
   reconnect() {
     this._attempt = 0;
+    this._formatErrors = 0;
     clearTimeout(this._retryTimer);
     this._destroyPlayer();
     this.restarts += 1;
@@ -157,6 +172,7 @@ export class LivePlayer extends EventTarget {
       playedS: this._played,
       startupMs: this.startupMs,
       restarts: this.restarts,
+      behindLiveS: this._behindLive(),
     };
   }
 
@@ -172,24 +188,27 @@ export class LivePlayer extends EventTarget {
   _load() {
     const lib = libraryGlobal(this.lib);
     if (!lib) {
-      this._setState('error', `${this.lib === 'flvjs' ? 'flv.js' : 'mpegts.js'} is not loaded`);
+      this._setState('error', `${this.libName} is not loaded`);
       return;
     }
-    if (typeof lib.isSupported === 'function' && !lib.isSupported()) {
-      this._setState('error', 'this browser has no Media Source Extensions');
+    // Not lib.isSupported(): mpegts.js answers it by asking for H.264, which says
+    // nothing about a stream in another codec.
+    if (typeof globalThis.MediaSource !== 'function' && typeof globalThis.ManagedMediaSource !== 'function') {
+      this._setState('error', "this browser has no Media Source Extensions, which the web player needs");
       return;
     }
     this._setState('loading', 'connecting');
-    const player = lib.createPlayer(
-      { type: 'flv', isLive: true, url: this.url },
-      libraryConfig(this.lib, this.options),
-    );
+    const source = { type: 'flv', isLive: true, url: this.url };
+    if (this.options.hasAudio === false) source.hasAudio = false;
+    if (this.options.hasVideo === false) source.hasVideo = false;
+    const player = lib.createPlayer(source, libraryConfig(this.lib, this.options));
     this._player = player;
     const E = lib.Events;
     player.on(E.ERROR, (type, detail, info) => {
       if (this._player !== player) return;
-      const why = info && (info.msg || info.code) ? `: ${info.msg || info.code}` : '';
-      this._fail(`${detail || type}${why}`);
+      const { words, fatal } = this._describeError(type, detail, info);
+      if (fatal) this._giveUp(words);
+      else this._fail(words);
     });
     player.on(E.LOADING_COMPLETE, () => {
       if (this._player === player) this._fail('the stream ended');
@@ -209,6 +228,7 @@ export class LivePlayer extends EventTarget {
     this.startupMs = null;
     this._lastTime = 0;
     this._playedSinceStart = 0;
+    this._edgeOffsetS = null;
     const p = player.play();
     if (p && typeof p.catch === 'function') {
       p.catch((err) => {
@@ -241,6 +261,70 @@ export class LivePlayer extends EventTarget {
     }
   }
 
+  get libName() {
+    return this.lib === 'flvjs' ? 'flv.js' : 'mpegts.js';
+  }
+
+  /**
+   * A library error in words, and whether retrying can help. Codec refusals (by the
+   * library or by the browser's MSE) cannot; format errors get `maxFormatErrors` tries.
+   */
+  _describeError(type, detail, info) {
+    const msg = String((info && (info.msg || info.message)) || '');
+    const code = info && info.code;
+    const media = (text) => {
+      // "Flv: Unsupported codec in video frame: vp09" → "vp09"
+      const m = /codec[^:]*:\s*(\S+)/i.exec(text);
+      return m ? m[1] : '';
+    };
+    switch (detail) {
+      case 'HttpStatusCodeInvalid':
+        if (code === 404) return { words: 'the stream is not live', fatal: false };
+        if (code === 401 || code === 403) return { words: `the server refused to play it (${code}): a token may be needed`, fatal: true };
+        return { words: `the server answered ${code}`, fatal: false };
+      case 'ConnectingTimeout':
+        return { words: 'connecting to the server timed out', fatal: false };
+      case 'UnrecoverableEarlyEof':
+        return { words: 'the connection ended early', fatal: false };
+      case 'Exception':
+        return { words: 'lost the connection to the server', fatal: false };
+      case 'CodecUnsupported': {
+        const what = media(msg);
+        return { words: `${this.libName} can't play this stream's codec${what ? ` (${what})` : ''}`, fatal: true };
+      }
+      case 'FormatUnsupported':
+        return { words: `${this.libName} can't read this stream: it is not FLV`, fatal: true };
+      case 'FormatError': {
+        this._formatErrors += 1;
+        const fatal = this._formatErrors >= this.options.maxFormatErrors;
+        return { words: `${this.libName} could not read the stream (${msg.replace(/^Flv:\s*/, '') || 'format error'})`, fatal };
+      }
+      case 'MediaMSEError':
+        if (/addSourceBuffer|not supported|unsupported|NotSupportedError/i.test(msg)) {
+          const what = mimeInWords(msg);
+          return { words: `this browser can't decode the stream's ${what || 'media'}`, fatal: true };
+        }
+        return { words: "the browser's media decoder failed", fatal: false };
+      default:
+        if (type === 'NetworkError') return { words: 'a network error', fatal: false };
+        return { words: `the player failed (${[type, detail].filter(Boolean).join(', ')})`, fatal: false };
+    }
+  }
+
+  /** Stop trying: a failure that retrying cannot fix. */
+  _giveUp(reason) {
+    clearTimeout(this._retryTimer);
+    this._destroyPlayer();
+    this._setState('error', reason);
+  }
+
+  /** Seconds the picture is behind the live edge (estimate, see `_tick`), or null. */
+  _behindLive() {
+    if (this._edgeOffsetS === null || !this._player) return null;
+    const sinceConnect = (performance.now() - this._loadStarted) / 1000;
+    return Math.max(0, this._edgeOffsetS + sinceConnect - this.video.currentTime);
+  }
+
   _fail(reason) {
     if (!this._player && this.state === 'retrying') return;
     this._destroyPlayer();
@@ -264,7 +348,9 @@ export class LivePlayer extends EventTarget {
     else if (type === 'waiting') this._setState('buffering', 'waiting for data');
     else if (type === 'error') {
       const err = this.video.error;
-      this._fail(`video element error${err ? ` ${err.code}: ${err.message}` : ''}`);
+      // 4 = MEDIA_ERR_SRC_NOT_SUPPORTED: retrying the same media cannot help.
+      if (err && err.code === 4) this._giveUp("this browser can't decode the stream's media");
+      else this._fail(`the browser could not decode the video${err && err.code === 3 ? ' (a decoding error)' : ''}`);
     }
   }
 
@@ -281,13 +367,24 @@ export class LivePlayer extends EventTarget {
         this._played += counted;
         this._playedSinceStart += counted;
         this._lastProgress = now;
-        if (this._playedSinceStart > 3) this._attempt = 0; // healthy again: reset backoff
+        if (this._playedSinceStart > 3) {
+          this._attempt = 0; // healthy again: reset backoff
+          this._formatErrors = 0;
+        }
         if (this.state !== 'playing' && !v.paused) this._setState('playing', '');
       }
       this._lastTime = t;
       const b = v.buffered;
       if (b.length > 0) {
         const end = b.end(b.length - 1);
+        // Live edge estimate: the server sends the cached GOP at once on connecting,
+        // then media as it arrives, so the newest buffered media minus the wall time
+        // since connecting, at its highest, is where the live edge was when we
+        // connected; the edge moves on with wall time. What the picture is behind it:
+        // this edge minus currentTime (buffer + network stalls + jumps), not counting
+        // the fixed delay of the encoder and the network before the first byte.
+        const offset = end - (now - this._loadStarted) / 1000;
+        if (this._edgeOffsetS === null || offset > this._edgeOffsetS) this._edgeOffsetS = offset;
         const start = b.start(b.length - 1);
         // Playhead before the buffered range (startup gap) or far behind the live edge:
         // jump. mpegts.js chases on its own; this is flv.js's and a safety net.

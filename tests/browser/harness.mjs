@@ -3,13 +3,16 @@
 //
 // Every missing tool is a loud failure (never a skip): the test command installs them
 //   apt-get install -y chromium ffmpeg
-//   npm ci --prefix static
 //   npm ci --prefix tests/browser
 //   cargo build
 //
+// The server serves the pages built into the binary, as users get them (rebuild after
+// editing static/), unless WSRELAY_STATIC_DIR names a directory to serve instead (e.g.
+// static/, to iterate on the pages without rebuilding).
+//
 // Environment: WSRELAY_BIN (default target/debug/wsrelay), CHROMIUM (default
-// /usr/bin/chromium), FFMPEG (default ffmpeg from PATH), WSRELAY_TEST_LOG=1 to echo
-// the server's and ffmpeg's output.
+// /usr/bin/chromium), FFMPEG (default ffmpeg from PATH), WSRELAY_STATIC_DIR (default:
+// the embedded pages), WSRELAY_TEST_LOG=1 to echo the server's and ffmpeg's output.
 import { spawn, spawnSync } from 'node:child_process';
 import { existsSync, mkdirSync } from 'node:fs';
 import net from 'node:net';
@@ -41,8 +44,7 @@ export const CHROMIUM_FLAGS = [
 ];
 
 const INSTALL_HINT =
-  'install with: apt-get install -y chromium ffmpeg && npm ci --prefix static && ' +
-  'npm ci --prefix tests/browser && cargo build';
+  'install with: apt-get install -y chromium ffmpeg && npm ci --prefix tests/browser && cargo build';
 
 /** Throw (fail the test) unless every tool the browser tests need is here. */
 export function requireTools() {
@@ -51,11 +53,6 @@ export function requireTools() {
   if (!existsSync(CHROMIUM)) missing.push(`chromium at ${CHROMIUM} (apt-get install chromium, or set CHROMIUM)`);
   const ff = spawnSync(FFMPEG, ['-hide_banner', '-version'], { encoding: 'utf8' });
   if (ff.error || ff.status !== 0) missing.push(`ffmpeg (${FFMPEG}) (apt-get install ffmpeg)`);
-  for (const lib of ['mpegts.js/dist/mpegts.js', 'flv.js/dist/flv.min.js']) {
-    if (!existsSync(path.join(STATIC_DIR, 'node_modules', lib))) {
-      missing.push(`static/node_modules/${lib} (npm ci --prefix static)`);
-    }
-  }
   if (!existsSync(path.join(ROOT, 'tests', 'browser', 'node_modules', 'playwright-core', 'package.json'))) {
     missing.push('tests/browser/node_modules/playwright-core (npm ci --prefix tests/browser)');
   }
@@ -92,13 +89,15 @@ class Tail {
 }
 
 /**
- * Start wsrelay on free ports with the repo's static/ dir.
+ * Start wsrelay on free ports, serving its built-in pages (or WSRELAY_STATIC_DIR).
  * @param {string[]} [extraArgs]
  * @returns {Promise<{http: string, ws: string, rtmp: string|null, proc: import('node:child_process').ChildProcess, log: Tail, stop: () => Promise<void>}>}
  */
 export async function startServer(extraArgs = []) {
   const args = ['--http', '127.0.0.1:0', ...extraArgs];
-  if (!extraArgs.includes('--static-dir')) args.push('--static-dir', STATIC_DIR);
+  if (!extraArgs.includes('--static-dir') && process.env.WSRELAY_STATIC_DIR) {
+    args.push('--static-dir', path.resolve(ROOT, process.env.WSRELAY_STATIC_DIR));
+  }
   if (!extraArgs.includes('--rtmp')) args.push('--rtmp', 'off');
   const proc = spawn(BIN, args, { stdio: ['ignore', 'pipe', 'pipe'], env: { RUST_LOG: 'info', ...process.env, NO_COLOR: '1' } });
   const log = new Tail('wsrelay');
