@@ -3,8 +3,8 @@
 
 use bytes::Bytes;
 use flv::{
-    AudioInfo, Demuxer, DemuxerConfig, Error, GopCache, GopCacheConfig, Header, Metadata, Tag,
-    TagType, VideoInfo, strip_set_data_frame,
+    AudioConfig, AudioInfo, Demuxer, DemuxerConfig, Error, GopCache, GopCacheConfig, Header,
+    Metadata, Tag, TagType, VideoInfo, strip_set_data_frame,
 };
 use proptest::prelude::*;
 
@@ -171,8 +171,39 @@ proptest! {
         let _ = AudioInfo::parse(&body);
         let _ = Metadata::parse(&body);
         let _ = flv::is_metadata(&body);
+        let _ = AudioConfig::parse(&body);
+        for kind in [TagType::Audio, TagType::Video] {
+            let _ = flv::for_browser_players(&Tag::new(kind, 0, Bytes::from(body.clone())));
+        }
+        prop_assert!(flv::for_browser_players(&Tag::new(TagType::Script, 0, Bytes::from(body.clone()))));
         let stripped = strip_set_data_frame(Bytes::from(body.clone()));
         prop_assert!(body.ends_with(&stripped));
+    }
+
+    /// Sequence headers that start like the real thing (legacy AAC, Enhanced `mp4a`,
+    /// `Opus`, `fLaC`, a MultichannelConfig), then go random: never a panic, and what
+    /// comes out is plausible.
+    #[test]
+    fn audio_config_never_panics_on_real_prefixes(
+        which in 0usize..5,
+        tail in prop::collection::vec(any::<u8>(), 0..48),
+    ) {
+        let prefixes: [&[u8]; 5] = [
+            &[0xAF, 0x00],
+            &[0x90, b'm', b'p', b'4', b'a'],
+            &[0x90, b'O', b'p', b'u', b's', b'O', b'p', b'u', b's', b'H', b'e', b'a', b'd'],
+            &[0x90, b'f', b'L', b'a', b'C'],
+            &[0x94, b'O', b'p', b'u', b's'],
+        ];
+        let mut body = prefixes[which].to_vec();
+        body.extend_from_slice(&tail);
+        if let Some(config) = AudioConfig::parse(&body) {
+            prop_assert!(config.sample_rate != Some(0));
+            prop_assert!(config.channels != Some(0));
+            if which == 2 {
+                prop_assert_eq!(config.sample_rate, Some(48_000));
+            }
+        }
     }
 
     /// Metadata bodies that start like the real thing, then go random.
