@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # The test command (see README.md). On a fresh Debian machine it installs what the
-# tests need (ffmpeg, chromium, nginx, the npm packages), then runs the formatter and
-# linter checks, every Rust test (unit, property, integration with real clients), a
-# smoke run of the bench harness and the headless-Chromium browser tests. Any missing
-# tool is a failure, never a skip.
+# tests need (ffmpeg, chromium, nginx, promtool, the browser tests' npm package), then
+# runs the formatter and linter checks, every Rust test (unit, property, integration
+# with real clients), a smoke run of the bench harness and the headless-Chromium
+# browser tests. Any missing tool is a failure, never a skip.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -24,12 +24,12 @@ apt_install() {
     fi
 }
 
-apt_install ffmpeg:ffmpeg ffprobe:ffmpeg chromium:chromium nginx:nginx
+# promtool (Debian's prometheus package) lints /metrics in tests/firsthour.rs. The
+# pages' player libraries are vendored in static/vendor/ and built into the binary:
+# no npm step for them (scripts/vendor.sh re-vendors).
+apt_install ffmpeg:ffmpeg ffprobe:ffmpeg chromium:chromium nginx:nginx promtool:prometheus \
+    node:nodejs npm:npm
 
-if [[ -f static/package.json ]]; then
-    log "npm packages for the pages"
-    npm ci --prefix static --no-audit --no-fund
-fi
 if [[ -f tests/browser/package.json ]]; then
     log "npm packages for the browser tests"
     npm ci --prefix tests/browser --no-audit --no-fund
