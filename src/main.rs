@@ -164,16 +164,26 @@ fn startup_summary(config: &wsrelay::config::Config, listeners: &Listeners) -> V
         None => lines.push("web UI: off (no HTTP or TLS listener)".to_owned()),
     }
     match listeners.rtmp {
-        Some(addr) => lines.push(format!(
-            "OBS: Server rtmp://{}/live, Stream Key = NAME (any name{}); ffmpeg: -f flv rtmp://{}/live/NAME",
-            reachable(addr),
-            if config.auth.secrets.is_empty() {
-                ""
+        Some(addr) => {
+            let elsewhere = if addr.ip().is_unspecified() {
+                format!(
+                    " (from other machines: rtmp://THIS-HOST:{}/live)",
+                    addr.port()
+                )
             } else {
-                "; with a token: NAME?token=TOKEN"
-            },
-            reachable(addr),
-        )),
+                String::new()
+            };
+            lines.push(format!(
+                "OBS: Server rtmp://{}/live{elsewhere}, Stream Key = NAME (any name{}); ffmpeg: -f flv rtmp://{}/live/NAME",
+                reachable(addr),
+                if config.auth.secrets.is_empty() {
+                    ""
+                } else {
+                    "; with a token: NAME?token=TOKEN"
+                },
+                reachable(addr),
+            ));
+        }
         None => lines.push("RTMP: off (publish over HTTP POST or WebSocket)".to_owned()),
     }
     let auth = &config.auth;
@@ -299,7 +309,9 @@ mod tests {
         assert!(text.contains("listeners: http 0.0.0.0:8080, rtmp 0.0.0.0:1935, tls off"));
         assert!(text.contains("web UI: http://127.0.0.1:8080/ (pages built into the binary)"));
         assert!(text.contains("bound to 0.0.0.0:8080"));
-        assert!(text.contains("OBS: Server rtmp://127.0.0.1:1935/live, Stream Key = NAME"));
+        assert!(text.contains(
+            "OBS: Server rtmp://127.0.0.1:1935/live (from other machines: rtmp://THIS-HOST:1935/live), Stream Key = NAME"
+        ));
         assert!(text.contains("ws://127.0.0.1:8080/live/NAME.flv"));
         assert!(text.contains("auth: off"));
         assert!(text.contains("admin API: off"));
