@@ -19,7 +19,7 @@ mod embedded {
 
 /// Where the pages come from.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Source<'a> {
+pub(crate) enum Source<'a> {
     /// The copy built into the binary (no `static_dir` configured).
     Embedded,
     /// A directory given as `static_dir` (`--static-dir`); it replaces the embedded
@@ -28,18 +28,10 @@ pub enum Source<'a> {
 }
 
 /// The source the server serves `config`'s pages from.
-pub fn source(config: &Config) -> Source<'_> {
+pub(crate) fn source(config: &Config) -> Source<'_> {
     match &config.static_dir {
         None => Source::Embedded,
         Some(dir) => Source::Dir(dir),
-    }
-}
-
-/// One line for the startup log: where the pages come from.
-pub fn describe(config: &Config) -> String {
-    match source(config) {
-        Source::Embedded => format!("built into the binary ({} files)", embedded::FILES.len()),
-        Source::Dir(dir) => format!("from directory {}", dir.display()),
     }
 }
 
