@@ -49,6 +49,35 @@ async fn ffmpeg_post_publish_plays_over_http_flv_and_ws_flv() {
     server.shutdown().await;
 }
 
+/// Issue 16: a second HTTP publisher of a live name is refused before its body is
+/// read, so ffmpeg (with `-send_expect_100 1`, as the README shows) reports the
+/// 409 instead of a broken pipe, and the first publisher goes on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_duplicate_http_publisher_is_told_409() {
+    let server = server(|_| {}).await;
+    let addr = server.http_addr().unwrap();
+    let _first = publish_http(addr, "dup", media());
+    wait_live(addr, "dup").await;
+    let url = format!("http://{addr}/live/dup.flv");
+    let second = ffmpeg_publish(&url, media(), &["-send_expect_100", "1", "-method", "POST"]);
+    let out = tokio::time::timeout(Duration::from_secs(20), second.wait_with_output())
+        .await
+        .expect("the refused ffmpeg exits")
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    // At ffmpeg's `error` log level: "Server returned 4XX Client Error" (the
+    // `warning` level adds "HTTP error 409 Conflict").
+    assert!(
+        stderr.contains("Server returned 4XX"),
+        "ffmpeg shows the refusal: {stderr}"
+    );
+    assert!(!stderr.contains("Broken pipe"), "{stderr}");
+    let mut player = WsPlayer::connect(addr, "dup").await;
+    player.next(Duration::from_secs(5)).await.expect("the first goes on");
+    server.shutdown().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn late_joiner_starts_from_the_cached_keyframe() {
     let server = server(|_| {}).await;
