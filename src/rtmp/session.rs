@@ -580,7 +580,7 @@ fn encode(e: impl Into<EncodeError>) -> SessionError {
 
 /// Which handshake a client asked for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum HandshakeKind {
+pub enum HandshakeKind {
     /// Version field of C1 zero (librtmp/OBS, GStreamer's rtmpsink): S2 echoes C1.
     Simple,
     /// C1 carries a valid digest (FFmpeg; librtmp verifying a SWF) at the offset of
@@ -610,7 +610,7 @@ pub(crate) enum HandshakeKind {
 /// - A C1 with a version but no valid digest gets the simple answer.
 ///
 /// `fill` provides the random bytes (a parameter so tests are deterministic).
-pub(crate) fn handshake_reply(
+pub fn handshake_reply(
     c1: &[u8],
     out: &mut Vec<u8>,
     fill: &mut dyn FnMut(&mut [u8]),
