@@ -1028,3 +1028,81 @@ async fn websocket_close_frames_are_answered() {
     );
     server.shutdown().await;
 }
+
+/// Issue 16: a client that repeats a bad request does not flood the log. 300
+/// plays with a bad token and 300 connections over the per-IP cap give a handful
+/// of lines (one per client and reason per 10 s, with a count), not 600.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn repeated_refusals_are_logged_once_per_window() {
+    let _shared = shared().await;
+    let dir = scratch().join(format!("quiet-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let config = dir.join("wsrelay.toml");
+    std::fs::write(
+        &config,
+        "max_connections_per_ip = 4\n[auth]\nsecrets = [\"s\"]\nplay_prefixes = [\"\"]\n",
+    )
+    .unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_wsrelay"))
+        .arg("--config")
+        .arg(&config)
+        .args(["--http", "127.0.0.1:0", "--rtmp", "off"])
+        .env("RUST_LOG", "wsrelay=info")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("run wsrelay");
+    let stdout = child.stdout.take().unwrap();
+    let line = tokio::time::timeout(15 * SECOND, BufReader::new(stdout).lines().next_line())
+        .await
+        .expect("listening line")
+        .unwrap()
+        .unwrap();
+    let addr: SocketAddr = line
+        .strip_prefix("listening http://")
+        .unwrap()
+        .parse()
+        .unwrap();
+    for _ in 0..300 {
+        let (status, _, _) = request(addr, "GET", "/live/cam.flv?token=bad", "").await;
+        assert_eq!(status, 401);
+    }
+    let held: Vec<TcpStream> = futures_util::future::join_all(
+        (0..4).map(|_| get_and_hold(addr, "/live/cam.flv?token=bad")),
+    )
+    .await;
+    for _ in 0..300 {
+        let mut s = TcpStream::connect(addr).await.unwrap();
+        let mut sink = Vec::new();
+        let _ = tokio::time::timeout(2 * SECOND, s.read_to_end(&mut sink)).await;
+    }
+    drop(held);
+    let pid = child.id().unwrap().to_string();
+    let _ = std::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status();
+    let out = tokio::time::timeout(10 * SECOND, child.wait_with_output())
+        .await
+        .expect("exits")
+        .unwrap();
+    let log = String::from_utf8_lossy(&out.stderr);
+    let refused_play = log.lines().filter(|l| l.contains("play refused")).count();
+    let refused_conn = log
+        .lines()
+        .filter(|l| l.contains("connection refused"))
+        .count();
+    println!("play refused lines: {refused_play}; connection refused lines: {refused_conn}");
+    assert!(
+        (1..=3).contains(&refused_play),
+        "{refused_play} lines for 300 bad tokens:\n{log}"
+    );
+    assert!(
+        (1..=3).contains(&refused_conn),
+        "{refused_conn} lines for 300 over-cap connections"
+    );
+    assert!(
+        log.contains("suppressed"),
+        "the count of quiet lines is kept"
+    );
+}

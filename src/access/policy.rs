@@ -216,7 +216,13 @@ pub(crate) async fn admit(
     .await;
     if let Err(e) = &result {
         metrics.auth_refused(action.as_str(), e.label());
-        tracing::info!(stream, %client, proto = protocol.as_str(), reason = %e, "{action} refused");
+        // A client retrying a bad token in a loop gets one line per window.
+        if let Some(suppressed) = super::quiet::should_log(client.ip(), e.label()) {
+            tracing::info!(
+                stream, %client, proto = protocol.as_str(), reason = %e, suppressed,
+                "{action} refused"
+            );
+        }
     }
     result
 }

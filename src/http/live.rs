@@ -116,8 +116,10 @@ pub(crate) async fn serve(
     }
 }
 
-fn publish_refused(e: &PublishError) -> Response<Body> {
-    tracing::warn!(reason = %e, "publish refused");
+fn publish_refused(e: &PublishError, remote: SocketAddr) -> Response<Body> {
+    if let Some(suppressed) = crate::access::quiet::should_log(remote.ip(), e.label()) {
+        tracing::warn!(reason = %e, suppressed, "publish refused");
+    }
     super::text(e.http_status(), e)
 }
 
@@ -249,7 +251,7 @@ fn ws_publisher(
     };
     let publisher = match state.streams.publish(&name, info) {
         Ok(p) => p,
-        Err(e) => return publish_refused(&e),
+        Err(e) => return publish_refused(&e, remote),
     };
     let live = &state.config.live;
     let config = ws_config(16 << 10, live.max_publish_message_bytes, 0);
@@ -326,7 +328,7 @@ async fn http_publisher(
     };
     let publisher = match state.streams.publish(&name, info) {
         Ok(p) => p,
-        Err(e) => return publish_refused(&e),
+        Err(e) => return publish_refused(&e, remote),
     };
     let query = req.uri().query().map(str::to_owned);
     let span = tracing::info_span!("publisher", stream = %name, proto = "http");

@@ -108,6 +108,16 @@ impl PublishError {
         }
     }
 
+    /// A stable label (logs, rate-limited refusal lines).
+    pub fn label(&self) -> &'static str {
+        match self {
+            PublishError::AlreadyPublishing(_) => "already_publishing",
+            PublishError::TooManyStreams(_) => "too_many_streams",
+            PublishError::ShuttingDown => "shutting_down",
+            PublishError::MediaBudget { .. } => "media_budget",
+        }
+    }
+
     /// The RTMP `onStatus` code an RTMP publisher is told.
     pub fn rtmp_code(&self) -> &'static str {
         match self {

@@ -242,7 +242,10 @@ pub(crate) fn count_refusal(
         .connections_refused
         .get_or_create(&[("reason", refused.label())])
         .inc();
-    tracing::warn!(peer = %remote, listener, reason = %refused, "connection refused");
+    // A flood over a cap gets one line per window and client, with the count.
+    if let Some(suppressed) = crate::access::quiet::should_log(remote.ip(), refused.label()) {
+        tracing::warn!(peer = %remote, listener, reason = %refused, suppressed, "connection refused");
+    }
 }
 
 /// Refuses an HTTP (or TLS) connection: writes `503` with the reason and closes,
