@@ -41,9 +41,9 @@ function statCells(s, play) {
     el('td', {}, el('a', { href: play }, el('strong', {}, s.name)), ' ', stateBadge(s.state)),
     el('td', {}, videoWords(s.video) || '–'),
     el('td', {}, audioWords(s.audio) || '–'),
-    el('td', {}, formatBitrate(s.bitrate_kbps)),
-    el('td', {}, String(s.players ?? '–')),
-    el('td', {}, formatDuration(s.uptime_s)),
+    el('td', { class: 'num' }, formatBitrate(s.bitrate_kbps)),
+    el('td', { class: 'num' }, String(s.players ?? '–')),
+    el('td', { class: 'num' }, formatDuration(s.uptime_s)),
     playCell(s, play),
   ];
 }

@@ -144,26 +144,46 @@ export async function stopProcess(proc, signal = 'SIGTERM', graceMs = 5000) {
 }
 
 /**
- * Publish a live H.264 + AAC test stream (testsrc2 + a sine tone, 25 fps, one keyframe
- * per second) to `http://.../live/NAME.flv` with HTTP POST, in real time.
+ * The path of a current ffmpeg (9.x: Enhanced FLV with HEVC, AV1, VP9, Opus) from
+ * scripts/ffmpeg9.sh (a pinned PyPI imageio-ffmpeg in a venv under target/), installing
+ * it on first use. Throws (fails the test) when it can't.
+ */
+export function ffmpeg9() {
+  const r = spawnSync(path.join(ROOT, 'scripts', 'ffmpeg9.sh'), [], { encoding: 'utf8', timeout: 300000 });
+  const exe = (r.stdout || '').trim();
+  if (r.status !== 0 || !exe) {
+    throw new Error(`scripts/ffmpeg9.sh could not provide ffmpeg 9 (status ${r.status}):\n${r.stderr || r.error}`);
+  }
+  return exe;
+}
+
+/**
+ * Publish a live test stream (testsrc2 + a sine tone, 25 fps, one keyframe per second;
+ * H.264 + AAC unless `video`/`audio` say otherwise) to `http://.../live/NAME.flv` with
+ * HTTP POST, in real time.
  * @param {string} httpBase e.g. http://127.0.0.1:1234
  * @param {string} name stream name
- * @param {{size?: string}} [opts]
+ * @param {{size?: string, ffmpeg?: string, video?: string[], audio?: string[], sampleRate?: number}} [opts]
+ *   `ffmpeg`: another binary (e.g. ffmpeg9()); `video`/`audio`: encoder arguments.
  */
 export function publish(httpBase, name, opts = {}) {
   const size = opts.size || '640x360';
   const url = `${httpBase}/live/${name}.flv`;
+  const video = opts.video || [
+    '-c:v', 'libx264', '-preset', 'ultrafast', '-tune', 'zerolatency', '-pix_fmt', 'yuv420p',
+    '-g', '25', '-keyint_min', '25', '-b:v', '800k',
+  ];
+  const audio = opts.audio || ['-c:a', 'aac', '-b:a', '64k', '-ac', '2'];
   const args = [
     '-hide_banner', '-loglevel', 'warning', '-nostdin',
     '-re',
     '-f', 'lavfi', '-i', `testsrc2=size=${size}:rate=25`,
-    '-f', 'lavfi', '-i', 'sine=frequency=440:sample_rate=44100',
-    '-c:v', 'libx264', '-preset', 'ultrafast', '-tune', 'zerolatency', '-pix_fmt', 'yuv420p',
-    '-g', '25', '-keyint_min', '25', '-b:v', '800k',
-    '-c:a', 'aac', '-b:a', '64k', '-ac', '2',
+    '-f', 'lavfi', '-i', `sine=frequency=440:sample_rate=${opts.sampleRate || 44100}`,
+    ...video,
+    ...audio,
     '-f', 'flv', '-method', 'POST', url,
   ];
-  const proc = spawn(FFMPEG, args, { stdio: ['ignore', 'ignore', 'pipe'] });
+  const proc = spawn(opts.ffmpeg || FFMPEG, args, { stdio: ['ignore', 'ignore', 'pipe'] });
   const log = new Tail(`ffmpeg ${name}`);
   proc.stderr.on('data', (chunk) => log.push(chunk));
   return {
