@@ -27,6 +27,23 @@ impl std::fmt::Display for Human {
     }
 }
 
+/// An error and its sources, `outer: inner: innermost`, for log lines (an error's
+/// `Display` says what failed; its sources say why).
+pub fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut source = e.source();
+    while let Some(inner) = source {
+        let text = inner.to_string();
+        // Some errors repeat their source in their own message; say it once.
+        if !s.ends_with(&text) {
+            s.push_str(": ");
+            s.push_str(&text);
+        }
+        source = inner.source();
+    }
+    s
+}
+
 /// `x` rounded to tenths, for human-facing figures (seconds, kbit/s) in the API
 /// and in logs.
 pub fn tenths(x: f64) -> f64 {

@@ -31,8 +31,10 @@ use crate::config::hooks::parse_url;
 use crate::metrics::Metrics;
 use crate::vocab::{Action, Protocol};
 
-/// Which hook.
+/// Which hook. The variants are named after the config keys they are set with
+/// (`on_publish`, ...), hence the shared prefix.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[allow(clippy::enum_variant_names)]
 pub(crate) enum Hook {
     /// Before accepting a publisher.
     OnPublish,
@@ -265,7 +267,7 @@ impl Hooks {
             .client
             .request(req)
             .await
-            .map_err(|e| failed(error_chain(&e)))?;
+            .map_err(|e| failed(crate::vocab::error_chain(&e)))?;
         let status = res.status();
         if status.is_success() {
             Ok(())
@@ -276,17 +278,6 @@ impl Hooks {
             })
         }
     }
-}
-
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut source = e.source();
-    while let Some(inner) = source {
-        s.push_str(": ");
-        s.push_str(&inner.to_string());
-        source = inner.source();
-    }
-    s
 }
 
 #[cfg(test)]

@@ -162,6 +162,7 @@ impl Streams {
                 last_keyframe: None,
                 keyframe_interval_ms: None,
                 announced: false,
+                audio_config: None,
                 meta: None,
                 publisher: None,
                 grace_until: None,

@@ -146,8 +146,8 @@ pub(super) fn status(stream: &Stream) -> Option<StreamStatus> {
         .and_then(|f| f.tag.audio())
         .map(|a| AudioStatus {
             codec: a.codec.name(),
-            sample_rate: meta.and_then(|m| m.sample_rate),
-            channels: meta.and_then(|m| m.channels),
+            sample_rate: sample_rate(&st),
+            channels: channels(&st),
         });
     Some(StreamStatus {
         name: stream.name.clone(),
@@ -168,6 +168,21 @@ pub(super) fn status(stream: &Stream) -> Option<StreamStatus> {
     })
 }
 
+/// From the audio sequence header, else from `onMetaData`.
+fn sample_rate(st: &StreamState) -> Option<f64> {
+    st.audio_config
+        .and_then(|c| c.sample_rate)
+        .map(f64::from)
+        .or(st.meta.and_then(|m| m.sample_rate))
+}
+
+/// From the audio sequence header, else from `onMetaData`.
+fn channels(st: &StreamState) -> Option<u8> {
+    st.audio_config
+        .and_then(|c| c.channels)
+        .or(st.meta.and_then(|m| m.channels))
+}
+
 /// One line about what is being published, for the log: codecs, resolution,
 /// frame rate, audio format and bitrate, as far as they are known.
 pub(super) fn summary(st: &StreamState) -> String {
@@ -185,10 +200,10 @@ pub(super) fn summary(st: &StreamState) -> String {
     }
     if let Some(a) = st.cache.audio_sequence_header().and_then(|f| f.tag.audio()) {
         let mut s = format!("audio {}", a.codec.name());
-        if let Some(rate) = meta.sample_rate {
+        if let Some(rate) = sample_rate(st) {
             s += &format!(" {rate}Hz");
         }
-        if let Some(ch) = meta.channels {
+        if let Some(ch) = channels(st) {
             s += &format!(" {ch}ch");
         }
         parts.push(s);

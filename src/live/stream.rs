@@ -74,6 +74,9 @@ pub(super) struct StreamState {
     pub(super) keyframe_interval_ms: Option<u32>,
     /// The one info line about what is being published was logged.
     pub(super) announced: bool,
+    /// Sample rate and channels read from the audio sequence header (preferred
+    /// over `onMetaData`, which may lack them or lie).
+    pub(super) audio_config: Option<flv::AudioConfig>,
 }
 
 /// A live stream: codec state, GOP cache and the broadcast ring.
@@ -168,10 +171,12 @@ impl Publisher {
         if *self.stop.borrow() {
             return Err(PushError::Replaced);
         }
-        if let TagType::Unknown(kind) = tag.tag_type {
-            // Players only understand audio, video and script data; a stray tag type
-            // would at best be ignored, at worst derail a browser demuxer.
-            tracing::debug!(kind, "dropping a tag of unknown type");
+        if !flv::for_browser_players(&tag) {
+            // Unknown tag types, and the Enhanced packets mpegts.js treats as fatal
+            // (audio MultichannelConfig and video colorInfo metadata that ffmpeg 7+
+            // sends with Opus, HEVC, AV1, VP9; command frames): see the rule in
+            // `flv::for_browser_players`. ffmpeg, VLC and GStreamer play without them.
+            tracing::debug!(tag_type = ?tag.tag_type, "dropping a tag browsers reject");
             return Ok(());
         }
         let tag = if tag.tag_type == TagType::Script {
@@ -190,6 +195,10 @@ impl Publisher {
         self.bytes_in.inc_by(tag.encoded_len() as u64);
         // Parsed before taking the lock; only when metadata arrives.
         let meta = tag.is_metadata().then(|| MetaSummary::parse(&tag.body));
+        let audio_config = tag
+            .audio()
+            .filter(|a| a.packet_type == flv::AudioPacketType::SequenceStart)
+            .and_then(|_| tag.audio_config());
         let Some(mut st) = self.stream.lock() else {
             self.hub.fail(&self.stream);
             return Err(PushError::Ended);
@@ -213,6 +222,9 @@ impl Publisher {
         }
         if let Some(meta) = meta {
             st.meta = meta;
+        }
+        if let Some(config) = audio_config {
+            st.audio_config = Some(config);
         }
         let ts = st.timeline.map(tag.tag_type, tag.timestamp);
         if tag.tag_type == TagType::Video && tag.is_keyframe() && !tag.is_sequence_header() {
@@ -301,6 +313,24 @@ pub(super) fn fix_preamble_timestamps(preamble: &mut [WireTag]) {
     }
 }
 
+
+/// An identical repeat of the current metadata or sequence header (a resumed
+/// publisher resends them) is not forwarded: players already have it.
+fn is_redundant(cache: &GopCache<WireTag>, tag: &Tag) -> bool {
+    let current = if tag.is_metadata() {
+        cache.metadata()
+    } else if tag.is_sequence_header() {
+        match tag.tag_type {
+            TagType::Video => cache.video_sequence_header(),
+            TagType::Audio => cache.audio_sequence_header(),
+            _ => None,
+        }
+    } else {
+        None
+    };
+    current.is_some_and(|c| c.tag.body == tag.body)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -336,21 +366,4 @@ mod tests {
         assert_eq!(p[0].tag.timestamp, 40);
         assert_eq!(p[1].tag.timestamp, 40);
     }
-}
-
-/// An identical repeat of the current metadata or sequence header (a resumed
-/// publisher resends them) is not forwarded: players already have it.
-fn is_redundant(cache: &GopCache<WireTag>, tag: &Tag) -> bool {
-    let current = if tag.is_metadata() {
-        cache.metadata()
-    } else if tag.is_sequence_header() {
-        match tag.tag_type {
-            TagType::Video => cache.video_sequence_header(),
-            TagType::Audio => cache.audio_sequence_header(),
-            _ => None,
-        }
-    } else {
-        None
-    };
-    current.is_some_and(|c| c.tag.body == tag.body)
 }

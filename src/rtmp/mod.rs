@@ -152,11 +152,11 @@ fn log_end(remote: SocketAddr, outcome: Result<(RtmpEnd, Stats), String>, starte
     let duration = crate::vocab::Human(started.elapsed());
     match outcome {
         Ok((end @ (RtmpEnd::Closed | RtmpEnd::Shutdown), stats)) => tracing::info!(
-            peer = %remote, reason = %end, bytes = stats.bytes, tags = stats.tags, %duration,
+            peer = %remote, reason = %crate::vocab::error_chain(&end), bytes = stats.bytes, tags = stats.tags, %duration,
             "RTMP connection closed"
         ),
         Ok((end, stats)) => tracing::warn!(
-            peer = %remote, reason = %end, bytes = stats.bytes, tags = stats.tags, %duration,
+            peer = %remote, reason = %crate::vocab::error_chain(&end), bytes = stats.bytes, tags = stats.tags, %duration,
             "RTMP connection closed"
         ),
         Err(panic) => tracing::error!(
