@@ -44,12 +44,8 @@ describe('codecs beyond H.264/AAC (ffmpeg 9 publishers)', { timeout: 180000 }, (
 
   // ffmpeg 9 sends an Enhanced-FLV audio MultichannelConfig packet (AudioPacketType 4)
   // before the Opus sequence start, which mpegts.js 1.8.2 rejects ("Invalid video packet
-  // type 4"); it plays once the relay leaves that packet out for browser players (issue
-  // 16, the flv crate's side). Until then this test is a todo (it runs and reports; the
-  // page gives up in words after maxFormatErrors instead of looping): remove OPUS_TODO
-  // with that fix.
-  const OPUS_TODO = 'the relay does not yet drop AudioPacketType 4 (MultichannelConfig) for browser players';
-  it('H.264 + Opus plays with mpegts.js, audio shown as Opus', { todo: OPUS_TODO }, async (t) => {
+  // type 4"); the relay drops it at ingest, so the page plays.
+  it('H.264 + Opus plays with mpegts.js, audio shown as Opus', async (t) => {
     const context = await browser.newContext();
     const { page, logs } = await openPage(context, `${server.http}/player.html?stream=opus`, 'opus');
     try {
