@@ -78,6 +78,53 @@ async fn a_duplicate_http_publisher_is_told_409() {
     server.shutdown().await;
 }
 
+/// Issue 16: a kick can ban the name (or the client) for a while, so an encoder
+/// that reconnects on its own (OBS retries after 2 s) is refused until the ban
+/// ends; then the name publishes again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_kick_can_ban_the_name_for_a_while() {
+    let server = server(|_| {}).await;
+    let addr = server.http_addr().unwrap();
+    let mut publisher = publish_http(addr, "banme", media());
+    wait_live(addr, "banme").await;
+    let (status, body) = http_request(addr, "DELETE", "/api/streams/banme?ban=3", b"")
+        .await
+        .unwrap();
+    assert_eq!(status, 200, "{body}");
+    let report: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(report["kicked"], true, "{report}");
+    assert_eq!(report["banned_s"], 3, "{report}");
+    let _ = publisher.wait().await;
+    // A bare FLV header is a valid (empty) publish when allowed.
+    let flv = flv::Header {
+        audio: true,
+        video: true,
+    }
+    .encode();
+    let (status, body) = http_request(addr, "POST", "/live/banme.flv", &flv)
+        .await
+        .unwrap();
+    assert_eq!(status, 403, "banned: {body}");
+    assert!(body.contains("refused by an operator"), "{body}");
+    // Other names are not affected.
+    let (status, _) = http_request(addr, "POST", "/live/other.flv", &flv)
+        .await
+        .unwrap();
+    assert_eq!(status, 200);
+    // Bad ban values are a 400 with a reason.
+    let (status, body) = http_request(addr, "DELETE", "/api/streams/other?ban=0", b"")
+        .await
+        .unwrap();
+    assert_eq!(status, 400, "{body}");
+    assert!(body.contains("ban must be"), "{body}");
+    tokio::time::sleep(Duration::from_millis(3_300)).await;
+    let (status, body) = http_request(addr, "POST", "/live/banme.flv", &flv)
+        .await
+        .unwrap();
+    assert_eq!(status, 200, "the ban is over: {body}");
+    server.shutdown().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn late_joiner_starts_from_the_cached_keyframe() {
     let server = server(|_| {}).await;

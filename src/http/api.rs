@@ -24,7 +24,7 @@ use crate::vocab::Action;
 /// Why an API request failed; each maps to one status and one `code`.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
-pub enum ApiError {
+pub(crate) enum ApiError {
     /// `admin_token` is set and the request lacks it (401, `unauthorized`).
     #[error("admin token required: send Authorization: Bearer <admin_token>")]
     Unauthorized,
@@ -48,7 +48,7 @@ pub enum ApiError {
 
 impl ApiError {
     /// HTTP status.
-    pub fn status(&self) -> StatusCode {
+    pub(crate) fn status(&self) -> StatusCode {
         match self {
             ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
             ApiError::AdminDisabled => StatusCode::FORBIDDEN,
@@ -59,7 +59,7 @@ impl ApiError {
     }
 
     /// The JSON `code`.
-    pub fn code(&self) -> &'static str {
+    pub(crate) fn code(&self) -> &'static str {
         match self {
             ApiError::Unauthorized => "unauthorized",
             ApiError::AdminDisabled => "admin_disabled",
@@ -100,7 +100,7 @@ impl ApiError {
 }
 
 /// Serves `/api/…`.
-pub fn route(state: &AppState, req: &Request<Incoming>) -> Response<Body> {
+pub(crate) fn route(state: &AppState, req: &Request<Incoming>) -> Response<Body> {
     match handle(state, req) {
         Ok(res) => res,
         Err(e) => e.response(),
@@ -165,7 +165,7 @@ fn handle(state: &AppState, req: &Request<Incoming>) -> Result<Response<Body>, A
                     Some(detail) => Ok(super::json(StatusCode::OK, &detail)),
                     None => Err(not_live(name)),
                 },
-                Method::DELETE => match state.streams.kick(name) {
+                Method::DELETE => match state.streams.kick_and_ban(name, ban(req.uri().query())?) {
                     Some(report) => {
                         tracing::info!(
                             stream = name,
@@ -195,6 +195,35 @@ fn handle(state: &AppState, req: &Request<Incoming>) -> Result<Response<Body>, A
     }
 }
 
+/// `?ban=SECONDS[&scope=name|client]` of a kick: ban the stream name (default) or
+/// the kicked publisher's address from publishing for that long.
+fn ban(
+    query: Option<&str>,
+) -> Result<Option<(crate::live::BanScope, std::time::Duration)>, ApiError> {
+    use crate::access::auth::query_param;
+    use crate::live::BanScope;
+    let Some(query) = query else { return Ok(None) };
+    let Some(seconds) = query_param(query, "ban") else {
+        return Ok(None);
+    };
+    let max = crate::live::registry::MAX_BAN.as_secs();
+    let seconds: u64 = seconds
+        .parse()
+        .ok()
+        .filter(|s| (1..=max).contains(s))
+        .ok_or_else(|| ApiError::BadRequest(format!("ban must be 1 to {max} seconds")))?;
+    let scope = match query_param(query, "scope") {
+        None | Some("name") => BanScope::Name,
+        Some("client") => BanScope::Client,
+        Some(other) => {
+            return Err(ApiError::BadRequest(format!(
+                "scope must be `name` or `client`, not `{other}`"
+            )));
+        }
+    };
+    Ok(Some((scope, std::time::Duration::from_secs(seconds))))
+}
+
 fn not_live(name: &str) -> ApiError {
     ApiError::NotFound(format!("stream `{name}` is not live"))
 }
@@ -208,7 +237,7 @@ fn stream_name(path: &str) -> Result<&str, ApiError> {
 
 /// Serves `/metrics`: gauges read at scrape time, then every family, in the format the
 /// scraper's `Accept` asks for (Prometheus text 0.0.4 unless it prefers OpenMetrics).
-pub fn metrics(state: &AppState, req: &Request<Incoming>) -> Response<Body> {
+pub(crate) fn metrics(state: &AppState, req: &Request<Incoming>) -> Response<Body> {
     if req.method() != Method::GET && req.method() != Method::HEAD {
         let mut res = super::text(StatusCode::METHOD_NOT_ALLOWED, "use GET or HEAD");
         res.headers_mut()

@@ -50,7 +50,7 @@ use std::net::SocketAddr;
 
 pub use budget::MediaBudget;
 pub use frame::{EndReason, Entry, WireTag};
-pub use registry::Streams;
+pub use registry::{Ban, BanScope, Streams};
 pub use status::{KickReport, StreamDetail, StreamStatus};
 pub use stream::{Publisher, Subscription};
 
@@ -87,6 +87,13 @@ pub enum PublishError {
     /// The server is shutting down (HTTP 503).
     #[error("server shutting down")]
     ShuttingDown,
+    /// An operator's kick banned this name or client from publishing (HTTP 403,
+    /// RTMP `NetStream.Publish.Rejected`).
+    #[error("publishing refused by an operator for another {seconds} s")]
+    Banned {
+        /// Seconds left.
+        seconds: u64,
+    },
     /// Cached and buffered media of all streams exceed `live.max_media_bytes`
     /// (HTTP 503, RTMP `NetStream.Publish.Failed`).
     #[error("server media memory budget exhausted ({used} of {limit} bytes); try again later")]
@@ -104,6 +111,7 @@ impl PublishError {
     pub fn http_status(&self) -> hyper::StatusCode {
         match self {
             PublishError::AlreadyPublishing(_) => hyper::StatusCode::CONFLICT,
+            PublishError::Banned { .. } => hyper::StatusCode::FORBIDDEN,
             _ => hyper::StatusCode::SERVICE_UNAVAILABLE,
         }
     }
@@ -115,6 +123,7 @@ impl PublishError {
             PublishError::TooManyStreams(_) => "too_many_streams",
             PublishError::ShuttingDown => "shutting_down",
             PublishError::MediaBudget { .. } => "media_budget",
+            PublishError::Banned { .. } => "banned",
         }
     }
 
@@ -122,6 +131,7 @@ impl PublishError {
     pub fn rtmp_code(&self) -> &'static str {
         match self {
             PublishError::AlreadyPublishing(_) => "NetStream.Publish.BadName",
+            PublishError::Banned { .. } => "NetStream.Publish.Rejected",
             _ => "NetStream.Publish.Failed",
         }
     }

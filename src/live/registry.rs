@@ -42,7 +42,34 @@ pub struct Streams {
     pub(super) budget: MediaBudget,
     /// Streams, publishers, players and bytes in.
     pub(super) metrics: Arc<Metrics>,
+    /// Publish bans set by a kick: a name or a client address, until when.
+    pub(super) bans: Mutex<HashMap<Ban, Instant>>,
 }
+
+/// What a kick can ban from publishing for a while.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum Ban {
+    /// The stream name: nobody may publish it.
+    Name(String),
+    /// The kicked publisher's address: it may publish nothing.
+    Client(std::net::IpAddr),
+}
+
+/// Bans remembered at most (expired ones are dropped first); past it the oldest
+/// goes. A ban is set only by an operator with the admin token.
+pub const MAX_BANS: usize = 10_000;
+
+/// What [`Streams::kick_and_ban`] bans.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BanScope {
+    /// The stream name.
+    Name,
+    /// The kicked publisher's address.
+    Client,
+}
+
+/// The longest ban a kick may set.
+pub const MAX_BAN: Duration = Duration::from_secs(7 * 86_400);
 
 impl Streams {
     /// A hub with these limits (and metrics of its own).
@@ -60,6 +87,7 @@ impl Streams {
             shutting_down: false.into(),
             timers: TaskTracker::new(),
             cancel: CancellationToken::new(),
+            bans: Mutex::new(HashMap::new()),
             budget: MediaBudget::new(config.max_media_bytes),
             metrics,
         })
@@ -87,6 +115,11 @@ impl Streams {
     ) -> Result<Publisher, PublishError> {
         if self.shutting_down.load(Ordering::Relaxed) {
             return Err(PublishError::ShuttingDown);
+        }
+        if let Some(remaining) = self.banned(name, info.remote.ip()) {
+            return Err(PublishError::Banned {
+                seconds: remaining.as_secs().max(1),
+            });
         }
         if self.budget.over() {
             return Err(PublishError::MediaBudget {
@@ -307,6 +340,18 @@ impl Streams {
     /// ([`EndReason::Kicked`]) at once, without a grace period; the name is free for
     /// a new publisher. `None` when no such stream exists.
     pub fn kick(&self, name: &str) -> Option<KickReport> {
+        self.kick_and_ban(name, None)
+    }
+
+    /// [`Streams::kick`], then bans the name ([`Ban::Name`]) or the kicked
+    /// publisher's address ([`Ban::Client`]) from publishing for `ban.1` (at most
+    /// [`MAX_BAN`]): an encoder that reconnects on its own (OBS retries after 2 s)
+    /// is refused until then.
+    pub fn kick_and_ban(
+        &self,
+        name: &str,
+        ban: Option<(BanScope, Duration)>,
+    ) -> Option<KickReport> {
         let mut streams = self.registry();
         let stream = streams.remove(name)?;
         self.metrics.streams.dec();
@@ -325,12 +370,46 @@ impl Streams {
         };
         stream.ring.push(Entry::End(EndReason::Kicked));
         drop(streams);
-        tracing::info!(stream = name, "stream kicked by operator");
+        let banned = ban.and_then(|(scope, duration)| {
+            let duration = duration.min(MAX_BAN);
+            let key = match scope {
+                BanScope::Name => Ban::Name(name.to_owned()),
+                BanScope::Client => Ban::Client(publisher.as_ref()?.info.remote.ip()),
+            };
+            self.ban(key, duration);
+            Some(duration.as_secs())
+        });
+        tracing::info!(stream = name, ban_s = banned, "stream kicked by operator");
         Some(KickReport {
             stream: name.to_owned(),
             kicked: publisher.is_some(),
             players: stream.players.load(Ordering::Relaxed),
+            banned_s: banned,
         })
+    }
+
+    fn ban(&self, key: Ban, duration: Duration) {
+        let now = Instant::now();
+        let mut bans = self.bans.lock().unwrap_or_else(|e| e.into_inner());
+        bans.retain(|_, until| *until > now);
+        if bans.len() >= MAX_BANS
+            && let Some(oldest) = bans.iter().min_by_key(|(_, u)| **u).map(|(k, _)| k.clone())
+        {
+            bans.remove(&oldest);
+        }
+        bans.insert(key, now + duration);
+    }
+
+    /// How long `name` or `ip` is still banned from publishing, if it is.
+    fn banned(&self, name: &str, ip: std::net::IpAddr) -> Option<Duration> {
+        let now = Instant::now();
+        let bans = self.bans.lock().unwrap_or_else(|e| e.into_inner());
+        [Ban::Name(name.to_owned()), Ban::Client(ip)]
+            .iter()
+            .filter_map(|k| bans.get(k))
+            .filter(|until| **until > now)
+            .map(|until| *until - now)
+            .max()
     }
 
     /// Refuses new publishers from now on and stops the grace timers: called first

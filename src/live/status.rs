@@ -68,6 +68,9 @@ pub struct KickReport {
     pub kicked: bool,
     /// Players that got the end of the stream.
     pub players: usize,
+    /// Seconds the name or client is banned from publishing (`?ban=`), if any.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub banned_s: Option<u64>,
 }
 
 /// Status of one stream for `/api/streams`.

@@ -313,7 +313,6 @@ pub(super) fn fix_preamble_timestamps(preamble: &mut [WireTag]) {
     }
 }
 
-
 /// An identical repeat of the current metadata or sequence header (a resumed
 /// publisher resends them) is not forwarded: players already have it.
 fn is_redundant(cache: &GopCache<WireTag>, tag: &Tag) -> bool {
