@@ -74,7 +74,10 @@ async fn a_duplicate_http_publisher_is_told_409() {
     );
     assert!(!stderr.contains("Broken pipe"), "{stderr}");
     let mut player = WsPlayer::connect(addr, "dup").await;
-    player.next(Duration::from_secs(5)).await.expect("the first goes on");
+    player
+        .next(Duration::from_secs(5))
+        .await
+        .expect("the first goes on");
     server.shutdown().await;
 }
 
