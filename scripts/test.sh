@@ -9,6 +9,13 @@ cd "$(dirname "$0")/.."
 
 log() { printf '\n== %s\n' "$*"; }
 
+apt_install_pkg() {
+    local sudo=""
+    [[ $(id -u) -ne 0 ]] && sudo="sudo"
+    $sudo apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "$@"
+}
+
 apt_install() {
     local missing=()
     for pair in "$@"; do
@@ -28,7 +35,10 @@ apt_install() {
 # pages' player libraries are vendored in static/vendor/ and built into the binary:
 # no npm step for them (scripts/vendor.sh re-vendors).
 apt_install ffmpeg:ffmpeg ffprobe:ffmpeg chromium:chromium nginx:nginx promtool:prometheus \
-    node:nodejs npm:npm
+    node:nodejs npm:npm rtmpdump:rtmpdump python3:python3 redis-server:redis-server
+# scripts/ffmpeg9.sh (a current static ffmpeg from PyPI's imageio-ffmpeg, for Enhanced
+# FLV/RTMP fixtures) needs a venv.
+python3 -c 'import venv, ensurepip' 2>/dev/null || apt_install_pkg python3-venv
 
 if [[ -f tests/browser/package.json ]]; then
     log "npm packages for the browser tests"

@@ -641,7 +641,8 @@ async fn metrics_move_as_streams_and_peers_come_and_go() {
     let addr = server.http_addr().unwrap();
     let text = http_get(addr, "/metrics").await.unwrap();
     assert!(text.contains("# TYPE wsrelay_streams gauge"), "{text}");
-    assert!(text.ends_with("# EOF\n"));
+    // A scrape without `Accept` gets the Prometheus 0.0.4 text format (no `# EOF`).
+    assert!(!text.contains("# EOF"), "0.0.4 text by default");
     assert_eq!(metric(addr, "wsrelay_streams").await, 0.0);
 
     let publisher = publish_http(addr, "m", media());
