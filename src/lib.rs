@@ -45,6 +45,7 @@
 
 pub mod access;
 pub mod app;
+pub mod cluster;
 pub mod config;
 pub(crate) mod http;
 pub mod live;

@@ -214,8 +214,29 @@ fn startup_summary(config: &wsrelay::config::Config, listeners: &Listeners) -> V
     } else {
         "admin API: off (set admin_token to enable kick and details)".to_owned()
     });
-    lines.push("cluster: off".to_owned());
+    lines.push(match &config.cluster.redis {
+        None => "cluster: off".to_owned(),
+        Some(redis) => format!(
+            "cluster: on (Redis {}, reached by other nodes at {})",
+            redact_url(redis),
+            config
+                .cluster
+                .node_url
+                .as_deref()
+                .unwrap_or("the --http address")
+        ),
+    });
     lines
+}
+
+/// A Redis URL without its password (`redis://:PASS@host` → `redis://***@host`).
+fn redact_url(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => {
+            format!("{}***{}", &url[..scheme + 3], &url[at..])
+        }
+        _ => url.to_owned(),
+    }
 }
 
 /// Resolves on SIGINT or SIGTERM; on SIGHUP reloads the config (same command
@@ -275,6 +296,7 @@ fn redacted_toml(config: &wsrelay::config::Config) -> Result<String, toml::ser::
         ("auth", "secrets"),
         ("signal", "jwt_secret"),
         ("signal", "turn_secret"),
+        ("cluster", "secret"),
     ] {
         if let Some(toml::Value::Table(t)) = table.get_mut(section)
             && let Some(v) = t.get_mut(key)

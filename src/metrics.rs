@@ -100,6 +100,17 @@ pub struct Metrics {
     pub hook_duration: HistogramFamily<Label2>,
     /// Connections refused or cut by the listener, by reason.
     pub connections_refused: Family<Label1, Counter>,
+    /// Cluster: pulls of remote streams running on this node.
+    pub cluster_pulls: Gauge,
+    /// Cluster: pull connections that ended, by `outcome` (`idle`, `ended`, `lost`,
+    /// `shutdown`).
+    pub cluster_pull_starts: Family<Label1, Counter>,
+    /// Cluster: origin leases held by this node.
+    pub cluster_leases: Gauge,
+    /// Cluster: leases found taken by another node at renewal (publisher stopped).
+    pub cluster_leases_lost: Counter,
+    /// Cluster: Redis commands that failed or timed out.
+    pub cluster_redis_errors: Counter,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -135,6 +146,11 @@ impl Metrics {
             auth_refusals: Family::default(),
             hook_duration: Family::new_with_constructor(hook_histogram),
             connections_refused: Family::default(),
+            cluster_pulls: Gauge::default(),
+            cluster_pull_starts: Family::default(),
+            cluster_leases: Gauge::default(),
+            cluster_leases_lost: Counter::default(),
+            cluster_redis_errors: Counter::default(),
         };
         let mut m = m;
         // Series with a fixed label set exist from the start (at 0), so dashboards
@@ -211,6 +227,31 @@ impl Metrics {
             "connections_refused",
             "Connections refused or cut by the HTTP listener",
             m.connections_refused.clone(),
+        );
+        r.register(
+            "cluster_pulls",
+            "Cluster: pulls of remote streams running on this node",
+            m.cluster_pulls.clone(),
+        );
+        r.register(
+            "cluster_pull_starts",
+            "Cluster: pull connections to an origin that ended, by outcome",
+            m.cluster_pull_starts.clone(),
+        );
+        r.register(
+            "cluster_leases",
+            "Cluster: stream origin leases held",
+            m.cluster_leases.clone(),
+        );
+        r.register(
+            "cluster_leases_lost",
+            "Cluster: leases found taken by another node",
+            m.cluster_leases_lost.clone(),
+        );
+        r.register(
+            "cluster_redis_errors",
+            "Cluster: Redis commands that failed or timed out",
+            m.cluster_redis_errors.clone(),
         );
         m
     }

@@ -10,6 +10,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::access::policy::{PerIpLimiter, PolicyCell};
+use crate::cluster::Cluster;
 use crate::config::Config;
 use crate::live::Streams;
 use crate::metrics::Metrics;
@@ -36,4 +37,6 @@ pub(crate) struct AppState {
     pub(crate) per_ip: Arc<PerIpLimiter>,
     /// The bound RTMP address, when RTMP is on (shown to users in `/api/streams`).
     pub(crate) rtmp_addr: Option<SocketAddr>,
+    /// This node in a cluster (`--cluster`), or `None` for a single node.
+    pub(crate) cluster: Option<Arc<Cluster>>,
 }

@@ -60,6 +60,8 @@ pub enum Protocol {
     Ws,
     /// RTMP publish.
     Rtmp,
+    /// A cluster edge pulling the stream from its origin node.
+    Pull,
 }
 
 impl Protocol {
@@ -69,6 +71,7 @@ impl Protocol {
             Protocol::Http => "http",
             Protocol::Ws => "ws",
             Protocol::Rtmp => "rtmp",
+            Protocol::Pull => "pull",
         }
     }
 }

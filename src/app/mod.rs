@@ -80,11 +80,40 @@ pub async fn spawn(config: Config) -> io::Result<Server> {
     let tls_addr = tls.as_ref().map(|(_, a, _)| *a);
     let rtmp_addr = rtmp.as_ref().map(|(_, a)| *a);
 
+    let streams = Streams::with_metrics(config.live.clone(), metrics.clone());
+    let shutdown = CancellationToken::new();
+    let tasks = TaskTracker::new();
+    let cluster = if config.cluster.enabled() {
+        let url = match (&config.cluster.node_url, http_addr) {
+            (Some(url), _) => url.trim_end_matches('/').to_owned(),
+            (None, Some(addr)) if !addr.ip().is_unspecified() => format!("http://{addr}"),
+            _ => {
+                return Err(io::Error::other(
+                    "--cluster needs --node-url (how other nodes reach this one) when the \
+                     HTTP listener is a wildcard address or off",
+                ));
+            }
+        };
+        let cluster = crate::cluster::Cluster::new(
+            config.cluster.clone(),
+            url,
+            streams.clone(),
+            metrics.clone(),
+            tasks.clone(),
+            shutdown.clone(),
+        )
+        .map_err(io::Error::other)?;
+        tasks.spawn(cluster.clone().run_heartbeat());
+        Some(cluster)
+    } else {
+        None
+    };
     let state = Arc::new(AppState {
-        streams: Streams::with_metrics(config.live.clone(), metrics.clone()),
+        streams,
         rooms: Rooms::with_metrics(config.signal.clone(), metrics.clone()),
-        shutdown: CancellationToken::new(),
-        tasks: TaskTracker::new(),
+        shutdown,
+        tasks,
+        cluster,
         policy: PolicyCell::new(Policy::new(&config, metrics.clone())),
         per_ip: Arc::default(),
         rtmp_addr,

@@ -16,6 +16,7 @@ use crate::config::{Config, ConfigError, Listen};
 const TUNING: &str = "Tuning (the defaults fit most setups; each flag mirrors a config key)";
 const RTMP: &str = "RTMP ingest";
 const TLS: &str = "TLS (https/wss)";
+const CLUSTER: &str = "Cluster (several nodes on one Redis)";
 
 /// Shown after the flags: how to run, publish and play.
 const EXAMPLES: &str = "\
@@ -127,6 +128,23 @@ pub struct Cli {
     /// PEM private key for --tls (tls_key).
     #[arg(long, value_name = "FILE", help_heading = TLS)]
     pub tls_key: Option<PathBuf>,
+    /// Join a cluster: the shared Redis, `redis://HOST:PORT` or
+    /// `redis+unix:///path` (cluster.redis) [default: off, single node].
+    #[arg(long = "cluster", value_name = "URL", help_heading = CLUSTER)]
+    pub cluster: Option<String>,
+    /// How other nodes reach this one, `http://HOST:PORT` (cluster.node_url)
+    /// [default: the --http address when it is not a wildcard].
+    #[arg(long, value_name = "URL", help_heading = CLUSTER)]
+    pub node_url: Option<String>,
+    /// Shared by all nodes; signs internal pulls (cluster.secret).
+    #[arg(
+        long,
+        value_name = "SECRET",
+        env = "WSRELAY_CLUSTER_SECRET",
+        hide_env_values = true,
+        help_heading = CLUSTER
+    )]
+    pub cluster_secret: Option<String>,
     /// A subcommand instead of running the server.
     #[command(subcommand)]
     pub command: Option<Command>,
@@ -200,6 +218,15 @@ impl Cli {
         }
         if self.tls_key.is_some() {
             c.tls_key = self.tls_key;
+        }
+        if self.cluster.is_some() {
+            c.cluster.redis = self.cluster;
+        }
+        if self.node_url.is_some() {
+            c.cluster.node_url = self.node_url;
+        }
+        if let Some(secret) = self.cluster_secret {
+            c.cluster.secret = Some(signaling::Secret::new(secret));
         }
         let rtmp = &mut c.rtmp_settings;
         set(&mut rtmp.max_connections, self.rtmp_max_connections);

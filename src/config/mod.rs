@@ -6,10 +6,12 @@
 pub mod auth;
 pub mod cidr;
 pub mod cli;
+pub mod cluster;
 pub mod hooks;
 
 pub use auth::AuthConfig;
 pub use cidr::Cidr;
+pub use cluster::ClusterConfig;
 pub use hooks::HooksConfig;
 
 use std::net::SocketAddr;
@@ -133,6 +135,8 @@ pub struct Config {
     /// Most header fields in one request; more gets `431`. Default 100 (hyper's).
     /// Reloaded on SIGHUP (new connections).
     pub max_headers: usize,
+    /// Several nodes sharing one Redis (`[cluster]`). Off by default.
+    pub cluster: ClusterConfig,
 }
 
 impl Default for Config {
@@ -159,6 +163,7 @@ impl Default for Config {
             header_read_timeout_ms: 10_000,
             max_header_bytes: 16 << 10,
             max_headers: 100,
+            cluster: ClusterConfig::default(),
         }
     }
 }
@@ -511,6 +516,7 @@ impl Config {
             ));
         }
         validate_access(self).map_err(ConfigError::Invalid)?;
+        self.cluster.validate().map_err(ConfigError::Invalid)?;
         self.signal
             .validate()
             .map_err(|e| ConfigError::Invalid(e.to_string()))?;

@@ -146,6 +146,8 @@ fn handle(state: &AppState, req: &Request<Incoming>) -> Result<Response<Body>, A
                         .is_ok()
                 });
             }
+            let streams: Vec<serde_json::Value> =
+                streams.into_iter().map(|s| with_origin(state, s)).collect();
             Ok(super::json(
                 StatusCode::OK,
                 &serde_json::json!({
@@ -222,6 +224,65 @@ fn ban(
         }
     };
     Ok(Some((scope, std::time::Duration::from_secs(seconds))))
+}
+
+/// A stream's status, with where it comes from in a cluster: `origin` (the node
+/// holding its lease) and, on an edge, `pulled_from`.
+fn with_origin(state: &AppState, status: crate::live::StreamStatus) -> serde_json::Value {
+    let name = status.name.clone();
+    let mut value = serde_json::to_value(status).unwrap_or_default();
+    let Some(cluster) = &state.cluster else {
+        return value;
+    };
+    let origin = match cluster.pulls.origin_of(&name) {
+        Some(o) => {
+            value["pulled_from"] = serde_json::Value::String(o.id.clone());
+            Some((o.id, o.url))
+        }
+        None if cluster.holds(&name) => Some((cluster.id().to_owned(), cluster.url().to_owned())),
+        None => None,
+    };
+    if let Some((node, url)) = origin {
+        value["origin"] = serde_json::json!({ "node": node, "url": url });
+    }
+    value
+}
+
+/// `GET /api/cluster`: this node, Redis reachability, every registered node.
+pub(crate) async fn cluster(state: &AppState, req: &Request<Incoming>) -> Response<Body> {
+    if req.method() != Method::GET && req.method() != Method::HEAD {
+        return ApiError::MethodNotAllowed("GET, HEAD").response();
+    }
+    let Some(cluster) = &state.cluster else {
+        return super::json(StatusCode::OK, &serde_json::json!({ "enabled": false }));
+    };
+    let (nodes, redis) = match cluster.nodes().await {
+        Ok(nodes) => (nodes, "ok"),
+        Err(_) => (Vec::new(), "unavailable"),
+    };
+    let now = crate::cluster::unix_ms();
+    let nodes: Vec<serde_json::Value> = nodes
+        .into_iter()
+        .map(|n| {
+            serde_json::json!({
+                "id": n.id,
+                "url": n.url,
+                "boot": n.boot,
+                "players": n.players,
+                "streams": n.streams,
+                "age_ms": now.saturating_sub(n.at),
+            })
+        })
+        .collect();
+    super::json(
+        StatusCode::OK,
+        &serde_json::json!({
+            "enabled": true,
+            "node": { "id": cluster.id(), "url": cluster.url() },
+            "redis": redis,
+            "nodes": nodes,
+        }),
+    )
 }
 
 fn not_live(name: &str) -> ApiError {

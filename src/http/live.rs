@@ -16,6 +16,7 @@ use hyper_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tracing::Instrument;
 
 use super::{Body, ChannelBody, ConnCtx, has_query_key, method_not_allowed, parse_live_path};
+use crate::cluster::LeaseGuard;
 use crate::live::egress::{self, HttpSink, WsSink};
 use crate::live::ingest;
 use crate::live::{PlayError, PlayerInfo, PublishError, PublisherInfo};
@@ -51,6 +52,11 @@ pub(crate) async fn serve(
         Ok(name) => name.to_owned(),
         Err(reason) => return super::text(StatusCode::BAD_REQUEST, reason),
     };
+    if let Some(token) = req.headers().get(crate::cluster::PULL_HEADER) {
+        // Another node of the cluster pulls this stream (it authorized its players).
+        let token = token.to_str().unwrap_or("").to_owned();
+        return pull_play(state, &req, name, remote, conn, &token);
+    }
     let upgrade = hyper_tungstenite::is_upgrade_request(&req);
     let publish = has_query_key(&req, "publish");
     // Tokens and hooks decide before any upgrade, so a refusal is a plain 401/403.
@@ -85,20 +91,47 @@ pub(crate) async fn serve(
             return res;
         }
     }
+    let plays = matches!(*req.method(), Method::GET | Method::HEAD) && !publish;
+    if plays
+        && let Some(cluster) = &state.cluster
+        && !state.streams.is_live(&name)
+    {
+        // Live on another node? Pull it here (once, shared by every local player).
+        match cluster.ensure_local(&name).await {
+            Ok(true) => {}
+            Ok(false) => return play_refused(&PlayError::NotFound(name)),
+            Err(e) => {
+                tracing::warn!(stream = %name, reason = %crate::vocab::error_chain(&e), "remote play refused");
+                return super::text(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    format!("{e}; try again later"),
+                );
+            }
+        }
+    }
+    let publishes = matches!(*req.method(), Method::POST | Method::PUT)
+        || (*req.method() == Method::GET && upgrade && publish);
+    let lease = match (&state.cluster, publishes) {
+        (Some(cluster), true) => match cluster.acquire(&name).await {
+            Ok(lease) => Some(lease),
+            Err(e) => return publish_refused(&e, remote),
+        },
+        _ => None,
+    };
     match *req.method() {
-        Method::GET if upgrade && publish => ws_publisher(state, req, name, remote, conn),
+        Method::GET if upgrade && publish => ws_publisher(state, req, name, remote, conn, lease),
         Method::GET | Method::HEAD if publish => super::text(
             StatusCode::BAD_REQUEST,
             "?publish needs a WebSocket upgrade; to publish over HTTP use POST or PUT",
         ),
         Method::GET if upgrade => ws_player(state, req, name, remote, conn),
-        Method::GET => http_player(state, name, remote, conn),
+        Method::GET => http_player(state, name, remote, conn, None),
         // What a GET would answer, without starting a player.
         Method::HEAD => match state.streams.is_live(&name) {
             true => flv_response(super::full(Bytes::new())),
             false => play_refused(&PlayError::NotFound(name)),
         },
-        Method::POST | Method::PUT => http_publisher(state, req, name, remote).await,
+        Method::POST | Method::PUT => http_publisher(state, req, name, remote, lease).await,
         Method::OPTIONS => {
             let mut res = super::text(StatusCode::NO_CONTENT, "");
             let h = res.headers_mut();
@@ -114,6 +147,44 @@ pub(crate) async fn serve(
         }
         _ => method_not_allowed("GET, HEAD, POST, PUT, OPTIONS"),
     }
+}
+
+/// An internal pull from another node of the cluster (`x-wsrelay-pull` header): a
+/// valid pull token, a plain GET, and this node must be the stream's origin (hold
+/// its lease) — an edge never serves another edge. Player tokens and hooks do not
+/// apply: the pulling node checked its own players.
+fn pull_play(
+    state: Arc<AppState>,
+    req: &Request<Incoming>,
+    name: String,
+    remote: SocketAddr,
+    conn: ConnCtx,
+    token: &str,
+) -> Response<Body> {
+    let Some(cluster) = &state.cluster else {
+        tracing::warn!(%remote, stream = %name, "pull refused: this node is not in a cluster");
+        return super::text(StatusCode::UNAUTHORIZED, "not a cluster node");
+    };
+    let edge = match cluster.verify_pull(&name, token) {
+        Ok(node) => node,
+        Err(e) => {
+            if let Some(suppressed) = crate::access::quiet::should_log(remote.ip(), "pull_token") {
+                tracing::warn!(%remote, stream = %name, reason = %e, suppressed, "pull refused");
+            }
+            return super::text(StatusCode::UNAUTHORIZED, e);
+        }
+    };
+    if req.method() != Method::GET || hyper_tungstenite::is_upgrade_request(req) {
+        return super::text(StatusCode::BAD_REQUEST, "a pull is a plain GET (HTTP-FLV)");
+    }
+    if !cluster.holds(&name) {
+        return super::text(
+            StatusCode::CONFLICT,
+            format!("this node is not the origin of `{name}`"),
+        );
+    }
+    tracing::info!(%remote, stream = %name, edge, "edge pull served");
+    http_player(state, name, remote, conn, Some(edge))
 }
 
 fn publish_refused(e: &PublishError, remote: SocketAddr) -> Response<Body> {
@@ -148,6 +219,7 @@ fn ws_player(
     let info = PlayerInfo {
         protocol: Protocol::Ws,
         remote,
+        edge: None,
     };
     let sub = match state.streams.play_as(&name, info) {
         Ok(sub) => sub,
@@ -175,10 +247,12 @@ fn http_player(
     name: String,
     remote: SocketAddr,
     conn: ConnCtx,
+    edge: Option<String>,
 ) -> Response<Body> {
     let info = PlayerInfo {
         protocol: Protocol::Http,
         remote,
+        edge,
     };
     let sub = match state.streams.play_as(&name, info) {
         Ok(sub) => sub,
@@ -244,6 +318,7 @@ fn ws_publisher(
     name: String,
     remote: SocketAddr,
     conn: ConnCtx,
+    lease: Option<LeaseGuard>,
 ) -> Response<Body> {
     let info = PublisherInfo {
         protocol: Protocol::Ws,
@@ -260,6 +335,8 @@ fn ws_publisher(
     let st = state.clone();
     upgrade_and_spawn(&state, &mut req, config, span, conn, move |ws| async move {
         tracing::info!(%remote, "publisher started");
+        // The cluster lease is held as long as the publisher (released after it).
+        let _lease = lease;
         let result = ingest::ws_publish(ws, publisher, &st.config.live, st.shutdown.clone()).await;
         log_publisher_end(&result);
         let policy = st.policy.get();
@@ -321,6 +398,7 @@ async fn http_publisher(
     req: Request<Incoming>,
     name: String,
     remote: SocketAddr,
+    lease: Option<LeaseGuard>,
 ) -> Response<Body> {
     let info = PublisherInfo {
         protocol: Protocol::Http,
@@ -334,6 +412,7 @@ async fn http_publisher(
     let span = tracing::info_span!("publisher", stream = %name, proto = "http");
     async move {
         tracing::info!(%remote, "publisher started");
+        let _lease = lease;
         let result = ingest::http_publish(
             req.into_body(),
             publisher,

@@ -49,6 +49,7 @@ pub(crate) async fn route(
     let mut res = match path.as_str() {
         "/healthz" => text(StatusCode::OK, "ok"),
         "/metrics" => crate::http::api::metrics(&state, &req),
+        "/api/cluster" => api::cluster(&state, &req).await,
         p if p.starts_with("/api/") => crate::http::api::route(&state, &req),
         p if p.starts_with("/signal/") => signal::upgrade(&state, req, remote, &conn),
         p if p.starts_with("/live/") => live::serve(state.clone(), req, remote, conn).await,

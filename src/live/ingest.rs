@@ -80,16 +80,17 @@ pub struct IngestStats {
     pub tags: u64,
 }
 
-/// Demuxes an FLV byte stream into a publisher.
+/// Demuxes an FLV byte stream into a publisher: the one ingest path of HTTP
+/// bodies, WebSocket messages and a cluster edge's pull from its origin.
 #[derive(Debug)]
-struct FlvIngest {
+pub(crate) struct FlvIngest {
     demux: Demuxer,
     publisher: Publisher,
     stats: IngestStats,
 }
 
 impl FlvIngest {
-    fn new(publisher: Publisher, config: &LiveConfig) -> FlvIngest {
+    pub(crate) fn new(publisher: Publisher, config: &LiveConfig) -> FlvIngest {
         FlvIngest {
             demux: Demuxer::new(DemuxerConfig {
                 max_tag_size: config.max_tag_bytes,
@@ -100,7 +101,7 @@ impl FlvIngest {
         }
     }
 
-    fn feed(&mut self, data: &[u8]) -> Result<(), IngestError> {
+    pub(crate) fn feed(&mut self, data: &[u8]) -> Result<(), IngestError> {
         self.stats.bytes += data.len() as u64;
         self.demux.push(data);
         while let Some(tag) = self.demux.next_tag()? {
@@ -113,6 +114,11 @@ impl FlvIngest {
     fn finish(self) -> Result<IngestStats, IngestError> {
         self.demux.finish()?;
         Ok(self.stats)
+    }
+
+    /// The publisher (to end the stream explicitly, [`Publisher::finish`]).
+    pub(crate) fn into_publisher(self) -> Publisher {
+        self.publisher
     }
 }
 

@@ -72,6 +72,8 @@ pub struct PlayerInfo {
     pub protocol: Protocol,
     /// Client address (behind a trusted proxy: from `X-Forwarded-For`).
     pub remote: SocketAddr,
+    /// The cluster node this player pulls the stream for (an edge), if it is one.
+    pub edge: Option<String>,
 }
 
 /// Why a publish was refused.
@@ -87,6 +89,10 @@ pub enum PublishError {
     /// The server is shutting down (HTTP 503).
     #[error("server shutting down")]
     ShuttingDown,
+    /// The cluster's directory (Redis) is unavailable, so the name's cluster-wide
+    /// lease cannot be taken (HTTP 503, RTMP `NetStream.Publish.Failed`).
+    #[error("cluster directory unavailable; try again later")]
+    DirectoryUnavailable,
     /// An operator's kick banned this name or client from publishing (HTTP 403,
     /// RTMP `NetStream.Publish.Rejected`).
     #[error("publishing refused by an operator for another {seconds} s")]
@@ -124,6 +130,7 @@ impl PublishError {
             PublishError::ShuttingDown => "shutting_down",
             PublishError::MediaBudget { .. } => "media_budget",
             PublishError::Banned { .. } => "banned",
+            PublishError::DirectoryUnavailable => "directory_unavailable",
         }
     }
 

@@ -222,6 +222,7 @@ impl Streams {
         let info = PlayerInfo {
             protocol: Protocol::Ws,
             remote: SocketAddr::from(([0, 0, 0, 0], 0)),
+            edge: None,
         };
         self.play_as(name, info)
     }
@@ -294,6 +295,13 @@ impl Streams {
         let mut out: Vec<StreamStatus> = streams.iter().filter_map(|s| status(s)).collect();
         out.sort_by(|a, b| a.name.cmp(&b.name));
         out
+    }
+
+    /// Players connected to `name` (0 when it is not live).
+    pub fn players_on(&self, name: &str) -> usize {
+        self.registry()
+            .get(name)
+            .map_or(0, |s| s.players.load(Ordering::Relaxed))
     }
 
     /// Whether `name` is live (or waiting for its publisher within the grace period).

@@ -100,6 +100,9 @@ pub struct StreamStatus {
     /// Duration of the cached GOP in milliseconds: stream time from the cached
     /// keyframe to the newest tag (what a joining player receives at once).
     pub gop_cache_ms: u32,
+    /// Cluster: the nodes pulling this stream from this node (one entry per node).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub edges: Vec<String>,
 }
 
 /// Video track status.
@@ -168,7 +171,20 @@ pub(super) fn status(stream: &Stream) -> Option<StreamStatus> {
         bytes_in: stream.bytes_in.load(Ordering::Relaxed),
         keyframe_interval_ms: st.keyframe_interval_ms,
         gop_cache_ms: st.cache.duration_ms(),
+        edges: edges(stream),
     })
+}
+
+/// The cluster nodes among the players (edges pulling the stream), sorted, once each.
+fn edges(stream: &Stream) -> Vec<String> {
+    let roster = stream.roster.lock().unwrap_or_else(|e| e.into_inner());
+    let mut edges: Vec<String> = roster
+        .values()
+        .filter_map(|(info, _)| info.edge.clone())
+        .collect();
+    edges.sort();
+    edges.dedup();
+    edges
 }
 
 /// From the audio sequence header, else from `onMetaData`.

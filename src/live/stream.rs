@@ -290,12 +290,12 @@ impl Drop for Publisher {
     }
 }
 
-/// Stamps the preamble's headers (metadata, sequence headers) with the timestamp
-/// the player's stream starts at: the first cached GOP tag's, or with no GOP cached
-/// the earliest header's. A joiner then sees one start time on every track, not an
-/// `onMetaData` stamped minutes into the stream (GStreamer's `flvmux` re-sends it
-/// with running timestamps) ahead of sequence headers stamped 0, which ffmpeg reads
-/// as an extra data stream.
+/// Stamps the preamble's headers for a joiner: `onMetaData` at 0 (ffmpeg reads a
+/// script tag at any other time as an extra data stream, "Subtitle: text"), and
+/// the sequence headers at the time the player's stream starts, the first cached
+/// GOP tag's (or with no GOP cached the earliest header's), so every track starts
+/// monotonic even when the metadata was re-sent with running timestamps
+/// (GStreamer's `flvmux`).
 pub(super) fn fix_preamble_timestamps(preamble: &mut [WireTag]) {
     let is_header = |f: &WireTag| f.tag.is_sequence_header() || f.tag.is_metadata();
     let headers = preamble.iter().take_while(|f| is_header(f)).count();
@@ -307,8 +307,9 @@ pub(super) fn fix_preamble_timestamps(preamble: &mut [WireTag]) {
         },
     };
     for frame in &mut preamble[..headers] {
-        if frame.tag.timestamp != start {
-            *frame = frame.with_timestamp(start);
+        let at = if frame.tag.is_metadata() { 0 } else { start };
+        if frame.tag.timestamp != at {
+            *frame = frame.with_timestamp(at);
         }
     }
 }
@@ -352,9 +353,10 @@ mod tests {
         ];
         fix_preamble_timestamps(&mut p);
         let ts: Vec<u32> = p.iter().map(|f| f.tag.timestamp).collect();
-        assert_eq!(ts, [90_000, 90_000, 90_000, 90_000, 90_010]);
+        assert_eq!(ts, [0, 90_000, 90_000, 90_000, 90_010]);
         // The header bytes say the same as the tag.
-        assert_eq!(p[0].parts()[0][4..7], [0x01, 0x5F, 0x90]);
+        assert_eq!(p[1].parts()[0][4..7], [0x01, 0x5F, 0x90]);
+        assert_eq!(p[0].parts()[0][4..8], [0, 0, 0, 0]);
 
         // No GOP cached: the headers share the earliest timestamp.
         let mut p = vec![
@@ -362,7 +364,7 @@ mod tests {
             wire(TagType::Audio, 40, &[0xAF, 0, 0x12, 0x10]),
         ];
         fix_preamble_timestamps(&mut p);
-        assert_eq!(p[0].tag.timestamp, 40);
+        assert_eq!(p[0].tag.timestamp, 0);
         assert_eq!(p[1].tag.timestamp, 40);
     }
 }

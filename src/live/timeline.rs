@@ -42,9 +42,11 @@ impl Timeline {
     /// Maps a publisher timestamp to the stream's timeline (as sent to players).
     pub(super) fn map(&mut self, tag_type: TagType, ts: u32) -> u32 {
         if !matches!(tag_type, TagType::Audio | TagType::Video) {
-            // Script data is stamped at the live edge: an `onMetaData` sent at 0
-            // mid-stream must not look like a jump back.
-            return self.edge().unwrap_or(0) as u32;
+            // Script data (`onMetaData`) is stamped 0: ffmpeg's FLV demuxer reads a
+            // script tag at 0 as stream metadata and any other as a data track (an
+            // extra "Subtitle: text" stream); flv.js and mpegts.js ignore its time.
+            // It never moves the A/V timeline.
+            return 0;
         }
         let mapped = match self.anchor {
             Some((last_raw, last)) if !self.rebase_pending => {
@@ -89,7 +91,7 @@ mod tests {
         assert_eq!(t.map(TagType::Video, 4000), 5000);
         // A new publisher starting from 0 continues right after the last tag.
         t.rebase_pending = true;
-        assert_eq!(t.map(TagType::Script, 0), 5000);
+        assert_eq!(t.map(TagType::Script, 0), 0);
         assert_eq!(t.map(TagType::Video, 0), 5001);
         assert_eq!(t.map(TagType::Audio, 21), 5022);
         assert_eq!(t.map(TagType::Video, 40), 5041);
@@ -131,7 +133,8 @@ mod tests {
         // A jump far ahead: rebased too.
         assert_eq!(t.map(TagType::Video, 3_000_000), 20_042);
         assert_eq!(t.map(TagType::Video, 3_000_040), 20_082);
-        // Metadata mid-stream is stamped at the edge.
-        assert_eq!(t.map(TagType::Script, 0), 20_082);
+        // Metadata is stamped 0 and moves nothing.
+        assert_eq!(t.map(TagType::Script, 77_000), 0);
+        assert_eq!(t.map(TagType::Video, 3_000_080), 20_122);
     }
 }

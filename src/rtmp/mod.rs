@@ -32,6 +32,7 @@ use tokio::net::TcpStream;
 use tokio::time::Instant;
 
 use crate::access::admission::{Admission, catch_panic};
+use crate::cluster::LeaseGuard;
 use crate::live::{Publisher, PublisherInfo, PushError};
 use crate::state::AppState;
 use crate::vocab::{Action, Protocol};
@@ -188,6 +189,8 @@ async fn connection(
         pre_publish_max_message_bytes: cfg.pre_publish_max_message_bytes,
     });
     let mut publisher: Option<Publisher> = None;
+    // The stream's cluster lease, held as long as the publisher.
+    let mut lease: Option<LeaseGuard> = None;
     // What was published, for the `on_unpublish` hook.
     let mut target: Option<PublishTarget> = None;
     let mut published = false;
@@ -229,6 +232,7 @@ async fn connection(
         let outcome = handle_events(
             &mut session,
             &mut publisher,
+            &mut lease,
             &mut target,
             &state,
             remote,
@@ -250,6 +254,7 @@ async fn connection(
     };
     // The stream's grace period starts now, whatever happens to the socket.
     drop(publisher);
+    drop(lease);
     if let Some(t) = &target {
         let policy = state.policy.get();
         let query = t.query.as_deref();
@@ -288,6 +293,7 @@ async fn connection(
 async fn handle_events(
     session: &mut Session,
     publisher: &mut Option<Publisher>,
+    lease: &mut Option<LeaseGuard>,
     published: &mut Option<PublishTarget>,
     state: &AppState,
     remote: SocketAddr,
@@ -333,6 +339,15 @@ async fn handle_events(
                     protocol: Protocol::Rtmp,
                     remote,
                 };
+                if let Some(cluster) = &state.cluster {
+                    match cluster.acquire(&target.name).await {
+                        Ok(l) => *lease = Some(l),
+                        Err(e) => {
+                            session.reject_publish(e.rtmp_code(), &e.to_string());
+                            return Err(RtmpEnd::Refused(e.to_string()));
+                        }
+                    }
+                }
                 match state.streams.publish(&target.name, info) {
                     Ok(p) => {
                         *publisher = Some(p);
@@ -351,6 +366,7 @@ async fn handle_events(
                     tracing::info!("publisher stopped publishing");
                     p.finish();
                 }
+                lease.take();
             }
         }
     }

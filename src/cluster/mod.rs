@@ -1,0 +1,542 @@
+//! The cluster: several nodes sharing one Redis, which only says who owns what.
+//! Media never goes through Redis; edges pull streams from their origin over
+//! HTTP-FLV, the way CDN edges pull from an origin.
+//!
+//! What each node keeps in Redis (keys use hash tags, `{...}`, so each could live on
+//! its own Redis Cluster slot later):
+//!
+//! | key | value | lifetime |
+//! |---|---|---|
+//! | `wsrelay:{node:ID}` | JSON: id, URL, boot time, players, streams | `node_ttl_ms`, refreshed every `heartbeat_ms` |
+//! | `wsrelay:{stream:NAME}:lease` | `NODE_ID|EPOCH`: the stream's one origin | `lease_ttl_ms`, renewed every `heartbeat_ms` while published |
+//! | `wsrelay:{stream:NAME}:epoch` | a counter: the fencing epoch of the next lease | forever (one integer per name) |
+//!
+//! - **One publisher per name, cluster-wide.** A node takes the lease before it
+//!   accepts a publisher (set-if-absent with an expiry, Lua); a second publisher on
+//!   any node is refused as today (409 / `NetStream.Publish.BadName`). The lease is
+//!   renewed only while it still holds this node's value and released only if so.
+//!   A node that finds its lease taken stops its publisher (no two origins). A dead
+//!   node's leases lapse within `lease_ttl_ms`.
+//! - **Edges pull on demand, once** ([`pull`]): a player of a stream that is not
+//!   here makes this node look up the lease holder and pull the stream from it,
+//!   once per (node, stream), into a local stream that every further local player
+//!   shares; the pull stops `pull_linger_ms` after the last local player left. The
+//!   origin serves an internal pull only with a valid pull token ([`token`]) and
+//!   only while it holds the stream's lease: no edge-of-edge chains.
+//! - **Redis away:** flowing streams keep flowing (nothing on the media path
+//!   touches Redis); new remote plays and new publishes are refused with 503 and a
+//!   reason; nodes re-register and re-take their leases when Redis returns.
+//!   `/healthz` never asks Redis.
+
+pub mod pull;
+pub mod token;
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use redis::aio::ConnectionManager;
+use serde::{Deserialize, Serialize};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::config::ClusterConfig;
+use crate::live::{PublishError, Streams};
+use crate::metrics::Metrics;
+
+/// The header carrying a pull token on an internal pull.
+pub const PULL_HEADER: &str = "x-wsrelay-pull";
+
+/// Takes a lease unless another node holds it; refreshes it if this node already
+/// does. Returns the value now held, or nil when taken.
+const ACQUIRE: &str = r"
+local cur = redis.call('GET', KEYS[1])
+if cur then
+  if string.sub(cur, 1, string.len(ARGV[1]) + 1) == ARGV[1] .. '|' then
+    redis.call('PEXPIRE', KEYS[1], ARGV[2])
+    return cur
+  end
+  return false
+end
+local epoch = redis.call('INCR', KEYS[2])
+local val = ARGV[1] .. '|' .. epoch
+redis.call('SET', KEYS[1], val, 'PX', ARGV[2])
+return val
+";
+
+/// Renews a lease if it is still ours (1); re-takes it if it vanished (Redis
+/// restarted empty: 2); 0 when another node holds it now.
+const RENEW: &str = r"
+local cur = redis.call('GET', KEYS[1])
+if cur == ARGV[1] then
+  redis.call('PEXPIRE', KEYS[1], ARGV[2])
+  return 1
+end
+if not cur then
+  redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+  return 2
+end
+return 0
+";
+
+/// Deletes a lease only if it is still ours.
+const RELEASE: &str = r"
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  return redis.call('DEL', KEYS[1])
+end
+return 0
+";
+
+fn node_key(id: &str) -> String {
+    format!("wsrelay:{{node:{id}}}")
+}
+
+fn lease_key(stream: &str) -> String {
+    format!("wsrelay:{{stream:{stream}}}:lease")
+}
+
+fn epoch_key(stream: &str) -> String {
+    format!("wsrelay:{{stream:{stream}}}:epoch")
+}
+
+/// Why a cluster operation failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ClusterError {
+    /// Redis did not answer in time or refused the command.
+    #[error("cluster directory (Redis) unavailable")]
+    Redis(#[source] redis::RedisError),
+    /// Redis did not answer within `cluster.redis_timeout_ms`.
+    #[error("cluster directory (Redis) did not answer in time")]
+    Timeout,
+    /// The stream's origin could not be pulled in time.
+    #[error("stream's origin did not answer in time")]
+    PullTimeout,
+}
+
+/// A node as registered in Redis (`/api/cluster`).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct NodeInfo {
+    /// Random per start.
+    pub id: String,
+    /// How other nodes reach it.
+    pub url: String,
+    /// When it started, unix milliseconds.
+    pub boot: u64,
+    /// Connected players.
+    pub players: usize,
+    /// Streams live on it (published or pulled).
+    pub streams: Vec<String>,
+    /// When it registered this value, unix milliseconds.
+    pub at: u64,
+}
+
+/// This node in the cluster.
+pub struct Cluster {
+    config: ClusterConfig,
+    id: String,
+    url: String,
+    boot: u64,
+    secret: signaling::Secret,
+    client: redis::Client,
+    conn: Mutex<Option<ConnectionManager>>,
+    /// Leases held: stream name → the value in Redis.
+    leases: Mutex<HashMap<String, String>>,
+    /// Whether the last Redis command succeeded (for `/api/cluster` and logs).
+    redis_ok: AtomicBool,
+    pub(crate) streams: Arc<Streams>,
+    pub(crate) metrics: Arc<Metrics>,
+    pub(crate) pulls: pull::Pulls,
+    pub(crate) tasks: TaskTracker,
+    pub(crate) shutdown: CancellationToken,
+}
+
+impl std::fmt::Debug for Cluster {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Cluster")
+            .field("id", &self.id)
+            .field("url", &self.url)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Unix milliseconds now.
+pub(crate) fn unix_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+/// A lease held for a local publisher; dropping it releases the lease (if still
+/// ours) in the background.
+#[derive(Debug)]
+pub struct LeaseGuard {
+    cluster: Arc<Cluster>,
+    stream: String,
+    value: String,
+}
+
+impl Drop for LeaseGuard {
+    fn drop(&mut self) {
+        let removed = {
+            let mut leases = self
+                .cluster
+                .leases
+                .lock()
+                .unwrap_or_else(|e| e.into_inner());
+            if leases.get(&self.stream) == Some(&self.value) {
+                leases.remove(&self.stream);
+                true
+            } else {
+                false
+            }
+        };
+        if removed {
+            let cluster = self.cluster.clone();
+            let (stream, value) = (self.stream.clone(), self.value.clone());
+            self.cluster.tasks.spawn(async move {
+                let key = lease_key(&stream);
+                let released = cluster
+                    .run(|mut c| async move {
+                        redis::Script::new(RELEASE)
+                            .key(key)
+                            .arg(value)
+                            .invoke_async::<i64>(&mut c)
+                            .await
+                    })
+                    .await;
+                match released {
+                    Ok(_) => tracing::info!(stream, "lease released"),
+                    Err(e) => tracing::warn!(stream, error = %e, "lease not released (it lapses on its own)"),
+                }
+            });
+        }
+        self.cluster.update_gauges();
+    }
+}
+
+impl Cluster {
+    /// This node, configured by `config` (validated), reachable at `url`.
+    pub fn new(
+        config: ClusterConfig,
+        url: String,
+        streams: Arc<Streams>,
+        metrics: Arc<Metrics>,
+        tasks: TaskTracker,
+        shutdown: CancellationToken,
+    ) -> Result<Arc<Cluster>, String> {
+        let redis_url = config.redis.clone().unwrap_or_default();
+        let client = redis::Client::open(redis_url.as_str())
+            .map_err(|e| format!("cluster.redis `{redis_url}`: {e}"))?;
+        let secret = config
+            .secret
+            .clone()
+            .ok_or("cluster.secret is required with cluster.redis")?;
+        let id = format!("{:012x}", rand::random::<u64>() & 0xFFFF_FFFF_FFFF);
+        Ok(Arc::new(Cluster {
+            pulls: pull::Pulls::default(),
+            config,
+            id,
+            url,
+            boot: unix_ms(),
+            secret,
+            client,
+            conn: Mutex::new(None),
+            leases: Mutex::new(HashMap::new()),
+            redis_ok: AtomicBool::new(false),
+            streams,
+            metrics,
+            tasks,
+            shutdown,
+        }))
+    }
+
+    /// This node's id (random per start).
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+
+    /// How other nodes reach this one.
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    /// The settings.
+    pub fn config(&self) -> &ClusterConfig {
+        &self.config
+    }
+
+    /// Whether Redis answered the last command.
+    pub fn redis_ok(&self) -> bool {
+        self.redis_ok.load(Ordering::Relaxed)
+    }
+
+    /// Runs one Redis operation with the connection (connecting first if needed),
+    /// bounded by `redis_timeout_ms`; failures are counted and remembered.
+    async fn run<T, F, Fut>(&self, op: F) -> Result<T, ClusterError>
+    where
+        F: FnOnce(ConnectionManager) -> Fut,
+        Fut: std::future::Future<Output = redis::RedisResult<T>>,
+    {
+        let limit = Duration::from_millis(self.config.redis_timeout_ms);
+        let result = tokio::time::timeout(limit, async {
+            let existing = self.conn.lock().unwrap_or_else(|e| e.into_inner()).clone();
+            let conn = match existing {
+                Some(c) => c,
+                None => {
+                    let c = self
+                        .client
+                        .get_connection_manager()
+                        .await
+                        .map_err(ClusterError::Redis)?;
+                    *self.conn.lock().unwrap_or_else(|e| e.into_inner()) = Some(c.clone());
+                    c
+                }
+            };
+            op(conn).await.map_err(ClusterError::Redis)
+        })
+        .await
+        .unwrap_or(Err(ClusterError::Timeout));
+        let ok = result.is_ok();
+        let was = self.redis_ok.swap(ok, Ordering::Relaxed);
+        if !ok {
+            self.metrics.cluster_redis_errors.inc();
+        }
+        match (was, ok, &result) {
+            (true, false, Err(e)) => {
+                tracing::warn!(error = %crate::vocab::error_chain(e), "cluster: Redis unavailable")
+            }
+            (false, true, _) => tracing::info!("cluster: Redis available"),
+            _ => {}
+        }
+        result
+    }
+
+    /// Takes the origin lease of `stream` for a local publisher.
+    pub async fn acquire(self: &Arc<Self>, stream: &str) -> Result<LeaseGuard, PublishError> {
+        let (key, epoch, id, ttl) = (
+            lease_key(stream),
+            epoch_key(stream),
+            self.id.clone(),
+            self.config.lease_ttl_ms,
+        );
+        let taken: Option<String> = self
+            .run(|mut c| async move {
+                redis::Script::new(ACQUIRE)
+                    .key(key)
+                    .key(epoch)
+                    .arg(id)
+                    .arg(ttl)
+                    .invoke_async(&mut c)
+                    .await
+            })
+            .await
+            .map_err(|e| {
+                tracing::warn!(stream, error = %crate::vocab::error_chain(&e), "lease not taken");
+                PublishError::DirectoryUnavailable
+            })?;
+        let Some(value) = taken else {
+            return Err(PublishError::AlreadyPublishing(stream.to_owned()));
+        };
+        tracing::info!(stream, lease = %value, "lease gained");
+        self.leases
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(stream.to_owned(), value.clone());
+        self.update_gauges();
+        Ok(LeaseGuard {
+            cluster: self.clone(),
+            stream: stream.to_owned(),
+            value,
+        })
+    }
+
+    /// Whether this node holds `stream`'s lease (is its origin).
+    pub fn holds(&self, stream: &str) -> bool {
+        self.leases
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .contains_key(stream)
+    }
+
+    /// The node holding `stream`'s lease, if any other node does and is registered.
+    pub async fn locate(&self, stream: &str) -> Result<Option<NodeInfo>, ClusterError> {
+        let key = lease_key(stream);
+        let lease: Option<String> = self
+            .run(|mut c| async move { redis::cmd("GET").arg(key).query_async(&mut c).await })
+            .await?;
+        let Some(owner) = lease.as_deref().and_then(|v| v.split('|').next()) else {
+            return Ok(None);
+        };
+        if owner == self.id {
+            return Ok(None);
+        }
+        let key = node_key(owner);
+        let node: Option<String> = self
+            .run(|mut c| async move { redis::cmd("GET").arg(key).query_async(&mut c).await })
+            .await?;
+        Ok(node.and_then(|n| serde_json::from_str(&n).ok()))
+    }
+
+    /// Every registered node (`/api/cluster`).
+    pub async fn nodes(&self) -> Result<Vec<NodeInfo>, ClusterError> {
+        let values: Vec<String> = self
+            .run(|mut c| async move {
+                let mut keys: Vec<String> = Vec::new();
+                let mut cursor: u64 = 0;
+                loop {
+                    let (next, batch): (u64, Vec<String>) = redis::cmd("SCAN")
+                        .arg(cursor)
+                        .arg("MATCH")
+                        .arg("wsrelay:{node:*}")
+                        .arg("COUNT")
+                        .arg(100)
+                        .query_async(&mut c)
+                        .await?;
+                    keys.extend(batch);
+                    cursor = next;
+                    if cursor == 0 || keys.len() > 10_000 {
+                        break;
+                    }
+                }
+                if keys.is_empty() {
+                    return Ok(Vec::new());
+                }
+                let values: Vec<Option<String>> =
+                    redis::cmd("MGET").arg(&keys).query_async(&mut c).await?;
+                Ok(values.into_iter().flatten().collect())
+            })
+            .await?;
+        let mut nodes: Vec<NodeInfo> = values
+            .iter()
+            .filter_map(|v| serde_json::from_str(v).ok())
+            .collect();
+        nodes.sort_by(|a, b| a.id.cmp(&b.id));
+        Ok(nodes)
+    }
+
+    /// A pull token for this node to pull `stream`.
+    pub(crate) fn pull_token(&self, stream: &str) -> String {
+        token::sign(
+            self.secret.expose().as_bytes(),
+            stream,
+            &self.id,
+            unix_ms() / 1000,
+        )
+    }
+
+    /// Checks a pull token; returns the pulling node's id.
+    pub fn verify_pull(&self, stream: &str, token: &str) -> Result<String, token::TokenError> {
+        token::verify(
+            self.secret.expose().as_bytes(),
+            stream,
+            token,
+            unix_ms() / 1000,
+        )
+    }
+
+    fn update_gauges(&self) {
+        let leases = self.leases.lock().unwrap_or_else(|e| e.into_inner()).len();
+        self.metrics.cluster_leases.set(leases as i64);
+        self.metrics.cluster_pulls.set(self.pulls.len() as i64);
+    }
+
+    /// One heartbeat: refresh the registration, renew every lease, stop the
+    /// publishers whose lease another node holds now.
+    async fn beat(&self) {
+        let statuses = self.streams.streams();
+        let info = NodeInfo {
+            id: self.id.clone(),
+            url: self.url.clone(),
+            boot: self.boot,
+            players: statuses.iter().map(|s| s.players).sum(),
+            streams: statuses.iter().map(|s| s.name.clone()).collect(),
+            at: unix_ms(),
+        };
+        let (key, ttl) = (node_key(&self.id), self.config.node_ttl_ms);
+        let json = serde_json::to_string(&info).unwrap_or_default();
+        if self
+            .run(|mut c| async move {
+                redis::cmd("SET")
+                    .arg(key)
+                    .arg(json)
+                    .arg("PX")
+                    .arg(ttl)
+                    .query_async::<()>(&mut c)
+                    .await
+            })
+            .await
+            .is_err()
+        {
+            return; // Redis away: leases are renewed next time (they may lapse)
+        }
+        let held: Vec<(String, String)> = self
+            .leases
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        for (stream, value) in held {
+            let (key, ttl) = (lease_key(&stream), self.config.lease_ttl_ms);
+            let v = value.clone();
+            let renewed = self
+                .run(|mut c| async move {
+                    redis::Script::new(RENEW)
+                        .key(key)
+                        .arg(v)
+                        .arg(ttl)
+                        .invoke_async::<i64>(&mut c)
+                        .await
+                })
+                .await;
+            match renewed {
+                Ok(1) => {}
+                Ok(2) => tracing::info!(stream, "lease re-taken (Redis had lost it)"),
+                Ok(_) => {
+                    let removed = {
+                        let mut leases = self.leases.lock().unwrap_or_else(|e| e.into_inner());
+                        leases.get(&stream) == Some(&value) && leases.remove(&stream).is_some()
+                    };
+                    if removed {
+                        self.metrics.cluster_leases_lost.inc();
+                        tracing::warn!(
+                            stream,
+                            "lease lost: another node is the origin now; stopping the local publisher"
+                        );
+                        self.streams.kick(&stream);
+                    }
+                }
+                Err(_) => break, // Redis away again: next beat
+            }
+        }
+        self.update_gauges();
+    }
+
+    /// Runs the heartbeat until shutdown, then deregisters (bounded).
+    pub async fn run_heartbeat(self: Arc<Self>) {
+        let mut tick = tokio::time::interval(Duration::from_millis(self.config.heartbeat_ms));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                () = self.shutdown.cancelled() => break,
+                _ = tick.tick() => self.beat().await,
+            }
+        }
+        let key = node_key(&self.id);
+        let _ = self
+            .run(|mut c| async move { redis::cmd("DEL").arg(key).query_async::<()>(&mut c).await })
+            .await;
+    }
+
+    /// The address an origin URL points at (for the edge stream's publisher
+    /// info); `0.0.0.0:0` when it is a host name.
+    pub(crate) fn url_addr(url: &str) -> SocketAddr {
+        url.trim_start_matches("http://")
+            .trim_end_matches('/')
+            .parse()
+            .unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)))
+    }
+}
