@@ -231,10 +231,17 @@ impl Cluster {
         let linger = Duration::from_millis(self.config.pull_linger_ms);
         let mut idle_since: Option<Instant> = None;
         let mut check = tokio::time::interval(Duration::from_millis(250));
+        // An origin that vanished without closing the connection (a partition)
+        // goes silent: after the publisher idle timeout the edge looks again.
+        let idle = Duration::from_millis(self.streams.config().publisher_idle_timeout_ms);
+        let mut last_bytes = Instant::now();
         loop {
             tokio::select! {
                 () = self.shutdown.cancelled() => return PullEnd::Shutdown,
                 _ = check.tick() => {
+                    if last_bytes.elapsed() > idle {
+                        return PullEnd::Lost(format!("no data from the origin for {}", crate::vocab::Human(idle)));
+                    }
                     if self.streams.players_on(stream) == 0 {
                         let since = *idle_since.get_or_insert_with(Instant::now);
                         if since.elapsed() >= linger {
@@ -253,6 +260,7 @@ impl Cluster {
                     }
                     Some(Err(e)) => return PullEnd::Lost(crate::vocab::error_chain(&e)),
                     Some(Ok(frame)) => {
+                        last_bytes = Instant::now();
                         if let Some(data) = frame.data_ref()
                             && let Err(e) = ingest.feed(data)
                         {
