@@ -11,7 +11,8 @@
 //!    period: B's players continue;
 //! 4. an edge is killed: players of the origin and of the other edge do not notice;
 //! 5. Redis is stalled (`SIGSTOP`) for 10 s: flowing streams keep flowing, new
-//!    remote plays get 503, `/healthz` stays 200, all recovers after `SIGCONT`;
+//!    remote plays and publishers get 503, `/healthz` stays 200, all recovers
+//!    after `SIGCONT`;
 //! 6. Redis is restarted empty: registrations and leases come back.
 //!
 //! The tests take turns (a three-node cluster per test on a two-core machine), and
@@ -1050,14 +1051,13 @@ async fn edge_players_continue_when_the_origin_dies_and_the_stream_is_republishe
     // The encoder reconnects to C until the name is free (the dead node's lease
     // expires): refused attempts exit, the accepted one keeps running.
     let mut attempts = 0;
-    let mut republisher = loop {
+    let mut republisher = 'attempts: loop {
         attempts += 1;
         let mut child = common::ffmpeg_publish(&cl.c.rtmp_url("live1"), long_media(), &[]);
-        let exited = tokio::time::timeout(3 * SECOND, child.wait()).await;
-        match exited {
-            Err(_) => break child,
-            Ok(status) => {
-                assert!(!status.unwrap().success(), "a refused publisher fails");
+        let tried = Instant::now();
+        while tried.elapsed() < 5 * SECOND {
+            if let Some(status) = child.try_wait().unwrap() {
+                assert!(!status.success(), "a refused publisher fails");
                 assert!(
                     t_kill.elapsed() < 13 * SECOND,
                     "the name was not free for a publisher on C {:?} after A died \
@@ -1065,16 +1065,24 @@ async fn edge_players_continue_when_the_origin_dies_and_the_stream_is_republishe
                     t_kill.elapsed()
                 );
                 tokio::time::sleep(Duration::from_millis(250)).await;
+                continue 'attempts;
             }
+            if stream_entry(cl.c.http, "live1")
+                .await
+                .is_some_and(|e| e["publisher"] == "rtmp")
+            {
+                break 'attempts child;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
         }
+        panic!("publisher on C neither refused nor admitted within 5 s");
     };
-    let accepted = t_kill.elapsed();
-    common::wait_live(cl.c.http, "live1").await;
     let t_republish = Instant::now();
     println!(
-        "republish on C accepted {accepted:?} after kill -9 A ({attempts} attempts), live {:?}",
+        "republish on C admitted {:?} after kill -9 A ({attempts} attempts)",
         t_republish - t_kill
     );
+    common::wait_live(cl.c.http, "live1").await;
     for r in &mut on_b {
         let resumed = r.wait_video_since(t_kill, 1, 20 * SECOND).await;
         r.wait_video_since(t_republish, 50, 20 * SECOND).await;
@@ -1166,8 +1174,9 @@ async fn killing_an_edge_affects_only_its_own_players() {
 }
 
 /// Redis stalls (`SIGSTOP`) for 10 s: an edge stream that is flowing keeps flowing
-/// (no gap over 200 ms), a new remote play gets 503, `/healthz` stays 200; after
-/// `SIGCONT` remote plays work again and the lease and registrations are back.
+/// (no gap over 200 ms), a new remote play and a new publisher get 503, `/healthz`
+/// stays 200; after `SIGCONT` remote plays work again and the leases and
+/// registrations are back.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_redis_stall_keeps_flowing_streams_and_refuses_new_remote_plays() {
     let _turn = SERIAL.lock().await;
@@ -1219,6 +1228,14 @@ async fn a_redis_stall_keeps_flowing_streams_and_refuses_new_remote_plays() {
     println!("remote play on C during the stall: {status} in {took:?}");
     assert_eq!(status, 503, "{head}");
     assert!(took < 8 * SECOND, "the 503 took {took:?}");
+    // A new publisher cannot take a lease either: 503, not a silent second origin.
+    let asked = Instant::now();
+    let (status, body) = post_publish_status(cl.c.http, "three").await;
+    println!(
+        "new publisher on C during the stall: {status} in {:?}",
+        asked.elapsed()
+    );
+    assert_eq!(status, 503, "{body}");
     // The nodes say Redis is away.
     let deadline = t_stop + 9 * SECOND;
     loop {
