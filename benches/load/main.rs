@@ -1,15 +1,17 @@
-//! The wsrelay load harness: `cargo bench --bench load -- <live|signal|self-test> [options]`.
+//! The wsrelay load harness: `cargo bench --bench load -- <live|cluster|signal|self-test> [options]`.
 //!
 //! - `live`: a publisher replays an FLV (generated with ffmpeg, or `--file`) and N
 //!   light players (raw TCP, tag headers only) play it over WS-FLV or HTTP-FLV, for
 //!   each N of `--players`, against wsrelay (started here on free ports, or `--url`)
 //!   and, in the same invocation, against the ceiling: a minimal fan-out server
 //!   (`ceiling.rs`). Prints a table, appends JSON lines, draws an SVG against N.
+//! - `cluster`: one node against 1 origin + 2 edges on a Redis (`cluster.rs`).
 //! - `signal`: signaling peers relaying messages at rates, and an idle-memory test.
 //!
 //! See `benches/README.md` for what each figure means and the commands.
 
 mod ceiling;
+mod cluster;
 mod live;
 mod media;
 mod player;
@@ -46,6 +48,8 @@ struct Cli {
 enum Cmd {
     /// Live relay: one publisher, N players, wsrelay vs the ceiling.
     Live(LiveArgs),
+    /// Cluster: 1 node vs 1 origin + 2 edges on Redis; edge-hop latency, pull cost.
+    Cluster(cluster::ClusterArgs),
     /// Signaling: relayed messages/s, latency, memory per peer.
     Signal(SignalArgs),
     /// Checks the harness's own decoders.
@@ -208,6 +212,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse_from(args);
     let threads = match &cli.cmd {
         Cmd::Live(a) => a.common.threads,
+        Cmd::Cluster(a) => a.threads,
         Cmd::Signal(a) => a.common.threads,
         Cmd::CeilingServer { threads, .. } => *threads,
         Cmd::SelfTest => Some(1),
@@ -226,6 +231,7 @@ fn main() -> ExitCode {
     let result = rt.block_on(async move {
         match cli.cmd {
             Cmd::Live(a) => live_main(a).await,
+            Cmd::Cluster(a) => cluster::main(a).await,
             Cmd::Signal(a) => signal_main(a).await,
             Cmd::SelfTest => wire::self_test().map(|()| {
                 println!("self-test ok");

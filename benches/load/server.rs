@@ -84,6 +84,18 @@ impl Target {
 
     /// Starts wsrelay (`bin`) with the harness config in `dir`.
     pub fn wsrelay(bin: &Path, dir: &Path, rtmp: bool) -> Result<Target, String> {
+        Target::wsrelay_node(bin, dir, "wsrelay", rtmp, &[])
+    }
+
+    /// Starts wsrelay like [`Target::wsrelay`] as `label` (its log is
+    /// `dir/LABEL.log`), with extra command-line arguments (e.g. the cluster flags).
+    pub fn wsrelay_node(
+        bin: &Path,
+        dir: &Path,
+        label: &str,
+        rtmp: bool,
+        args: &[String],
+    ) -> Result<Target, String> {
         if !bin.exists() {
             return Err(format!(
                 "wsrelay binary {} not found: build it with `cargo build --release --bin wsrelay` \
@@ -95,8 +107,8 @@ impl Target {
         std::fs::write(&config, wsrelay_config(rtmp))
             .map_err(|e| format!("cannot write {}: {e}", config.display()))?;
         let mut cmd = Command::new(bin);
-        cmd.arg("--config").arg(&config);
-        spawn("wsrelay", cmd, dir, rtmp)
+        cmd.arg("--config").arg(&config).args(args);
+        spawn(label, cmd, dir, rtmp)
     }
 
     /// Starts the ceiling server: this very binary, `ceiling-server` subcommand.
