@@ -142,8 +142,10 @@ pub struct Cluster {
     secret: signaling::Secret,
     client: redis::Client,
     conn: Mutex<Option<ConnectionManager>>,
-    /// Leases held: stream name → the value in Redis.
-    leases: Mutex<HashMap<String, String>>,
+    /// Leases held: stream name → the value in Redis and how many local
+    /// [`LeaseGuard`]s share it (a refused duplicate or a takeover on this node
+    /// shares the lease of the live publisher; it is released when the last goes).
+    leases: Mutex<HashMap<String, Held>>,
     /// Whether the last Redis command succeeded (for `/api/cluster` and logs).
     redis_ok: AtomicBool,
     pub(crate) streams: Arc<Streams>,
@@ -169,8 +171,15 @@ pub(crate) fn unix_ms() -> u64 {
         .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
-/// A lease held for a local publisher; dropping it releases the lease (if still
-/// ours) in the background.
+/// One lease this node holds.
+#[derive(Debug)]
+struct Held {
+    value: String,
+    guards: usize,
+}
+
+/// A lease held for a local publisher; dropping the last guard of a lease
+/// releases it (if still ours) in the background.
 #[derive(Debug)]
 pub struct LeaseGuard {
     cluster: Arc<Cluster>,
@@ -186,11 +195,12 @@ impl Drop for LeaseGuard {
                 .leases
                 .lock()
                 .unwrap_or_else(|e| e.into_inner());
-            if leases.get(&self.stream) == Some(&self.value) {
-                leases.remove(&self.stream);
-                true
-            } else {
-                false
+            match leases.get_mut(&self.stream) {
+                Some(held) if held.value == self.value => {
+                    held.guards = held.guards.saturating_sub(1);
+                    held.guards == 0 && leases.remove(&self.stream).is_some()
+                }
+                _ => false,
             }
         };
         if removed {
@@ -314,8 +324,23 @@ impl Cluster {
         result
     }
 
-    /// Takes the origin lease of `stream` for a local publisher.
+    /// Takes the origin lease of `stream` for a local publisher. When this node
+    /// holds it already (a second publisher here: the registry refuses it or,
+    /// with `allow_takeover`, lets it replace the first), the guard shares it.
     pub async fn acquire(self: &Arc<Self>, stream: &str) -> Result<LeaseGuard, PublishError> {
+        if let Some(held) = self
+            .leases
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get_mut(stream)
+        {
+            held.guards += 1;
+            return Ok(LeaseGuard {
+                cluster: self.clone(),
+                stream: stream.to_owned(),
+                value: held.value.clone(),
+            });
+        }
         let (key, epoch, id, ttl) = (
             lease_key(stream),
             epoch_key(stream),
@@ -341,10 +366,17 @@ impl Cluster {
             return Err(PublishError::AlreadyPublishing(stream.to_owned()));
         };
         tracing::info!(stream, lease = %value, "lease gained");
-        self.leases
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(stream.to_owned(), value.clone());
+        {
+            let mut leases = self.leases.lock().unwrap_or_else(|e| e.into_inner());
+            let held = leases.entry(stream.to_owned()).or_insert_with(|| Held {
+                value: value.clone(),
+                guards: 0,
+            });
+            // Two acquires raced past the check above: the Lua script gave both
+            // the same value, so they share it.
+            held.value = value.clone();
+            held.guards += 1;
+        }
         self.update_gauges();
         Ok(LeaseGuard {
             cluster: self.clone(),
@@ -477,7 +509,7 @@ impl Cluster {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .iter()
-            .map(|(k, v)| (k.clone(), v.clone()))
+            .map(|(k, held)| (k.clone(), held.value.clone()))
             .collect();
         for (stream, value) in held {
             let (key, ttl) = (lease_key(&stream), self.config.lease_ttl_ms);
@@ -498,7 +530,8 @@ impl Cluster {
                 Ok(_) => {
                     let removed = {
                         let mut leases = self.leases.lock().unwrap_or_else(|e| e.into_inner());
-                        leases.get(&stream) == Some(&value) && leases.remove(&stream).is_some()
+                        leases.get(&stream).is_some_and(|h| h.value == value)
+                            && leases.remove(&stream).is_some()
                     };
                     if removed {
                         self.metrics.cluster_leases_lost.inc();
