@@ -13,6 +13,8 @@
 //! | `wsrelay_players` | gauge | `protocol` (`http`, `ws`) |
 //! | `wsrelay_bytes_in_total` | counter | `protocol` |
 //! | `wsrelay_bytes_out_total` | counter | `protocol` |
+//! | `wsrelay_player_writes_total` | counter | `protocol` |
+//! | `wsrelay_player_wakeups_total` | counter | `protocol` |
 //! | `wsrelay_player_tags_skipped_total` | counter | |
 //! | `wsrelay_player_disconnects_total` | counter | `reason` (`too_slow`, `write_stalled`) |
 //! | `wsrelay_time_to_first_frame_seconds` | histogram | `protocol` |
@@ -78,6 +80,11 @@ pub struct Metrics {
     pub bytes_in: Family<Label1, Counter>,
     /// Bytes written to players, by protocol.
     pub bytes_out: Family<Label1, Counter>,
+    /// Writes handed to player sockets (one vectored write, or one HTTP chunk), by
+    /// protocol: with `bytes_out` and the tag rate, the cost model of fan-out.
+    pub player_writes: Family<Label1, Counter>,
+    /// Times a player task woke up to take tags from its stream, by protocol.
+    pub player_wakeups: Family<Label1, Counter>,
     /// Tags players skipped because they fell behind.
     pub tags_skipped: Counter,
     /// Players disconnected for being too slow, by reason.
@@ -135,6 +142,8 @@ impl Metrics {
             players: Family::default(),
             bytes_in: Family::default(),
             bytes_out: Family::default(),
+            player_writes: Family::default(),
+            player_wakeups: Family::default(),
             tags_skipped: Counter::default(),
             player_disconnects: Family::default(),
             first_frame: Family::new_with_constructor(first_frame_histogram),
@@ -162,6 +171,10 @@ impl Metrics {
         for protocol in ["http", "ws"] {
             m.players.get_or_create_owned(&[("protocol", protocol)]);
             m.bytes_out.get_or_create_owned(&[("protocol", protocol)]);
+            m.player_writes
+                .get_or_create_owned(&[("protocol", protocol)]);
+            m.player_wakeups
+                .get_or_create_owned(&[("protocol", protocol)]);
         }
         for reason in ["too_slow", "write_stalled"] {
             m.player_disconnects
@@ -181,6 +194,16 @@ impl Metrics {
             m.bytes_in.clone(),
         );
         r.register("bytes_out", "Bytes written to players", m.bytes_out.clone());
+        r.register(
+            "player_writes",
+            "Writes to player sockets (one vectored write or one HTTP chunk each)",
+            m.player_writes.clone(),
+        );
+        r.register(
+            "player_wakeups",
+            "Times a player task woke up to take tags from its stream",
+            m.player_wakeups.clone(),
+        );
         r.register(
             "player_tags_skipped",
             "Tags skipped by players that fell behind",
@@ -500,6 +523,8 @@ mod tests {
             "wsrelay_players",
             "wsrelay_bytes_in",
             "wsrelay_bytes_out",
+            "wsrelay_player_writes",
+            "wsrelay_player_wakeups",
             "wsrelay_player_tags_skipped",
             "wsrelay_player_disconnects",
             "wsrelay_time_to_first_frame_seconds",

@@ -102,6 +102,9 @@ pub struct Cli {
     /// Bytes of queued tags merged into one write to a player (live.player_write_batch_bytes).
     #[arg(long, value_name = "BYTES", help_heading = TUNING)]
     pub player_write_batch_bytes: Option<usize>,
+    /// Latency budget for writes to players: tags are written once per window (live.write_coalesce_ms; 0 = each tag at once).
+    #[arg(long, value_name = "MS", help_heading = TUNING)]
+    pub write_coalesce_ms: Option<u64>,
     /// Time allowed for a graceful shutdown (shutdown_timeout_ms).
     #[arg(long, value_name = "MS", help_heading = TUNING)]
     pub shutdown_timeout_ms: Option<u64>,
@@ -250,6 +253,7 @@ impl Cli {
             &mut live.player_write_batch_bytes,
             self.player_write_batch_bytes,
         );
+        set(&mut live.write_coalesce_ms, self.write_coalesce_ms);
         set(&mut live.gop_max_bytes, self.gop_max_bytes);
         set(&mut live.gop_max_duration_ms, self.gop_max_ms);
         set(&mut live.player_backlog_tags, self.player_backlog_tags);

@@ -23,11 +23,13 @@ use crate::live::{PlayError, PlayerInfo, PublishError, PublisherInfo};
 use crate::state::AppState;
 use crate::vocab::{Action, Protocol};
 
-/// HTTP-FLV body queue, in chunks (each a part of a tag shared with other players:
-/// header, body or PreviousTagSize, so three per tag: about 64 tags). Small on
-/// purpose: it only smooths hyper's polling; the stream's ring is the real backlog,
-/// and a player that cannot drain this stalls its writer, which times out.
-const HTTP_PLAYER_QUEUE: usize = 192;
+/// HTTP-FLV body queue, in chunks (each one write of the player: a coalescing
+/// window's tags, or what it gathered when behind, up to
+/// `live.player_write_batch_bytes`). Small on purpose: it only hands batches to
+/// hyper, which writes up to 16 queued chunks with one vectored write; the stream's
+/// ring is the real backlog, and a player that cannot drain this stalls its
+/// writer, which times out.
+const HTTP_PLAYER_QUEUE: usize = 16;
 
 /// WebSocket read buffer for players, which send us next to nothing (control frames).
 /// Small on purpose: tungstenite zero-fills it before every read attempt, and a

@@ -155,6 +155,15 @@ pub(crate) struct WsSink {
     mid_frame: bool,
     /// Frame headers of the batch being written, reused from write to write.
     heads: Vec<([u8; 10], usize)>,
+    /// The iovec array's allocation, reused from write to write (always empty here).
+    iov: Vec<IoSlice<'static>>,
+}
+
+/// An emptied vector of iovecs with another lifetime, in the same allocation (the
+/// collect reuses the source's buffer: same element layout, no element survives).
+fn recycle<'b>(mut v: Vec<IoSlice<'_>>) -> Vec<IoSlice<'b>> {
+    v.clear();
+    v.into_iter().map(|_| IoSlice::new(&[])).collect()
 }
 
 /// Most iovecs handed to one `writev` (Linux's IOV_MAX is 1024). A batch of tags
@@ -203,6 +212,7 @@ impl WsSink {
             ws,
             mid_frame: false,
             heads: Vec::new(),
+            iov: Vec::new(),
         }
     }
 }
@@ -216,7 +226,8 @@ impl PlayerSink for WsSink {
                 .iter()
                 .map(|m| binary_frame_header(m.iter().map(Bytes::len).sum())),
         );
-        let mut slices: Vec<IoSlice<'_>> = Vec::with_capacity(messages.len() * 4);
+        let mut slices = recycle(std::mem::take(&mut self.iov));
+        slices.reserve(messages.len() * 4);
         for (message, (head, len)) in messages.iter().zip(&self.heads) {
             slices.push(IoSlice::new(&head[..*len]));
             slices.extend(
@@ -232,6 +243,7 @@ impl PlayerSink for WsSink {
         self.mid_frame = true;
         write_all_vectored(self.ws.get_mut(), &mut slices).await?;
         self.mid_frame = false;
+        self.iov = recycle(slices);
         Ok(())
     }
 
@@ -270,19 +282,24 @@ impl PlayerSink for WsSink {
     }
 }
 
-/// An HTTP-FLV player: the response body's channel.
+/// An HTTP-FLV player: the response body's channel, which takes one batch of
+/// buffers per write; hyper writes each as one HTTP chunk with one vectored write.
 pub(crate) struct HttpSink {
-    pub(crate) tx: mpsc::Sender<Bytes>,
+    pub(crate) tx: mpsc::Sender<Vec<Bytes>>,
 }
 
 impl PlayerSink for HttpSink {
     async fn write(&mut self, messages: &[Msg]) -> std::io::Result<()> {
-        for part in messages.iter().flatten().filter(|p| !p.is_empty()) {
-            self.tx.send(part.clone()).await.map_err(|_| {
-                std::io::Error::new(std::io::ErrorKind::BrokenPipe, "client went away")
-            })?;
-        }
-        Ok(())
+        let parts: Vec<Bytes> = messages
+            .iter()
+            .flatten()
+            .filter(|p| !p.is_empty())
+            .cloned()
+            .collect();
+        self.tx
+            .send(parts)
+            .await
+            .map_err(|_| std::io::Error::new(std::io::ErrorKind::BrokenPipe, "client went away"))
     }
 
     async fn closed(&mut self) {
@@ -316,6 +333,8 @@ pub(crate) async fn run_player<S: PlayerSink>(
     let metrics = sub.metrics().clone();
     let label = [("protocol", sub.protocol.as_str())];
     let bytes_out = metrics.bytes_out.get_or_create_owned(&label);
+    let writes = metrics.player_writes.get_or_create_owned(&label);
+    let wakeups = metrics.player_wakeups.get_or_create_owned(&label);
     // Time to first frame: from the play request to the first written media tag.
     let mut first_frame_pending = true;
     let mut batch_has_media = sub.preamble.iter().any(|f| is_media(&f.tag));
@@ -358,6 +377,7 @@ pub(crate) async fn run_player<S: PlayerSink>(
                 Err(_) => break PlayerEnd::WriteStalled(config.player_write_timeout_ms),
             }
             bytes_out.inc_by(bytes);
+            writes.inc();
             if first_frame_pending && batch_has_media {
                 first_frame_pending = false;
                 metrics
@@ -382,6 +402,7 @@ pub(crate) async fn run_player<S: PlayerSink>(
             _ = sink.closed() => break PlayerEnd::ClientGone,
             event = sub.rx.recv() => event,
         };
+        wakeups.inc();
         let mut pending = Some(first);
         let mut batch_bytes = 0;
         let mut ended = None;

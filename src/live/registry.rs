@@ -34,7 +34,8 @@ pub struct Streams {
     pub(super) players: AtomicUsize,
     pub(super) next_id: AtomicU64,
     pub(super) shutting_down: std::sync::atomic::AtomicBool,
-    /// Grace-period timers, one per stream at most; cancelled by `cancel`.
+    /// Grace-period timers and coalescing tickers, one of each per stream at most;
+    /// grace timers are cancelled by `cancel`, tickers end with their stream.
     pub(super) timers: TaskTracker,
     /// Cancelled when the hub shuts down: grace timers end at once.
     pub(super) cancel: CancellationToken,
@@ -185,6 +186,7 @@ impl Streams {
                 self.config.player_backlog_tags,
                 self.config.player_backlog_bytes,
                 self.budget.clone(),
+                std::time::Duration::from_millis(self.config.write_coalesce_ms),
             )),
             state: Mutex::new(StreamState {
                 cache: GopCache::new(GopCacheConfig {
@@ -267,6 +269,10 @@ impl Streams {
         let mut preamble: Vec<WireTag> = st.cache.join().cloned().collect();
         let rx = stream.ring.subscribe();
         drop(st);
+        if stream.ring.needs_ticker() {
+            // The stream's one coalescing timer, from its first player on.
+            self.timers.spawn(stream.ring.run_ticker());
+        }
         fix_preamble_timestamps(&mut preamble);
         let protocol = info.protocol;
         guard._gauge = Some(Metrics::hold(

@@ -11,9 +11,20 @@
 //!
 //! Every entry is a cheap clone (a reference-counted frame); the ring's bytes are
 //! counted against the server-wide media budget ([`crate::live::MediaBudget`]).
+//!
+//! **Coalescing window** (`live.write_coalesce_ms`). With a window of 0 every push is
+//! visible to readers and wakes them at once. With a window `W`, a pushed tag is
+//! held back: the first push after a quiet period arms the stream's one ticker
+//! ([`Ring::run_ticker`]), which `W` later makes everything pushed so far visible
+//! and wakes the readers once. Each player then gathers the tags of the whole window
+//! into one write: one wakeup and one `writev` per player per window instead of one
+//! per tag. The end of a stream is visible at once. A reader joining mid-window
+//! starts after the newest entry (its preamble already holds the held-back tags).
 
 use std::collections::VecDeque;
-use std::sync::{Mutex, MutexGuard};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::time::Duration;
 
 use tokio::sync::Notify;
 
@@ -34,7 +45,11 @@ struct Inner {
     items: VecDeque<(Entry, usize)>,
     /// Sequence number of `items[0]`.
     first: u64,
+    /// Sequence number one past the last entry readers may see.
+    visible: u64,
     bytes: usize,
+    /// An end was pushed: the ticker stops after its last flush.
+    ended: bool,
 }
 
 /// The ring of one stream.
@@ -45,29 +60,41 @@ pub struct Ring {
     max_items: usize,
     max_bytes: usize,
     budget: MediaBudget,
+    /// The coalescing window; zero = every push is visible at once.
+    window: Duration,
+    /// Arms the ticker (a stored permit when it is not waiting).
+    arm: Arc<Notify>,
+    /// Whether [`Ring::run_ticker`] was started.
+    ticking: AtomicBool,
 }
 
 /// One reader's position in a [`Ring`].
 #[derive(Debug)]
 pub struct Reader {
-    ring: std::sync::Arc<Ring>,
+    ring: Arc<Ring>,
     next: u64,
 }
 
 impl Ring {
     /// An empty ring holding at most `max_items` entries and `max_bytes` of frames
-    /// (the newest entry is always kept, whatever its size).
-    pub fn new(max_items: usize, max_bytes: usize, budget: MediaBudget) -> Ring {
+    /// (the newest entry is always kept, whatever its size), showing pushed tags to
+    /// readers once per `window` (zero: at once).
+    pub fn new(max_items: usize, max_bytes: usize, budget: MediaBudget, window: Duration) -> Ring {
         Ring {
             inner: Mutex::new(Inner {
                 items: VecDeque::new(),
                 first: 0,
+                visible: 0,
                 bytes: 0,
+                ended: false,
             }),
             notify: Notify::new(),
             max_items: max_items.max(1),
             max_bytes,
             budget,
+            window,
+            arm: Arc::new(Notify::new()),
+            ticking: AtomicBool::new(false),
         }
     }
 
@@ -77,13 +104,16 @@ impl Ring {
         self.inner.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Appends an entry, drops the oldest past the bounds, wakes readers.
+    /// Appends an entry and drops the oldest past the bounds. Readers see it (and
+    /// wake) at once when there is no window, or when it is an end; otherwise at the
+    /// end of the current window.
     pub fn push(&self, event: Entry) {
-        let size = match &event {
-            Entry::Tag(f) => f.len(),
-            Entry::End(_) => 0,
+        let (size, end) = match &event {
+            Entry::Tag(f) => (f.len(), false),
+            Entry::End(_) => (0, true),
         };
         let mut inner = self.lock();
+        inner.ended |= end;
         inner.items.push_back((event, size));
         inner.bytes += size;
         self.budget.add(size);
@@ -103,8 +133,46 @@ impl Ring {
             inner.bytes -= n;
             self.budget.sub(n);
         }
+        if self.window.is_zero() || end {
+            inner.visible = inner.first + inner.items.len() as u64;
+            drop(inner);
+            self.notify.notify_waiters();
+            if end {
+                self.arm.notify_one(); // the ticker exits
+            }
+        } else {
+            drop(inner);
+            self.arm.notify_one();
+        }
+    }
+
+    /// Makes every entry pushed so far visible and wakes the readers (if any is new).
+    fn flush(&self) -> bool {
+        let mut inner = self.lock();
+        let end = inner.first + inner.items.len() as u64;
+        let fresh = inner.visible < end;
+        inner.visible = end;
+        let ended = inner.ended;
         drop(inner);
-        self.notify.notify_waiters();
+        if fresh {
+            self.notify.notify_waiters();
+        }
+        ended
+    }
+
+    /// Whether the ring has a window and its ticker is not running yet: the caller
+    /// then spawns [`Ring::run_ticker`] (once; this returns true only once).
+    pub fn needs_ticker(&self) -> bool {
+        !self.window.is_zero() && !self.ticking.swap(true, Ordering::Relaxed)
+    }
+
+    /// The stream's one coalescing ticker: after the first push of a window it
+    /// waits `window`, then shows the window's entries to every reader at once. It
+    /// idles while nothing is pushed and ends with the stream (an end, or the ring
+    /// dropped).
+    pub fn run_ticker(self: &Arc<Self>) -> impl std::future::Future<Output = ()> + use<> {
+        let (ring, arm, window) = (Arc::downgrade(self), self.arm.clone(), self.window);
+        ticker(ring, arm, window)
     }
 
     /// Bytes of frames held.
@@ -113,7 +181,7 @@ impl Ring {
     }
 
     /// A reader that starts after the newest entry.
-    pub fn subscribe(self: &std::sync::Arc<Self>) -> Reader {
+    pub fn subscribe(self: &Arc<Self>) -> Reader {
         let inner = self.lock();
         Reader {
             ring: self.clone(),
@@ -122,10 +190,22 @@ impl Ring {
     }
 }
 
+async fn ticker(ring: Weak<Ring>, arm: Arc<Notify>, window: Duration) {
+    loop {
+        arm.notified().await;
+        tokio::time::sleep(window).await;
+        let Some(ring) = ring.upgrade() else { return };
+        if ring.flush() {
+            return;
+        }
+    }
+}
+
 impl Drop for Ring {
     fn drop(&mut self) {
         let bytes = self.inner.get_mut().map(|i| i.bytes).unwrap_or(0);
         self.budget.sub(bytes);
+        self.arm.notify_one(); // a waiting ticker finds the ring gone and ends
     }
 }
 
@@ -137,6 +217,9 @@ impl Reader {
             let missed = inner.first - self.next;
             self.next = inner.first;
             return Err(TryRecvError::Lagged(missed));
+        }
+        if self.next >= inner.visible {
+            return Err(TryRecvError::Empty);
         }
         let index = (self.next - inner.first) as usize;
         match inner.items.get(index) {
@@ -162,5 +245,103 @@ impl Reader {
                 other => return other,
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::live::{EndReason, WireTag};
+    use bytes::Bytes;
+    use flv::{Tag, TagType};
+
+    fn tag(ts: u32) -> Entry {
+        let tag = Tag::new(TagType::Audio, ts, Bytes::from_static(&[0xaf, 1, 0, 0]));
+        Entry::Tag(WireTag::encode(&tag, ts))
+    }
+
+    fn ring(window_ms: u64) -> Arc<Ring> {
+        Arc::new(Ring::new(
+            64,
+            1 << 20,
+            MediaBudget::new(1 << 30),
+            Duration::from_millis(window_ms),
+        ))
+    }
+
+    fn timestamps(reader: &mut Reader) -> Vec<u32> {
+        let mut out = Vec::new();
+        while let Ok(Entry::Tag(t)) = reader.try_recv() {
+            out.push(t.tag.timestamp);
+        }
+        out
+    }
+
+    #[test]
+    fn without_a_window_every_push_is_visible_at_once() {
+        let ring = ring(0);
+        assert!(!ring.needs_ticker());
+        let mut reader = ring.subscribe();
+        ring.push(tag(1));
+        assert_eq!(timestamps(&mut reader), [1]);
+        ring.push(tag(2));
+        assert_eq!(timestamps(&mut reader), [2]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_window_shows_its_tags_together_once_it_has_passed() {
+        let ring = ring(20);
+        let mut reader = ring.subscribe();
+        assert!(ring.needs_ticker());
+        assert!(!ring.needs_ticker(), "one ticker per stream");
+        let ticker = tokio::spawn(ring.run_ticker());
+        let start = tokio::time::Instant::now();
+        ring.push(tag(1));
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        ring.push(tag(2));
+        assert_eq!(reader.try_recv().unwrap_err(), TryRecvError::Empty);
+        // The reader wakes once, when the window that the first push opened ends.
+        let first = reader.recv().await;
+        assert_eq!(start.elapsed(), Duration::from_millis(20));
+        assert!(matches!(first, Ok(Entry::Tag(t)) if t.tag.timestamp == 1));
+        assert_eq!(timestamps(&mut reader), [2]);
+        // A quiet ring arms no timer; the next push opens the next window.
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let again = tokio::time::Instant::now();
+        ring.push(tag(3));
+        assert!(matches!(reader.recv().await, Ok(Entry::Tag(t)) if t.tag.timestamp == 3));
+        assert_eq!(again.elapsed(), Duration::from_millis(20));
+        // A reader joining mid-window starts after the newest entry, held back or not.
+        ring.push(tag(4));
+        let mut late = ring.subscribe();
+        ring.push(tag(5));
+        tokio::time::sleep(Duration::from_millis(25)).await;
+        assert_eq!(timestamps(&mut late), [5]);
+        assert_eq!(timestamps(&mut reader), [4, 5]);
+        // The end is visible at once, and the ticker stops with it.
+        ring.push(tag(6));
+        ring.push(Entry::End(EndReason::Unpublished));
+        assert!(matches!(reader.try_recv(), Ok(Entry::Tag(t)) if t.tag.timestamp == 6));
+        assert!(matches!(
+            reader.try_recv(),
+            Ok(Entry::End(EndReason::Unpublished))
+        ));
+        tokio::time::timeout(Duration::from_millis(50), ticker)
+            .await
+            .expect("the ticker ends with the stream")
+            .unwrap();
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_ticker_ends_when_its_ring_is_dropped() {
+        let ring = ring(20);
+        assert!(ring.needs_ticker());
+        let ticker = tokio::spawn(ring.run_ticker());
+        ring.push(tag(1));
+        drop(ring);
+        tokio::time::timeout(Duration::from_millis(50), ticker)
+            .await
+            .expect("the ticker ends without its ring")
+            .unwrap();
     }
 }

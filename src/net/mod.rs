@@ -56,6 +56,22 @@ impl Service {
     }
 }
 
+/// Sets `TCP_NOTSENT_LOWAT` (`live.notsent_lowat_bytes`; 0 = the kernel's
+/// default): a player that cannot keep up then shows as behind the stream's ring
+/// instead of hiding megabytes in its socket buffer.
+fn limit_unsent(stream: &tokio::net::TcpStream, bytes: usize) {
+    if bytes == 0 {
+        return;
+    }
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    {
+        let lowat = u32::try_from(bytes).unwrap_or(u32::MAX);
+        if let Err(e) = socket2::SockRef::from(stream).set_tcp_notsent_lowat(lowat) {
+            tracing::debug!(error = %e, "TCP_NOTSENT_LOWAT not set");
+        }
+    }
+}
+
 /// The one accept loop: accepts until shutdown, admits each socket (a permit of
 /// `permits` and a per-IP slot, held for the connection's whole life) or refuses it
 /// at once, and runs each admitted connection in its own task with a span.
@@ -80,6 +96,9 @@ pub(crate) async fn accept_loop(
             }
         };
         let _ = stream.set_nodelay(true);
+        if matches!(service, Service::Http(_)) {
+            limit_unsent(&stream, state.config.live.notsent_lowat_bytes);
+        }
         let policy = state.policy.get();
         let admission = match admission::admit(&permits, &state.per_ip, &policy, remote.ip()) {
             Ok(admission) => admission,
