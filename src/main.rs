@@ -218,7 +218,7 @@ fn startup_summary(config: &wsrelay::config::Config, listeners: &Listeners) -> V
         None => "cluster: off".to_owned(),
         Some(redis) => format!(
             "cluster: on (Redis {}, reached by other nodes at {})",
-            redact_url(redis),
+            wsrelay::config::cluster::redact_url(redis),
             config
                 .cluster
                 .node_url
@@ -230,15 +230,6 @@ fn startup_summary(config: &wsrelay::config::Config, listeners: &Listeners) -> V
 }
 
 /// A Redis URL without its password (`redis://:PASS@host` → `redis://***@host`).
-fn redact_url(url: &str) -> String {
-    match (url.find("://"), url.rfind('@')) {
-        (Some(scheme), Some(at)) if at > scheme => {
-            format!("{}***{}", &url[..scheme + 3], &url[at..])
-        }
-        _ => url.to_owned(),
-    }
-}
-
 /// Resolves on SIGINT or SIGTERM; on SIGHUP reloads the config (same command
 /// line, config file re-read) without dropping connections.
 async fn wait_for_signal(server: &wsrelay::app::Server) {
@@ -307,6 +298,12 @@ fn redacted_toml(config: &wsrelay::config::Config) -> Result<String, toml::ser::
             };
         }
     }
+    // A Redis URL may carry a password (redis://:PASSWORD@host).
+    if let Some(toml::Value::Table(t)) = table.get_mut("cluster")
+        && let Some(toml::Value::String(url)) = t.get_mut("redis")
+    {
+        *url = wsrelay::config::cluster::redact_url(url);
+    }
     toml::to_string(&table)
 }
 
@@ -318,6 +315,17 @@ mod tests {
         let mut config = wsrelay::config::Config::default();
         tweak(&mut config);
         startup_summary(&config, l).join("\n")
+    }
+
+    #[test]
+    fn print_config_hides_secrets_and_the_redis_password() {
+        let mut config = wsrelay::config::Config::default();
+        config.cluster.redis = Some("redis://:pw-never-printed@10.0.0.9:6379/0".to_owned());
+        config.cluster.secret = Some(signaling::Secret::new("cluster-never-printed"));
+        config.admin_token = Some(signaling::Secret::new("admin-never-printed"));
+        let text = redacted_toml(&config).unwrap();
+        assert!(!text.contains("never-printed"), "{text}");
+        assert!(text.contains("redis://***@10.0.0.9:6379/0"), "{text}");
     }
 
     #[test]

@@ -148,6 +148,8 @@ pub struct Cluster {
     leases: Mutex<HashMap<String, Held>>,
     /// Whether the last Redis command succeeded (for `/api/cluster` and logs).
     redis_ok: AtomicBool,
+    /// Whether any Redis command ran yet.
+    redis_tried: AtomicBool,
     pub(crate) streams: Arc<Streams>,
     pub(crate) metrics: Arc<Metrics>,
     pub(crate) pulls: pull::Pulls,
@@ -238,8 +240,10 @@ impl Cluster {
         shutdown: CancellationToken,
     ) -> Result<Arc<Cluster>, String> {
         let redis_url = config.redis.clone().unwrap_or_default();
-        let client = redis::Client::open(redis_url.as_str())
-            .map_err(|e| format!("cluster.redis `{redis_url}`: {e}"))?;
+        let client = redis::Client::open(redis_url.as_str()).map_err(|e| {
+            let shown = crate::config::cluster::redact_url(&redis_url);
+            format!("cluster.redis `{shown}`: {e}")
+        })?;
         let secret = config
             .secret
             .clone()
@@ -256,6 +260,7 @@ impl Cluster {
             conn: Mutex::new(None),
             leases: Mutex::new(HashMap::new()),
             redis_ok: AtomicBool::new(false),
+            redis_tried: AtomicBool::new(false),
             streams,
             metrics,
             tasks,
@@ -311,14 +316,17 @@ impl Cluster {
         .unwrap_or(Err(ClusterError::Timeout));
         let ok = result.is_ok();
         let was = self.redis_ok.swap(ok, Ordering::Relaxed);
+        // The first command says how it went either way (Redis down at startup
+        // is worth a warning, not silence).
+        let first = !self.redis_tried.swap(true, Ordering::Relaxed);
         if !ok {
             self.metrics.cluster_redis_errors.inc();
         }
-        match (was, ok, &result) {
-            (true, false, Err(e)) => {
+        match &result {
+            Err(e) if was || first => {
                 tracing::warn!(error = %crate::vocab::error_chain(e), "cluster: Redis unavailable")
             }
-            (false, true, _) => tracing::info!("cluster: Redis available"),
+            Ok(_) if !was => tracing::info!("cluster: Redis available"),
             _ => {}
         }
         result

@@ -210,6 +210,18 @@ impl Cluster {
             Ok(Err(e)) => return PullEnd::Lost(crate::vocab::error_chain(&e)),
             Ok(Ok(res)) => res,
         };
+        if matches!(
+            res.status(),
+            hyper::StatusCode::UNAUTHORIZED | hyper::StatusCode::FORBIDDEN
+        ) {
+            // Not a transient failure: the nodes disagree on the cluster secret.
+            tracing::error!(
+                stream,
+                origin = %origin.url,
+                status = %res.status(),
+                "the origin refused this node's pull token: is cluster.secret the same on every node?"
+            );
+        }
         if res.status() != hyper::StatusCode::OK {
             return PullEnd::Lost(format!("origin answered {}", res.status()));
         }

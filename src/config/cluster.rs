@@ -76,7 +76,8 @@ impl ClusterConfig {
             }
             return Ok(());
         };
-        if !["redis://", "rediss://", "redis+unix://", "unix://"]
+        // No `rediss://`: the redis crate is built without TLS.
+        if !["redis://", "redis+unix://", "unix://"]
             .iter()
             .any(|p| redis.starts_with(p))
         {
@@ -123,5 +124,15 @@ impl ClusterConfig {
             return Err("cluster.node_ttl_ms and cluster.lease_ttl_ms must be longer than cluster.heartbeat_ms".into());
         }
         Ok(())
+    }
+}
+
+/// `url` with any user and password replaced by `***`, for logs and printed config.
+pub fn redact_url(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => {
+            format!("{}***{}", &url[..scheme + 3], &url[at..])
+        }
+        _ => url.to_owned(),
     }
 }
