@@ -28,6 +28,9 @@ use crate::vocab::Protocol;
 #[derive(Debug, Default)]
 pub(crate) struct Pulls {
     running: Mutex<HashMap<String, NodeInfo>>,
+    /// Wakes the players waiting in [`Cluster::ensure_local`] when a pull made its
+    /// stream live or gave up.
+    changed: tokio::sync::Notify,
 }
 
 impl Pulls {
@@ -90,7 +93,12 @@ impl Cluster {
             }
         }
         let deadline = Instant::now() + Duration::from_millis(self.config.play_wait_ms);
-        while Instant::now() < deadline {
+        loop {
+            // Registered before looking, so a change between the look and the wait
+            // still wakes us.
+            let changed = self.pulls.changed.notified();
+            tokio::pin!(changed);
+            changed.as_mut().enable();
             if self.streams.is_live(stream) {
                 return Ok(true);
             }
@@ -98,9 +106,10 @@ impl Cluster {
                 // The pull gave up (the origin refused or is gone).
                 return Ok(self.streams.is_live(stream));
             }
-            tokio::time::sleep(Duration::from_millis(20)).await;
+            if tokio::time::timeout_at(deadline, changed).await.is_err() {
+                return Err(ClusterError::PullTimeout);
+            }
         }
-        Err(ClusterError::PullTimeout)
     }
 
     /// The pull task of `stream`: pulls until idle or the stream is gone for good.
@@ -182,6 +191,7 @@ impl Cluster {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .remove(stream);
+        self.pulls.changed.notify_waiters();
         self.update_gauges();
     }
 
@@ -237,6 +247,7 @@ impl Cluster {
             Err(e) => return PullEnd::Lost(e.to_string()),
         };
         *pulled_once = true;
+        self.pulls.changed.notify_waiters();
         let live = &self.streams.config().clone();
         let mut ingest = FlvIngest::new(publisher, live);
         let mut body = res.into_body();
