@@ -305,13 +305,17 @@ pub async fn main(a: ClusterArgs) -> Result<bool, String> {
         keep_up: a.keep_up,
         keep_up_latency: Duration::from_millis(a.keep_up_latency_ms),
         ceiling_threads: None,
+        coalesce_key: false,
+        nms: None,
+        strace: false,
+        spin_cores: 0,
     };
     eprintln!(
         "run: single node, N={} (load average {})",
         a.players,
         procfs::loadavg()
     );
-    let single = live::run(&Kind::Wsrelay, a.players, &settings, &media).await?;
+    let single = live::run(&Kind::Wsrelay(None), a.players, &settings, &media).await?;
     let single_row = row_from_live(&single);
 
     // 2–4. The cluster: pull cost, N/2 players per edge, the hop.
@@ -989,6 +993,7 @@ async fn run_cluster(
             &s.out_dir,
             &format!("cluster-{name}"),
             false,
+            None,
             &args,
         )?;
         nodes.push(Node { name, target });

@@ -1,4 +1,6 @@
 //! One live run: a server (fresh), a publisher, N players, a measurement window.
+//! Around the window: CPU and RSS from `/proc`, the player write/wakeup counters of
+//! `/metrics`, optionally `strace -c` and busy-looping processes (`measure.rs`).
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -8,7 +10,9 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 
+use crate::measure::{self, Counters, Spinners, Strace};
 use crate::media::Media;
+use crate::nms::Nms;
 use crate::player::{self, PlayerConfig, SendTable};
 use crate::procfs::Proc;
 use crate::publisher::{self, Pace, Publish, PublishMode, PublishStats};
@@ -18,21 +22,42 @@ use crate::stats::{pct, pct_ms};
 /// Which server a run measures.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Kind {
-    /// wsrelay started by the harness.
-    Wsrelay,
-    /// The harness's ceiling server.
-    Ceiling,
+    /// wsrelay started by the harness; `Some(W)`: at window W ms
+    /// (`live.write_coalesce_ms`), `None`: with the binary's default.
+    Wsrelay(Option<u64>),
+    /// The harness's ceiling server at a window, ms.
+    Ceiling(u64),
+    /// node-media-server (its own fixed batching).
+    Nms,
     /// `--url`.
     Url(String),
 }
 
 impl Kind {
-    /// Report label.
-    pub fn label(&self) -> &str {
+    /// The server: `wsrelay`, `ceiling`, `nms` or `url`.
+    pub fn server(&self) -> &'static str {
         match self {
-            Kind::Wsrelay => "wsrelay",
-            Kind::Ceiling => "ceiling",
+            Kind::Wsrelay(_) => "wsrelay",
+            Kind::Ceiling(_) => "ceiling",
+            Kind::Nms => "nms",
             Kind::Url(_) => "url",
+        }
+    }
+
+    /// The coalescing window, ms, where the harness sets one.
+    pub fn window_ms(&self) -> Option<u64> {
+        match self {
+            Kind::Wsrelay(w) => *w,
+            Kind::Ceiling(w) => Some(*w),
+            Kind::Nms | Kind::Url(_) => None,
+        }
+    }
+
+    /// Report label: the server, and `@W` with a window.
+    pub fn label(&self) -> String {
+        match self.window_ms() {
+            Some(w) => format!("{}@{w}", self.server()),
+            None => self.server().to_owned(),
         }
     }
 }
@@ -54,7 +79,7 @@ pub struct LiveSettings {
     pub rtmp_url: Option<String>,
     /// WS-FLV players (else HTTP-FLV).
     pub ws: bool,
-    /// Publisher transport (for wsrelay/url; the ceiling always gets HTTP POST).
+    /// Publisher transport (the ceiling gets HTTP POST instead of WebSocket).
     pub publish: PublishMode,
     /// Replay speed.
     pub pace: Pace,
@@ -73,6 +98,15 @@ pub struct LiveSettings {
     pub keep_up_latency: Duration,
     /// Worker threads of the ceiling server (default: as many as cores, like wsrelay).
     pub ceiling_threads: Option<usize>,
+    /// Whether the wsrelay binary knows `live.write_coalesce_ms`: without it a
+    /// window-0 run writes no key (such a binary writes each tag as it comes).
+    pub coalesce_key: bool,
+    /// The installed node-media-server, if it takes part.
+    pub nms: Option<Nms>,
+    /// Run `strace -c -f -p PID` on the server during the window.
+    pub strace: bool,
+    /// Busy-looping processes during each run.
+    pub spin_cores: usize,
 }
 
 /// Everything measured in one run (one JSON line).
@@ -80,8 +114,13 @@ pub struct LiveSettings {
 pub struct LiveResult {
     /// `live`.
     pub kind: &'static str,
-    /// Server label.
+    /// Report label: server and window (`wsrelay@20`, `ceiling@0`, `nms`).
     pub target: String,
+    /// `wsrelay`, `ceiling`, `nms` or `url`.
+    pub server: &'static str,
+    /// Coalescing window the harness set, ms (`None`: nms, `--url`, or wsrelay's
+    /// default).
+    pub window_ms: Option<u64>,
     /// Players.
     pub players: usize,
     /// `ws` or `http`.
@@ -122,6 +161,23 @@ pub struct LiveResult {
     pub latency_ms: [Option<f64>; 3],
     /// Latency samples.
     pub latency_samples: usize,
+    /// Tags the publisher sent in the window (needs send times).
+    pub sent_tags: Option<u64>,
+    /// Tags delivered in the window: sent tags × players.
+    pub delivered_tags: Option<u64>,
+    /// Player writes in the window (`wsrelay_player_writes_total`), if served.
+    pub player_writes: Option<f64>,
+    /// Player wakeups in the window (`wsrelay_player_wakeups_total`), if served.
+    pub player_wakeups: Option<f64>,
+    /// Player writes per delivered tag.
+    pub writes_per_tag: Option<f64>,
+    /// Player wakeups per delivered tag.
+    pub wakeups_per_tag: Option<f64>,
+    /// With `--strace`: calls per syscall in the window (all threads). CPU and
+    /// latency of such a run include ptrace's overhead.
+    pub syscalls: Option<BTreeMap<String, u64>>,
+    /// Busy-looping processes during the run (`--spin-cores`).
+    pub spin_cores: usize,
     /// Load average when the run started.
     pub loadavg: String,
     /// Window length, s.
@@ -144,29 +200,45 @@ pub async fn run(
 ) -> Result<LiveResult, String> {
     let loadavg = crate::procfs::loadavg();
     let dir = s.out_dir.clone();
-    let publish_mode = if *kind == Kind::Ceiling {
-        PublishMode::Http
-    } else {
-        s.publish
+    // The busy loops start before the server and end after it.
+    let spinners = match s.spin_cores {
+        0 => None,
+        k => Some(Spinners::start(k)?),
     };
+    let publish_mode = match (kind, s.publish) {
+        (Kind::Ceiling(_), PublishMode::Ws) => PublishMode::Http,
+        (_, mode) => mode,
+    };
+    let rtmp = matches!(publish_mode, PublishMode::Rtmp | PublishMode::RtmpFfmpeg);
     let target = match kind {
-        Kind::Wsrelay => Target::wsrelay(&s.server_bin, &dir, publish_mode == PublishMode::Rtmp)?,
-        Kind::Ceiling => Target::ceiling(&dir, s.ceiling_threads)?,
+        Kind::Wsrelay(w) => {
+            Target::wsrelay(&s.server_bin, &dir, rtmp, w.filter(|_| s.coalesce_key))?
+        }
+        Kind::Ceiling(w) => Target::ceiling(&dir, s.ceiling_threads, rtmp, *w)?,
+        Kind::Nms => {
+            let nms = s.nms.as_ref().ok_or("nms is not installed (a bug)")?;
+            Target::nms(&nms.node, &nms.launcher, &nms.dir, &dir)?
+        }
         Kind::Url(url) => Target::external(url, s.server_pid)?,
     };
     let srv = target.pid.map(Proc::Pid);
-    let table = matches!(publish_mode, PublishMode::Http | PublishMode::Ws)
-        .then(|| Arc::new(SendTable::default()));
+    let table = matches!(
+        publish_mode,
+        PublishMode::Http | PublishMode::Ws | PublishMode::Rtmp
+    )
+    .then(|| Arc::new(SendTable::default()));
+    let rtmp_url = match kind {
+        Kind::Url(_) => s.rtmp_url.clone(),
+        _ => None,
+    }
+    .or_else(|| target.rtmp.map(|a| format!("rtmp://{a}/live/{}", s.stream)));
     let stats = Arc::new(PublishStats::default());
     let stop_pub = CancellationToken::new();
     let publisher = tokio::spawn(publisher::run(
         Publish {
             mode: publish_mode,
             http: target.http,
-            rtmp: s
-                .rtmp_url
-                .clone()
-                .or_else(|| target.rtmp.map(|a| format!("rtmp://{a}/live/{}", s.stream))),
+            rtmp: rtmp_url,
             stream: s.stream.clone(),
             media: media.clone(),
             pace: s.pace,
@@ -211,13 +283,36 @@ pub async fn run(
             player::run(cfg, stop).await
         }));
     }
+    // nms has no /metrics.
+    let scrape = !matches!(kind, Kind::Nms);
     tokio::time::sleep_until(w_from.into()).await;
+    let counters0 = if scrape {
+        measure::scrape(target.http).await
+    } else {
+        Counters::default()
+    };
+    let strace = match target.pid {
+        Some(pid) if s.strace => Some(Strace::attach(
+            pid,
+            &dir.join(format!("strace-{}-{n}.txt", kind.label())),
+        )?),
+        _ => None,
+    };
     let srv0 = srv.map(|p| p.sample());
     let me0 = Proc::Myself.sample();
     tokio::time::sleep_until(w_to.into()).await;
     let srv1 = srv.map(|p| p.sample());
     let me1 = Proc::Myself.sample();
     let rss_end = srv.and_then(|p| p.rss_bytes());
+    let syscalls = match strace {
+        Some(st) => Some(tokio::task::block_in_place(|| st.finish())?),
+        None => None,
+    };
+    let counters = if scrape {
+        counters0.until(&measure::scrape(target.http).await)
+    } else {
+        Counters::default()
+    };
     // Let tags sent just before the window's end arrive.
     tokio::time::sleep(Duration::from_millis(1500)).await;
     stop_players.cancel();
@@ -230,10 +325,17 @@ pub async fn run(
         .await
         .map_err(|e| format!("publisher task: {e}"))?;
     drop(target);
+    drop(spinners);
     pub_result?;
 
     let window_s = s.window.as_secs_f64();
-    let sent = table.as_ref().map(|t| t.sent_in(w_from, w_to).0);
+    let sent_in = table.as_ref().map(|t| t.sent_in(w_from, w_to));
+    let sent = sent_in.map(|(bytes, _)| bytes);
+    let delivered_tags = sent_in.map(|(_, tags)| tags * n as u64);
+    let per_tag = |v: Option<f64>| match (v, delivered_tags) {
+        (Some(v), Some(t)) if t > 0 => Some(v / t as f64),
+        _ => None,
+    };
     // Without send times (RTMP, attach): the best player's bytes are the reference.
     let reference = sent.unwrap_or_else(|| {
         results
@@ -294,7 +396,9 @@ pub async fn run(
     let mib = |b: u64| b as f64 / (1 << 20) as f64;
     Ok(LiveResult {
         kind: "live",
-        target: kind.label().to_owned(),
+        target: kind.label(),
+        server: kind.server(),
+        window_ms: kind.window_ms(),
         players: n,
         play: if s.ws { "ws" } else { "http" },
         publish: publish_mode,
@@ -322,6 +426,14 @@ pub async fn run(
             lat.last().map(|v| f64::from(*v) / 1e3),
         ],
         latency_samples: lat.len(),
+        sent_tags: sent_in.map(|(_, tags)| tags),
+        delivered_tags,
+        player_writes: counters.writes,
+        player_wakeups: counters.wakeups,
+        writes_per_tag: per_tag(counters.writes),
+        wakeups_per_tag: per_tag(counters.wakeups),
+        syscalls,
+        spin_cores: s.spin_cores,
         loadavg,
         window_s,
     })

@@ -2,9 +2,11 @@
 //!
 //! - `live`: a publisher replays an FLV (generated with ffmpeg, or `--file`) and N
 //!   light players (raw TCP, tag headers only) play it over WS-FLV or HTTP-FLV, for
-//!   each N of `--players`, against wsrelay (started here on free ports, or `--url`)
-//!   and, in the same invocation, against the ceiling: a minimal fan-out server
-//!   (`ceiling.rs`). Prints a table, appends JSON lines, draws an SVG against N.
+//!   each N of `--players` and each coalescing window of `--windows`, against
+//!   wsrelay (started here on free ports, or `--url`) and, in the same invocation,
+//!   against the ceiling (a minimal fan-out server, `ceiling.rs`) at the same window
+//!   and against node-media-server (`nms.rs`). Prints a table, appends JSON lines,
+//!   draws an SVG against N.
 //! - `cluster`: one node against 1 origin + 2 edges on a Redis (`cluster.rs`).
 //! - `signal`: signaling peers relaying messages at rates, and an idle-memory test.
 //!
@@ -13,11 +15,14 @@
 mod ceiling;
 mod cluster;
 mod live;
+mod measure;
 mod media;
+mod nms;
 mod player;
 mod procfs;
 mod publisher;
 mod report;
+mod rtmp;
 mod server;
 mod signal;
 mod stats;
@@ -46,7 +51,7 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Cmd {
-    /// Live relay: one publisher, N players, wsrelay vs the ceiling.
+    /// Live relay: one publisher, N players, wsrelay vs the ceiling vs node-media-server.
     Live(LiveArgs),
     /// Cluster: 1 node vs 1 origin + 2 edges on Redis; edge-hop latency, pull cost.
     Cluster(cluster::ClusterArgs),
@@ -60,10 +65,26 @@ enum Cmd {
         /// Listen address.
         #[arg(long, default_value = "127.0.0.1:0")]
         listen: SocketAddr,
+        /// RTMP listen address (no RTMP without it).
+        #[arg(long)]
+        rtmp: Option<SocketAddr>,
+        /// Coalescing window, ms (0: each tag at once).
+        #[arg(long, default_value_t = 0)]
+        window_ms: u64,
         /// Worker threads [default: one per core, like wsrelay].
         #[arg(long)]
         threads: Option<usize>,
     },
+    /// Burns one core until the harness exits (`--spin-cores`; not for direct use).
+    #[command(hide = true)]
+    Spin,
+}
+
+/// Other servers `live` compares with.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum Peer {
+    /// node-media-server 2.7.4 (npm), RTMP in, WS-FLV and HTTP-FLV out.
+    Nms,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -119,6 +140,29 @@ struct LiveArgs {
     /// Only run the ceiling server.
     #[arg(long, conflicts_with = "no_ceiling")]
     only_ceiling: bool,
+    /// Peer server to compare with (needs Node.js and npm; installed once).
+    #[arg(long, value_enum, default_value = "nms")]
+    peer: Peer,
+    /// Do not run the peer server.
+    #[arg(long, conflicts_with = "only_ceiling")]
+    no_peer: bool,
+    /// Only run the peer server.
+    #[arg(long, conflicts_with_all = ["no_peer", "only_ceiling"])]
+    only_peer: bool,
+    /// Where node-media-server is installed (npm prefix; installed there if missing).
+    #[arg(long, default_value = "target/bench-peers/node-media-server-2.7.4")]
+    nms_dir: PathBuf,
+    /// Coalescing windows, ms: wsrelay (`live.write_coalesce_ms`) and the ceiling run
+    /// once per window [default: 0,20; 0 with a wsrelay build that has no such key].
+    #[arg(long, value_delimiter = ',')]
+    windows: Option<Vec<u64>>,
+    /// Count the server's syscalls in the window with `strace -c -f -p PID` (slows
+    /// the server down: compare counts, not CPU, of such runs).
+    #[arg(long)]
+    strace: bool,
+    /// Busy-looping processes during each run (CPU contention).
+    #[arg(long, default_value_t = 0)]
+    spin_cores: usize,
     /// Search the largest N where every player keeps up, from the first --players.
     #[arg(long)]
     find_max: bool,
@@ -128,9 +172,10 @@ struct LiveArgs {
     /// Player protocol.
     #[arg(long, value_enum, default_value = "ws")]
     play: Play,
-    /// Publisher transport (the ceiling is always fed by HTTP POST).
-    #[arg(long, value_enum, default_value = "http")]
-    publish: PublishMode,
+    /// Publisher transport [default: rtmp with the nms peer (which takes only RTMP),
+    /// else http]. The ceiling takes HTTP POST instead of WebSocket.
+    #[arg(long, value_enum)]
+    publish: Option<PublishMode>,
     /// Replay speed.
     #[arg(long, value_enum, default_value = "realtime")]
     pace: Pace,
@@ -141,7 +186,7 @@ struct LiveArgs {
     /// layouts, e.g. `/live?app=live&stream=bench` for nginx-http-flv).
     #[arg(long)]
     play_path: Option<String>,
-    /// RTMP URL for `--publish rtmp` [default: the started wsrelay's RTMP listener].
+    /// RTMP URL of the `--url` server for `--publish rtmp`.
     #[arg(long)]
     rtmp_url: Option<String>,
     /// FLV file to replay instead of generating one.
@@ -174,7 +219,7 @@ struct LiveArgs {
     /// …and whose own p99 publisher→player latency is at most this many ms.
     #[arg(long, default_value_t = 1000)]
     keep_up_latency_ms: u64,
-    /// SVG plot of CPU and latency against N [default: OUT_DIR/live.svg].
+    /// SVG plot of CPU per Gbit, CPU and latency against N [default: OUT_DIR/live.svg].
     #[arg(long)]
     plot: Option<PathBuf>,
     /// Worker threads of the ceiling server [default: one per core].
@@ -216,6 +261,10 @@ fn main() -> ExitCode {
         Cmd::Signal(a) => a.common.threads,
         Cmd::CeilingServer { threads, .. } => *threads,
         Cmd::SelfTest => Some(1),
+        Cmd::Spin => {
+            measure::spin();
+            return ExitCode::SUCCESS;
+        }
     };
     let mut rt = tokio::runtime::Builder::new_multi_thread();
     if let Some(t) = threads {
@@ -233,11 +282,14 @@ fn main() -> ExitCode {
             Cmd::Live(a) => live_main(a).await,
             Cmd::Cluster(a) => cluster::main(a).await,
             Cmd::Signal(a) => signal_main(a).await,
-            Cmd::SelfTest => wire::self_test().map(|()| {
-                println!("self-test ok");
-                true
-            }),
-            Cmd::CeilingServer { listen, .. } => ceiling::serve(listen).await.map(|()| true),
+            Cmd::SelfTest => self_test(),
+            Cmd::CeilingServer {
+                listen,
+                rtmp,
+                window_ms,
+                ..
+            } => ceiling::serve(listen, rtmp, window_ms).await.map(|()| true),
+            Cmd::Spin => Ok(true),
         }
     });
     match result {
@@ -257,9 +309,103 @@ fn secs(s: f64) -> Duration {
     Duration::from_secs_f64(s.max(0.0))
 }
 
+fn self_test() -> Result<bool, String> {
+    wire::self_test()?;
+    rtmp::self_test()?;
+    publisher::self_test_against_wsrelay()?;
+    let summary = "\
+% time     seconds  usecs/call     calls    errors syscall
+------ ----------- ----------- --------- --------- ----------------
+ 60.00    0.060000          10      6000           writev
+ 40.00    0.040000          20      2000       100 epoll_wait
+------ ----------- ----------- --------- --------- ----------------
+100.00    0.100000          12      8000       100 total
+";
+    let calls = measure::parse_strace_summary(summary);
+    if calls.get("writev") != Some(&6000)
+        || calls.get("epoll_wait") != Some(&2000)
+        || calls.len() != 2
+    {
+        return Err(format!("strace summary parse: {calls:?}"));
+    }
+    println!("self-test ok");
+    Ok(true)
+}
+
 async fn live_main(a: LiveArgs) -> Result<bool, String> {
     let c = &a.common;
     std::fs::create_dir_all(&c.out_dir).map_err(|e| format!("{}: {e}", c.out_dir.display()))?;
+
+    // Which servers, with which publisher.
+    let attach = a.publish == Some(PublishMode::Attach);
+    let with_main = !a.only_ceiling && !a.only_peer;
+    let with_ceiling = !a.no_ceiling && !a.only_peer && !attach;
+    let with_nms = a.only_peer || (a.peer == Peer::Nms && !a.no_peer && !a.only_ceiling && !attach);
+    let publish = match a.publish {
+        Some(PublishMode::Http | PublishMode::Ws) if with_nms => {
+            return Err(
+                "node-media-server takes RTMP publishers only, and every server gets the same \
+                 publisher: use --publish rtmp (the default with the peer) or --no-peer"
+                    .into(),
+            );
+        }
+        Some(mode) => mode,
+        None if with_nms => PublishMode::Rtmp,
+        None => PublishMode::Http,
+    };
+    let wsrelay_started = with_main && c.url.is_none();
+    if wsrelay_started && !c.server_bin.exists() {
+        return Err(format!(
+            "wsrelay binary {} not found: build it with `cargo build --release --bin wsrelay` \
+             or pass --server-bin",
+            c.server_bin.display()
+        ));
+    }
+    let coalesce_key = wsrelay_started && server::wsrelay_has_coalesce(&c.server_bin)?;
+    let mut windows = match &a.windows {
+        Some(w) => w.clone(),
+        None if coalesce_key || !wsrelay_started => vec![0, 20],
+        None => vec![0],
+    };
+    windows.sort_unstable();
+    windows.dedup();
+    if windows.is_empty() {
+        return Err("--windows: give at least one window (0 = each tag at once)".into());
+    }
+    if wsrelay_started && !coalesce_key && windows.iter().any(|&w| w > 0) {
+        return Err(format!(
+            "{} has no live.write_coalesce_ms (its --print-config does not list it): \
+             only --windows 0 can run against it",
+            c.server_bin.display()
+        ));
+    }
+    if a.strace {
+        measure::check_strace()?;
+    }
+    let mut kinds = Vec::new();
+    if with_main && let Some(url) = &c.url {
+        kinds.push(Kind::Url(url.clone()));
+    }
+    for &w in &windows {
+        if wsrelay_started {
+            kinds.push(Kind::Wsrelay(Some(w)));
+        }
+        if with_ceiling {
+            kinds.push(Kind::Ceiling(w));
+        }
+    }
+    let nms = if with_nms {
+        kinds.push(Kind::Nms);
+        Some(tokio::task::block_in_place(|| {
+            nms::prepare(&a.nms_dir, &c.out_dir)
+        })?)
+    } else {
+        None
+    };
+    if kinds.is_empty() {
+        return Err("nothing to run (check --only-*/--no-*)".into());
+    }
+
     let media = match &a.file {
         Some(file) => Media::load(file)?,
         None => {
@@ -281,18 +427,22 @@ async fn live_main(a: LiveArgs) -> Result<bool, String> {
         f64::from(media.loop_ms) / 1e3,
         procfs::loadavg()
     );
+    println!(
+        "servers: {}{}; publisher: {}{}",
+        kinds.iter().map(Kind::label).collect::<Vec<_>>().join(", "),
+        if with_nms {
+            format!(" (node-media-server {})", nms::VERSION)
+        } else {
+            String::new()
+        },
+        publish_label(publish),
+        if a.spin_cores > 0 {
+            format!("; {} busy-looping processes during each run", a.spin_cores)
+        } else {
+            String::new()
+        }
+    );
     let media = Arc::new(media);
-    let main_kind = match &c.url {
-        Some(url) => Kind::Url(url.clone()),
-        None => Kind::Wsrelay,
-    };
-    let mut kinds = Vec::new();
-    if !a.only_ceiling {
-        kinds.push(main_kind);
-    }
-    if !a.no_ceiling && !(a.publish == PublishMode::Attach) {
-        kinds.push(Kind::Ceiling);
-    }
     let settings = LiveSettings {
         server_bin: c.server_bin.clone(),
         server_pid: c.server_pid,
@@ -301,7 +451,7 @@ async fn live_main(a: LiveArgs) -> Result<bool, String> {
         play_path: a.play_path.clone(),
         rtmp_url: a.rtmp_url.clone(),
         ws: a.play == Play::Ws,
-        publish: a.publish,
+        publish,
         pace: a.pace,
         ramp: Duration::from_millis(a.ramp_ms),
         warmup: secs(c.warmup_secs),
@@ -310,6 +460,10 @@ async fn live_main(a: LiveArgs) -> Result<bool, String> {
         keep_up: a.keep_up,
         keep_up_latency: Duration::from_millis(a.keep_up_latency_ms),
         ceiling_threads: a.ceiling_threads,
+        coalesce_key,
+        nms,
+        strace: a.strace,
+        spin_cores: a.spin_cores,
     };
     let json = c
         .json
@@ -359,9 +513,21 @@ async fn live_main(a: LiveArgs) -> Result<bool, String> {
                     (None, None) => break,
                 };
             }
-            found.push((kind.label().to_owned(), lo, hi));
+            found.push((kind.label(), lo, hi));
         }
-        results.sort_by_key(|r| (r.target.clone(), r.players));
+        let rank = |server: &str| match server {
+            "wsrelay" | "url" => 0,
+            "ceiling" => 1,
+            _ => 2,
+        };
+        results.sort_by_key(|r| {
+            (
+                r.window_ms.is_none(),
+                r.window_ms,
+                rank(r.server),
+                r.players,
+            )
+        });
         report::live_table(&results);
         println!();
         for (label, lo, hi) in found {
@@ -393,6 +559,16 @@ async fn live_main(a: LiveArgs) -> Result<bool, String> {
         .iter()
         .all(|r| r.failures.is_empty() && r.all_kept_up());
     Ok(clean || !c.strict)
+}
+
+fn publish_label(mode: PublishMode) -> &'static str {
+    match mode {
+        PublishMode::Http => "HTTP POST",
+        PublishMode::Ws => "WebSocket (the ceiling: HTTP POST)",
+        PublishMode::Rtmp => "RTMP (the harness's client)",
+        PublishMode::RtmpFfmpeg => "RTMP (ffmpeg; no latency figures)",
+        PublishMode::Attach => "none (attached to a live stream)",
+    }
 }
 
 async fn signal_main(a: SignalArgs) -> Result<bool, String> {

@@ -20,11 +20,23 @@ fn three(v: &[Option<f64>; 3], digits: usize) -> String {
     )
 }
 
-/// Prints the live table and the wsrelay/ceiling ratios.
+/// Syscalls shown per delivered tag after a `--strace` run (the rest count in `all`).
+const SYSCALLS: [&str; 7] = [
+    "writev",
+    "write",
+    "sendmsg",
+    "sendto",
+    "epoll_wait",
+    "epoll_pwait",
+    "futex",
+];
+
+/// Prints the live table, writes and syscalls per delivered tag, and the ratios of
+/// wsrelay (or `--url`) to the ceiling at the same window and to nms.
 pub fn live_table(results: &[LiveResult]) {
     println!();
     println!(
-        "{:<8} {:>5} {:>6} {:>8} {:>7} {:>9} {:>7} {:>7} {:>17} {:>17} {:>17} {:>6}  failures",
+        "{:<11} {:>5} {:>6} {:>8} {:>7} {:>9} {:>7} {:>7} {:>17} {:>17} {:>17} {:>6} {:>6} {:>5}  failures",
         "target",
         "N",
         "keptup",
@@ -36,6 +48,8 @@ pub fn live_table(results: &[LiveResult]) {
         "TTFB p50/95/99 ms",
         "TTFK p50/95/99 ms",
         "lat p50/99/max ms",
+        "wr/tag",
+        "wk/tag",
         "harn%"
     );
     for r in results {
@@ -56,7 +70,7 @@ pub fn live_table(results: &[LiveResult]) {
             problems.join("; ")
         };
         println!(
-            "{:<8} {:>5} {:>6} {:>8.1} {:>7} {:>9} {:>7} {:>7} {:>17} {:>17} {:>17} {:>6}  {}",
+            "{:<11} {:>5} {:>6} {:>8.1} {:>7} {:>9} {:>7} {:>7} {:>17} {:>17} {:>17} {:>6} {:>6} {:>5}  {}",
             r.target,
             r.players,
             r.kept_up,
@@ -68,35 +82,103 @@ pub fn live_table(results: &[LiveResult]) {
             three(&r.ttfb_ms, 1),
             three(&r.ttfk_ms, 1),
             three(&r.latency_ms, 2),
+            f(r.writes_per_tag, 3),
+            f(r.wakeups_per_tag, 3),
             f(r.harness_cpu_pct, 0),
             failures
         );
     }
-    let mut printed = false;
-    for r in results.iter().filter(|r| r.target != "ceiling") {
-        let Some(c) = results
-            .iter()
-            .find(|c| c.target == "ceiling" && c.players == r.players)
-        else {
-            continue;
+    syscall_table(results);
+    ratios(results);
+}
+
+/// Calls per delivered tag of the `--strace` runs.
+fn syscall_table(results: &[LiveResult]) {
+    let traced: Vec<&LiveResult> = results.iter().filter(|r| r.syscalls.is_some()).collect();
+    if traced.is_empty() {
+        return;
+    }
+    println!();
+    println!(
+        "syscalls per delivered tag in the window (strace -c -f; delivered tags = tags sent × players):"
+    );
+    print!("{:<11} {:>5} {:>10}", "target", "N", "tags");
+    for name in SYSCALLS {
+        print!(" {name:>11}");
+    }
+    println!(" {:>9}", "all");
+    for r in traced {
+        let calls = r.syscalls.as_ref().expect("filtered on Some");
+        let tags = r.delivered_tags.unwrap_or(0);
+        let per = |n: u64| {
+            if tags == 0 {
+                "-".to_owned()
+            } else {
+                format!("{:.4}", n as f64 / tags as f64)
+            }
         };
-        if !printed {
-            println!();
-            println!("{} / ceiling (same invocation):", r.target);
-            printed = true;
+        print!("{:<11} {:>5} {:>10}", r.target, r.players, tags);
+        for name in SYSCALLS {
+            print!(" {:>11}", per(calls.get(name).copied().unwrap_or(0)));
         }
-        let ratio = |a: Option<f64>, b: Option<f64>| match (a, b) {
-            (Some(a), Some(b)) if b > 0.0 => format!("{:.2}x", a / b),
-            _ => "-".to_owned(),
-        };
-        println!(
-            "  N={:<5} CPU per Gbit {}   latency p50 {}   p99 {}   TTFK p95 {}",
-            r.players,
-            ratio(r.cpu_s_per_gbit, c.cpu_s_per_gbit),
-            ratio(r.latency_ms[0], c.latency_ms[0]),
-            ratio(r.latency_ms[1], c.latency_ms[1]),
-            ratio(r.ttfk_ms[1], c.ttfk_ms[1]),
-        );
+        println!(" {:>9}", per(calls.values().sum()));
+    }
+}
+
+/// Ratios of the main server (wsrelay or `--url`) to the ceiling at the same window
+/// and to nms, per N.
+fn ratios(results: &[LiveResult]) {
+    let ratio = |a: Option<f64>, b: Option<f64>| match (a, b) {
+        (Some(a), Some(b)) if b > 0.0 => format!("{:.2}x", a / b),
+        _ => "-".to_owned(),
+    };
+    let mut lines = Vec::new();
+    for r in results
+        .iter()
+        .filter(|r| matches!(r.server, "wsrelay" | "url"))
+    {
+        let others = results.iter().filter(|o| {
+            o.players == r.players
+                && (o.server == "nms"
+                    || (o.server == "ceiling"
+                        && (r.window_ms.is_none() || o.window_ms == r.window_ms)))
+        });
+        for o in others {
+            lines.push(format!(
+                "{:<11} {:<11} {:>5} {:>9} {:>8} {:>8} {:>9} {:>7} {:>6} {:>6}",
+                r.target,
+                o.target,
+                r.players,
+                ratio(r.cpu_s_per_gbit, o.cpu_s_per_gbit),
+                ratio(r.latency_ms[0], o.latency_ms[0]),
+                ratio(r.latency_ms[1], o.latency_ms[1]),
+                ratio(r.ttfk_ms[1], o.ttfk_ms[1]),
+                ratio(r.rss_per_player_kib, o.rss_per_player_kib),
+                r.kept_up,
+                o.kept_up,
+            ));
+        }
+    }
+    if lines.is_empty() {
+        return;
+    }
+    println!();
+    println!("ratios (same invocation; the ceiling at the same window):");
+    println!(
+        "{:<11} {:<11} {:>5} {:>9} {:>8} {:>8} {:>9} {:>7} {:>6} {:>6}",
+        "this",
+        "/ that",
+        "N",
+        "CPU/Gbit",
+        "lat p50",
+        "lat p99",
+        "TTFK p95",
+        "KiB/pl",
+        "keptup",
+        "that"
+    );
+    for l in lines {
+        println!("{l}");
     }
 }
 
@@ -117,58 +199,86 @@ pub fn json_lines<T: serde::Serialize>(path: &Path, results: &[T]) -> Result<(),
     Ok(())
 }
 
-fn color(target: &str) -> RGBColor {
-    match target {
-        "wsrelay" => RGBColor(200, 30, 30),
-        "ceiling" => RGBColor(30, 60, 200),
-        _ => RGBColor(20, 140, 40),
+/// A color per server, a shade per window (by its rank among the windows run).
+fn color(r: &LiveResult, windows: &[u64]) -> RGBColor {
+    const WSRELAY: [RGBColor; 4] = [
+        RGBColor(200, 30, 30),
+        RGBColor(230, 120, 20),
+        RGBColor(150, 0, 110),
+        RGBColor(240, 150, 150),
+    ];
+    const CEILING: [RGBColor; 4] = [
+        RGBColor(30, 60, 200),
+        RGBColor(0, 160, 200),
+        RGBColor(110, 60, 220),
+        RGBColor(140, 170, 250),
+    ];
+    let rank = r
+        .window_ms
+        .and_then(|w| windows.iter().position(|x| *x == w))
+        .unwrap_or(0)
+        % 4;
+    match r.server {
+        "wsrelay" => WSRELAY[rank],
+        "ceiling" => CEILING[rank],
+        "nms" => RGBColor(20, 140, 40),
+        _ => RGBColor(90, 90, 90),
     }
 }
 
-/// Draws server CPU % and latency p50/p99 against N, one line per target.
+/// Draws, against N, one line per server × window: CPU seconds per delivered Gbit,
+/// server CPU %, and latency p50 (thin) / p99 (thick).
 pub fn plot(path: &Path, results: &[LiveResult]) -> Result<(), String> {
     let err = |e: &dyn std::fmt::Display| format!("plot {}: {e}", path.display());
-    let mut targets: Vec<&str> = results.iter().map(|r| r.target.as_str()).collect();
-    targets.dedup();
-    targets.sort_unstable();
-    targets.dedup();
+    let mut labels: Vec<&str> = Vec::new();
+    for r in results {
+        if !labels.contains(&r.target.as_str()) {
+            labels.push(&r.target);
+        }
+    }
+    let mut windows: Vec<u64> = results.iter().filter_map(|r| r.window_ms).collect();
+    windows.sort_unstable();
+    windows.dedup();
     let max_n = results.iter().map(|r| r.players).max().unwrap_or(1) as f64 * 1.05;
-    let max_cpu = results
-        .iter()
-        .filter_map(|r| r.server_cpu_pct)
-        .fold(10.0, f64::max)
-        * 1.1;
-    let max_lat = results
-        .iter()
-        .filter_map(|r| r.latency_ms[1])
-        .fold(1.0, f64::max)
-        * 1.1;
-    let root = SVGBackend::new(path, (1100, 450)).into_drawing_area();
+    let top = |v: &dyn Fn(&LiveResult) -> Option<f64>, floor: f64| {
+        results.iter().filter_map(v).fold(floor, f64::max) * 1.1
+    };
+    let max_gbit = top(&|r| r.cpu_s_per_gbit, 0.1);
+    let max_cpu = top(&|r| r.server_cpu_pct, 10.0);
+    let max_lat = top(&|r| r.latency_ms[1], 1.0);
+    let root = SVGBackend::new(path, (1500, 450)).into_drawing_area();
     root.fill(&WHITE).map_err(|e| err(&e))?;
-    let (left, right) = root.split_horizontally(550);
+    let areas = root.split_evenly((1, 3));
     let series = |r: &LiveResult, which: usize| -> Option<f64> {
         match which {
-            0 => r.server_cpu_pct,
-            1 => r.latency_ms[1],
+            0 => r.cpu_s_per_gbit,
+            1 => r.server_cpu_pct,
+            2 => r.latency_ms[1],
             _ => r.latency_ms[0],
         }
     };
     for (area, title, ymax, kinds) in [
         (
-            &left,
-            "server CPU % (1 core = 100) vs players",
-            max_cpu,
+            &areas[0],
+            "server CPU s per delivered Gbit vs players",
+            max_gbit,
             &[0usize][..],
         ),
         (
-            &right,
+            &areas[1],
+            "server CPU % (1 core = 100) vs players",
+            max_cpu,
+            &[1][..],
+        ),
+        (
+            &areas[2],
             "latency ms (p99 thick, p50 thin) vs players",
             max_lat,
-            &[1, 2][..],
+            &[2, 3][..],
         ),
     ] {
         let mut chart = ChartBuilder::on(area)
-            .caption(title, ("sans-serif", 16))
+            .caption(title, ("sans-serif", 15))
             .margin(12)
             .x_label_area_size(30)
             .y_label_area_size(45)
@@ -179,20 +289,21 @@ pub fn plot(path: &Path, results: &[LiveResult]) -> Result<(), String> {
             .x_desc("players")
             .draw()
             .map_err(|e| err(&e))?;
-        for t in &targets {
-            let c = color(t);
+        for label in &labels {
+            let rows: Vec<&LiveResult> = results.iter().filter(|r| r.target == *label).collect();
+            let c = color(rows[0], &windows);
             for &k in kinds {
-                let pts: Vec<(f64, f64)> = results
+                let mut pts: Vec<(f64, f64)> = rows
                     .iter()
-                    .filter(|r| r.target == *t)
                     .filter_map(|r| series(r, k).map(|v| (r.players as f64, v)))
                     .collect();
-                let style = ShapeStyle::from(&c).stroke_width(if k == 2 { 1 } else { 2 });
+                pts.sort_by(|a, b| a.0.total_cmp(&b.0));
+                let style = ShapeStyle::from(&c).stroke_width(if k == 3 { 1 } else { 2 });
                 let line = chart
                     .draw_series(LineSeries::new(pts.clone(), style))
                     .map_err(|e| err(&e))?;
-                if k != 2 {
-                    line.label(*t).legend(move |(x, y)| {
+                if k != 3 {
+                    line.label(*label).legend(move |(x, y)| {
                         PathElement::new(vec![(x, y), (x + 18, y)], c.stroke_width(2))
                     });
                 }

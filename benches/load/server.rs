@@ -1,5 +1,5 @@
-//! Servers under test: wsrelay or the ceiling, started as child processes on free
-//! ports, or an external server given by `--url`.
+//! Servers under test: wsrelay, the ceiling or node-media-server (`nms.rs`), started
+//! as child processes on free loopback ports, or an external server given by `--url`.
 
 use std::io::{BufRead, BufReader, Write};
 use std::net::SocketAddr;
@@ -13,8 +13,10 @@ const START_TIMEOUT: Duration = Duration::from_secs(15);
 
 /// The wsrelay configuration the harness runs with: loopback listeners, limits
 /// raised so that the harness's own load is not refused (these are the knobs an
-/// operator would raise for such a load too), everything else default.
-fn wsrelay_config(rtmp: bool) -> String {
+/// operator would raise for such a load too), `live.write_coalesce_ms` when a window
+/// is given, everything else default.
+fn wsrelay_config(rtmp: bool, window_ms: Option<u64>) -> String {
+    let window = window_ms.map_or(String::new(), |w| format!("write_coalesce_ms = {w}\n"));
     format!(
         r#"# Written by the load harness (benches/load).
 http = "127.0.0.1:0"
@@ -26,7 +28,7 @@ max_connections_per_ip = 19000
 [live]
 max_players = 19000
 max_players_per_stream = 19000
-
+{window}
 [signal]
 max_connections = 19000
 max_rooms = 19000
@@ -34,14 +36,14 @@ max_peers_per_room = 1000
 rate_per_second = 1000000
 rate_burst = 1000000
 "#,
-        rtmp = if rtmp { "127.0.0.1:0" } else { "off" }
+        rtmp = if rtmp { "127.0.0.1:0" } else { "off" },
     )
 }
 
 /// A server under test.
 #[derive(Debug)]
 pub struct Target {
-    /// Label in reports: `wsrelay`, `ceiling` or `url`.
+    /// Label in reports and of its log file: `wsrelay`, `ceiling`, `nms` or `url`.
     pub label: String,
     /// `host:port` of the HTTP/WebSocket listener.
     pub http: SocketAddr,
@@ -82,9 +84,15 @@ impl Target {
         })
     }
 
-    /// Starts wsrelay (`bin`) with the harness config in `dir`.
-    pub fn wsrelay(bin: &Path, dir: &Path, rtmp: bool) -> Result<Target, String> {
-        Target::wsrelay_node(bin, dir, "wsrelay", rtmp, &[])
+    /// Starts wsrelay (`bin`) with the harness config in `dir`, with
+    /// `live.write_coalesce_ms = W` if `window_ms` is `Some(W)`.
+    pub fn wsrelay(
+        bin: &Path,
+        dir: &Path,
+        rtmp: bool,
+        window_ms: Option<u64>,
+    ) -> Result<Target, String> {
+        Target::wsrelay_node(bin, dir, "wsrelay", rtmp, window_ms, &[])
     }
 
     /// Starts wsrelay like [`Target::wsrelay`] as `label` (its log is
@@ -94,6 +102,7 @@ impl Target {
         dir: &Path,
         label: &str,
         rtmp: bool,
+        window_ms: Option<u64>,
         args: &[String],
     ) -> Result<Target, String> {
         if !bin.exists() {
@@ -104,23 +113,60 @@ impl Target {
             ));
         }
         let config = dir.join("wsrelay-bench.toml");
-        std::fs::write(&config, wsrelay_config(rtmp))
+        std::fs::write(&config, wsrelay_config(rtmp, window_ms))
             .map_err(|e| format!("cannot write {}: {e}", config.display()))?;
         let mut cmd = Command::new(bin);
         cmd.arg("--config").arg(&config).args(args);
         spawn(label, cmd, dir, rtmp)
     }
 
-    /// Starts the ceiling server: this very binary, `ceiling-server` subcommand.
-    pub fn ceiling(dir: &Path, threads: Option<usize>) -> Result<Target, String> {
+    /// Starts the ceiling server: this very binary, `ceiling-server` subcommand, with
+    /// an RTMP listener if `rtmp`, at window `window_ms`.
+    pub fn ceiling(
+        dir: &Path,
+        threads: Option<usize>,
+        rtmp: bool,
+        window_ms: u64,
+    ) -> Result<Target, String> {
         let me = std::env::current_exe().map_err(|e| format!("current_exe: {e}"))?;
         let mut cmd = Command::new(me);
         cmd.args(["ceiling-server", "--listen", "127.0.0.1:0"]);
+        cmd.arg("--window-ms").arg(window_ms.to_string());
+        if rtmp {
+            cmd.args(["--rtmp", "127.0.0.1:0"]);
+        }
         if let Some(t) = threads {
             cmd.arg("--threads").arg(t.to_string());
         }
-        spawn("ceiling", cmd, dir, false)
+        spawn("ceiling", cmd, dir, rtmp)
     }
+
+    /// Starts node-media-server with the launcher `nms.rs` wrote (`node LAUNCHER DIR`):
+    /// RTMP and HTTP on loopback, free ports.
+    pub fn nms(node: &Path, launcher: &Path, nms_dir: &Path, dir: &Path) -> Result<Target, String> {
+        let mut cmd = Command::new(node);
+        cmd.arg(launcher).arg(nms_dir).current_dir(dir);
+        spawn("nms", cmd, dir, true)
+    }
+}
+
+/// Whether a wsrelay binary knows `live.write_coalesce_ms` (its `--print-config`
+/// lists every key with its default).
+pub fn wsrelay_has_coalesce(bin: &Path) -> Result<bool, String> {
+    let out = Command::new(bin)
+        .arg("--print-config")
+        .stdin(Stdio::null())
+        .stderr(Stdio::null())
+        .output()
+        .map_err(|e| format!("cannot run {} --print-config: {e}", bin.display()))?;
+    if !out.status.success() {
+        return Err(format!(
+            "{} --print-config failed ({})",
+            bin.display(),
+            out.status
+        ));
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).contains("write_coalesce_ms"))
 }
 
 fn spawn(label: &str, mut cmd: Command, dir: &Path, want_rtmp: bool) -> Result<Target, String> {

@@ -147,7 +147,7 @@ pub struct IdleResult {
 fn target(s: &SignalSettings) -> Result<Target, String> {
     match &s.url {
         Some(url) => Target::external(url, s.server_pid),
-        None => Target::wsrelay(&s.server_bin, &s.out_dir, false),
+        None => Target::wsrelay(&s.server_bin, &s.out_dir, false, None),
     }
 }
 
