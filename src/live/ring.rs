@@ -231,6 +231,11 @@ impl Reader {
         }
     }
 
+    /// Whether every visible entry was taken (the reader is at the live edge).
+    pub fn is_empty(&self) -> bool {
+        self.next >= self.ring.lock().visible
+    }
+
     /// Waits for the next entry (or the news that entries were missed). Cancel-safe.
     pub async fn recv(&mut self) -> Result<Entry, TryRecvError> {
         let ring = self.ring.clone();
