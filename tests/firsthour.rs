@@ -31,16 +31,28 @@ fn copy_binary(dir: &Path) -> PathBuf {
 
 /// Starts `bin` in `cwd` and waits for its `listening http://ADDR` line.
 async fn start(bin: &Path, cwd: &Path, args: &[&str]) -> (Child, SocketAddr) {
-    let mut child = Command::new(bin)
-        .args(args)
-        .current_dir(cwd)
-        .env("RUST_LOG", "warn")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("start the copied binary");
+    // A test thread that forks while the copy's write descriptor is open hands it
+    // to its child until that child's exec: the kernel then says "text file busy"
+    // for a moment. Retry briefly instead of failing on that race.
+    let mut attempts = 0;
+    let mut child = loop {
+        let spawned = Command::new(bin)
+            .args(args)
+            .current_dir(cwd)
+            .env("RUST_LOG", "warn")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .kill_on_drop(true)
+            .spawn();
+        match spawned {
+            Err(e) if e.kind() == std::io::ErrorKind::ExecutableFileBusy && attempts < 50 => {
+                attempts += 1;
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            other => break other.expect("start the copied binary"),
+        }
+    };
     let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
     let addr = tokio::time::timeout(Duration::from_secs(20), async {
         while let Some(line) = lines.next_line().await.expect("read stdout") {
