@@ -364,7 +364,12 @@ pub(crate) async fn run_player<S: PlayerSink>(
         empty.clone(),
         empty,
     ]);
-    batch.extend(sub.preamble.drain(..).map(|f| f.parts()));
+    // Taken, not drained: the preamble's allocation (a GOP's worth) is freed now.
+    batch.extend(
+        std::mem::take(&mut sub.preamble)
+            .into_iter()
+            .map(|f| f.parts()),
+    );
 
     let mut behind_since: Option<Instant> = None;
     // Whether the last gather took everything queued (the player is at the live
