@@ -153,7 +153,8 @@ struct LiveArgs {
     #[arg(long, default_value = "target/bench-peers/node-media-server-2.7.4")]
     nms_dir: PathBuf,
     /// Coalescing windows, ms: wsrelay (`live.write_coalesce_ms`) and the ceiling run
-    /// once per window [default: 0,20; 0 with a wsrelay build that has no such key].
+    /// once per window [default: 0 and wsrelay's own default from its
+    /// --print-config; 0 alone without wsrelay or with a build that has no such key].
     #[arg(long, value_delimiter = ',')]
     windows: Option<Vec<u64>>,
     /// Count the server's syscalls in the window with `strace -c -f -p PID` (slows
@@ -361,11 +362,17 @@ async fn live_main(a: LiveArgs) -> Result<bool, String> {
             c.server_bin.display()
         ));
     }
-    let coalesce_key = wsrelay_started && server::wsrelay_has_coalesce(&c.server_bin)?;
-    let mut windows = match &a.windows {
-        Some(w) => w.clone(),
-        None if coalesce_key || !wsrelay_started => vec![0, 20],
-        None => vec![0],
+    // wsrelay's own default window, if it has the key (the ceiling alone: none).
+    let default_window = if wsrelay_started {
+        server::wsrelay_coalesce_default(&c.server_bin)?
+    } else {
+        None
+    };
+    let coalesce_key = default_window.is_some();
+    let mut windows = match (&a.windows, default_window) {
+        (Some(w), _) => w.clone(),
+        (None, Some(d)) => vec![0, d],
+        (None, None) => vec![0],
     };
     windows.sort_unstable();
     windows.dedup();

@@ -150,9 +150,9 @@ impl Target {
     }
 }
 
-/// Whether a wsrelay binary knows `live.write_coalesce_ms` (its `--print-config`
-/// lists every key with its default).
-pub fn wsrelay_has_coalesce(bin: &Path) -> Result<bool, String> {
+/// The default `live.write_coalesce_ms` of a wsrelay binary (its `--print-config`
+/// lists every key with its default), or `None` if it has no such key.
+pub fn wsrelay_coalesce_default(bin: &Path) -> Result<Option<u64>, String> {
     let out = Command::new(bin)
         .arg("--print-config")
         .stdin(Stdio::null())
@@ -166,7 +166,25 @@ pub fn wsrelay_has_coalesce(bin: &Path) -> Result<bool, String> {
             out.status
         ));
     }
-    Ok(String::from_utf8_lossy(&out.stdout).contains("write_coalesce_ms"))
+    let text = String::from_utf8_lossy(&out.stdout);
+    let line = text
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("write_coalesce_ms"));
+    match line {
+        None => Ok(None),
+        Some(rest) => rest
+            .trim()
+            .trim_start_matches('=')
+            .trim()
+            .parse()
+            .map(Some)
+            .map_err(|e| {
+                format!(
+                    "{} --print-config: write_coalesce_ms{rest}: {e}",
+                    bin.display()
+                )
+            }),
+    }
 }
 
 fn spawn(label: &str, mut cmd: Command, dir: &Path, want_rtmp: bool) -> Result<Target, String> {
