@@ -896,6 +896,27 @@ async fn a_stream_published_on_one_node_plays_on_every_node_through_one_pull() {
             .is_some_and(|s| s.contains(&Value::from("cam"))),
         "{a}"
     );
+    // A node's players are its viewers: A serves only the two edges' pulls (0), B
+    // its three players (registrations refresh every heartbeat).
+    let deadline = Instant::now() + 10 * SECOND;
+    loop {
+        let v = json(cl.c.http, "/api/cluster").await;
+        let players = |id: &str| {
+            v["nodes"]
+                .as_array()
+                .and_then(|n| n.iter().find(|n| n["id"] == id))
+                .and_then(|n| n["players"].as_u64())
+        };
+        let (a, b) = (players(&cl.a.id), players(&cl.b.id));
+        if a == Some(0) && b == Some(3) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "players per node: A {a:?} (want 0: pulls are not viewers), B {b:?} (want 3): {v}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
 
     // An unknown name is a prompt 404 on an edge.
     let asked = Instant::now();

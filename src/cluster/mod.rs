@@ -125,7 +125,7 @@ pub struct NodeInfo {
     pub url: String,
     /// When it started, unix milliseconds.
     pub boot: u64,
-    /// Connected players.
+    /// Connected players, not counting other nodes' pulls.
     pub players: usize,
     /// Streams live on it (published or pulled).
     pub streams: Vec<String>,
@@ -491,7 +491,11 @@ impl Cluster {
             id: self.id.clone(),
             url: self.url.clone(),
             boot: self.boot,
-            players: statuses.iter().map(|s| s.players).sum(),
+            // Viewers only: an edge's pull is a player here but not an audience.
+            players: statuses
+                .iter()
+                .map(|s| s.players.saturating_sub(s.edges.len()))
+                .sum(),
             streams: statuses.iter().map(|s| s.name.clone()).collect(),
             at: unix_ms(),
         };
