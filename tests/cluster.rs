@@ -50,22 +50,6 @@ fn long_media() -> &'static Path {
     MEDIA.get_or_init(|| common::make_media("h264-aac-60s.flv", 60, &[]))
 }
 
-/// Fails loudly without `redis-server`. (`common::require` runs `TOOL -version`,
-/// which redis-server reads as a config directive and refuses, so it asks
-/// `--version` here.)
-fn require_redis() {
-    let ok = std::process::Command::new("redis-server")
-        .arg("--version")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success());
-    assert!(
-        ok,
-        "`redis-server` is required; run the README's test command (scripts/test.sh) to install it"
-    );
-}
-
 /// `kill -SIG PID`.
 fn signal(pid: u32, sig: &str) {
     let status = std::process::Command::new("kill")
@@ -97,7 +81,7 @@ struct Redis {
 impl Redis {
     /// Starts redis-server on `DIR/redis.sock` and waits until it answers PING.
     async fn start(dir: &Path) -> Redis {
-        require_redis();
+        common::require("redis-server");
         let socket = dir.join("redis.sock");
         let log = dir.join("redis.log");
         let child = Command::new("redis-server")

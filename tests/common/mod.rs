@@ -17,12 +17,15 @@ use wsrelay::config::{Config, Listen};
 
 /// Fails the test loudly when a tool the test command should have installed is missing.
 pub fn require(tool: &str) {
-    let ok = std::process::Command::new(tool)
-        .arg("-version")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success());
+    // ffmpeg-style `-version`, or GNU-style `--version` (redis-server, node, …).
+    let ok = ["-version", "--version"].iter().any(|flag| {
+        std::process::Command::new(tool)
+            .arg(flag)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
+    });
     assert!(
         ok,
         "`{tool}` is required; run the README's test command (scripts/test.sh) to install it"
