@@ -1,9 +1,11 @@
 //! Players: WebSocket-FLV and HTTP-FLV.
 //!
 //! A player task writes the FLV header and the stream's preamble (metadata, sequence
-//! headers, cached GOP), then follows the stream's broadcast ring, gathering whatever
-//! is already queued into one write. It owns no payload: every chunk it writes is a
-//! `Bytes` shared with all other players.
+//! headers, cached GOP) at once, then follows the stream's broadcast ring, gathering
+//! whatever is visible into one write. With a coalescing window
+//! (`live.write_coalesce_ms`) the ring shows new tags once per window, so a player
+//! at the live edge wakes and writes once per window ([`crate::live::ring`]). It owns
+//! no payload: every chunk it writes is a `Bytes` shared with all other players.
 //!
 //! Slow players: a player that falls behind the ring's length is told how many tags
 //! it missed; it then skips to the next keyframe ([`SkipGate`]). A player that has not
@@ -165,8 +167,9 @@ pub(crate) struct WsSink {
     iov: Vec<IoSlice<'static>>,
 }
 
-/// An emptied vector of iovecs with another lifetime, in the same allocation (the
-/// collect reuses the source's buffer: same element layout, no element survives).
+/// An emptied vector of iovecs with another lifetime. std's in-place collect keeps
+/// the source's allocation (same element layout, no element survives), so the
+/// iovec array is not reallocated per write.
 fn recycle<'b>(mut v: Vec<IoSlice<'_>>) -> Vec<IoSlice<'b>> {
     v.clear();
     v.into_iter().map(|_| IoSlice::new(&[])).collect()
