@@ -1,8 +1,8 @@
 //! Edges: pulling a stream from its origin node over HTTP-FLV, once per (node,
 //! stream), into a local stream every local player shares.
 //!
-//! A pull is one task ([`run`]) that connects to the origin with a pull token,
-//! publishes what it receives into the local [`Streams`] (as publisher `pull`), and
+//! A pull is one task (`Cluster::run_pull`) that connects to the origin with a pull token,
+//! publishes what it receives into the local [`crate::live::Streams`] (as publisher `pull`), and
 //! stops `pull_linger_ms` after the last local player left. When the origin goes
 //! away (killed, its publisher moved to another node), the local stream enters its
 //! publisher grace period and the task looks the origin up again, backing off with
