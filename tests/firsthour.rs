@@ -22,37 +22,39 @@ fn empty_dir(name: &str) -> PathBuf {
     dir
 }
 
-/// The wsrelay binary cargo built for this test, copied into `dir`.
+/// The wsrelay binary cargo built for this test, copied into `dir`, once it can run.
+///
+/// Another test thread that forks while the copy's write descriptor is open hands
+/// that descriptor to its child until the child's exec; meanwhile the kernel refuses
+/// to run the copy ("text file busy"). Once one run succeeds no writer is left, so
+/// the callers' own runs cannot meet that race.
 fn copy_binary(dir: &Path) -> PathBuf {
     let bin = dir.join("wsrelay");
     std::fs::copy(env!("CARGO_BIN_EXE_wsrelay"), &bin).expect("copy the binary");
-    bin
+    for _ in 0..100 {
+        match std::process::Command::new(&bin).arg("--version").output() {
+            Err(e) if e.kind() == std::io::ErrorKind::ExecutableFileBusy => {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            Err(e) => panic!("run the copied binary: {e}"),
+            Ok(_) => return bin,
+        }
+    }
+    panic!("the copied binary stayed busy for 2 s");
 }
 
 /// Starts `bin` in `cwd` and waits for its `listening http://ADDR` line.
 async fn start(bin: &Path, cwd: &Path, args: &[&str]) -> (Child, SocketAddr) {
-    // A test thread that forks while the copy's write descriptor is open hands it
-    // to its child until that child's exec: the kernel then says "text file busy"
-    // for a moment. Retry briefly instead of failing on that race.
-    let mut attempts = 0;
-    let mut child = loop {
-        let spawned = Command::new(bin)
-            .args(args)
-            .current_dir(cwd)
-            .env("RUST_LOG", "warn")
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .kill_on_drop(true)
-            .spawn();
-        match spawned {
-            Err(e) if e.kind() == std::io::ErrorKind::ExecutableFileBusy && attempts < 50 => {
-                attempts += 1;
-                tokio::time::sleep(Duration::from_millis(20)).await;
-            }
-            other => break other.expect("start the copied binary"),
-        }
-    };
+    let mut child = Command::new(bin)
+        .args(args)
+        .current_dir(cwd)
+        .env("RUST_LOG", "warn")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("start the copied binary");
     let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
     let addr = tokio::time::timeout(Duration::from_secs(20), async {
         while let Some(line) = lines.next_line().await.expect("read stdout") {
