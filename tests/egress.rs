@@ -34,13 +34,10 @@ fn bursts(arrivals: &[Instant]) -> Vec<Instant> {
 }
 
 /// Checks the bursts of live data that followed the preamble: about one per
-/// window, never closer than most of a window, carrying many tags each.
-fn check_window(what: &str, starts: &[Instant], tags: usize) {
+/// window, never closer than most of a window.
+fn check_window(what: &str, starts: &[Instant]) {
     let gaps: Vec<Duration> = starts.windows(2).map(|w| w[1] - w[0]).collect();
-    println!(
-        "{what}: {tags} tags in {} bursts, gaps {gaps:?}",
-        starts.len()
-    );
+    println!("{what}: {} bursts, gaps {gaps:?}", starts.len());
     let most = (LISTEN.as_millis() as u64 / WINDOW_MS) as usize + 2;
     assert!(
         starts.len() <= most,
@@ -54,10 +51,52 @@ fn check_window(what: &str, starts: &[Instant], tags: usize) {
             "{what}: two writes {gap:?} apart with a {WINDOW_MS} ms window"
         );
     }
+}
+
+/// How many whole chunks of a chunked HTTP response `data` (head included) holds.
+fn http_chunks(data: &[u8]) -> usize {
+    let find = |from: usize, pat: &[u8]| {
+        data[from..]
+            .windows(pat.len())
+            .position(|w| w == pat)
+            .map(|i| from + i)
+    };
+    let mut at = find(0, b"\r\n\r\n").expect("a response head") + 4;
+    let mut chunks = 0;
+    while let Some(eol) = find(at, b"\r\n") {
+        let size = std::str::from_utf8(&data[at..eol])
+            .ok()
+            .and_then(|h| usize::from_str_radix(h.trim(), 16).ok())
+            .expect("a chunk size line");
+        let next = eol + 2 + size + 2;
+        if size == 0 || next > data.len() {
+            break;
+        }
+        chunks += 1;
+        at = next;
+    }
+    chunks
+}
+
+/// `wsrelay_player_writes_total{protocol}` now.
+async fn writes(addr: std::net::SocketAddr, protocol: &str) -> f64 {
+    let metrics = http_get(addr, "/metrics").await.unwrap();
+    let series = format!("wsrelay_player_writes_total{{protocol=\"{protocol}\"}} ");
+    metrics
+        .lines()
+        .find_map(|l| l.strip_prefix(&series))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no {series} in /metrics"))
+}
+
+/// Checks that a player connected `since` wrote at most once per window (plus
+/// its preamble).
+fn check_writes(what: &str, writes: f64, since: Instant) {
+    let windows = (since.elapsed().as_millis() as f64 / WINDOW_MS as f64).ceil() + 1.0;
+    println!("{what}: {writes} writes in about {windows} windows");
     assert!(
-        tags >= starts.len() * 10,
-        "{what}: {tags} tags in {} bursts: not batched",
-        starts.len()
+        writes <= windows + 1.0,
+        "{what}: {writes} writes for about {windows} windows"
     );
 }
 
@@ -119,21 +158,15 @@ async fn the_window_batches_live_tags_and_never_delays_a_join() {
         ttfk < Duration::from_millis(WINDOW_MS / 2),
         "the join waited for the window: first keyframe after {ttfk:?}"
     );
-    check_window("WS-FLV", &bursts(&live), live_tags);
-    // The metrics count one write per window per player (plus its preamble).
-    let metrics = http_get(addr, "/metrics").await.unwrap();
-    let writes: f64 = metrics
-        .lines()
-        .find(|l| l.starts_with("wsrelay_player_writes_total{protocol=\"ws\"}"))
-        .and_then(|l| l.rsplit(' ').next())
-        .and_then(|v| v.parse().ok())
-        .expect("wsrelay_player_writes_total for ws");
-    let windows = (started.elapsed().as_millis() as f64 / WINDOW_MS as f64).ceil() + 1.0;
-    println!("WS writes: {writes}, live tags {live_tags}");
+    let starts = bursts(&live);
+    check_window("WS-FLV", &starts);
     assert!(
-        writes <= windows + 1.0,
-        "{writes} writes for about {windows} windows"
+        live_tags >= starts.len() * 10,
+        "WS-FLV: {live_tags} tags in {} bursts: not batched",
+        starts.len()
     );
+    // One write per window for this player (plus its preamble).
+    check_writes("WS-FLV", writes(addr, "ws").await, started);
     drop(ws);
 
     // HTTP-FLV: one HTTP chunk per write, so chunk arrivals show the window too.
@@ -144,7 +177,7 @@ async fn the_window_batches_live_tags_and_never_delays_a_join() {
         .unwrap();
     let mut arrivals = Vec::new();
     let mut buf = vec![0u8; 1 << 20];
-    let mut received = 0usize;
+    let mut received: Vec<u8> = Vec::new();
     let mut first_data = None;
     while started.elapsed() < LISTEN + Duration::from_millis(WINDOW_MS) {
         let n = tokio::time::timeout(Duration::from_secs(5), tcp.read(&mut buf))
@@ -152,7 +185,7 @@ async fn the_window_batches_live_tags_and_never_delays_a_join() {
             .expect("data within 5 s")
             .unwrap();
         assert!(n > 0, "HTTP-FLV ended early");
-        received += n;
+        received.extend_from_slice(&buf[..n]);
         let at = Instant::now();
         first_data.get_or_insert(at - started);
         if at.duration_since(started) >= SAME_BURST * 3 {
@@ -160,11 +193,15 @@ async fn the_window_batches_live_tags_and_never_delays_a_join() {
         }
     }
     let first = first_data.unwrap();
-    println!("HTTP-FLV first bytes after {first:?}; {received} bytes");
+    println!(
+        "HTTP-FLV first bytes after {first:?}; {} bytes",
+        received.len()
+    );
     assert!(first < Duration::from_millis(WINDOW_MS / 2));
-    let starts = bursts(&arrivals);
-    // Reads, not tags: a burst is one write (it may take a few reads).
-    check_window("HTTP-FLV", &starts, arrivals.len().max(starts.len() * 10));
+    check_window("HTTP-FLV", &bursts(&arrivals));
+    // One HTTP chunk per window (a tag used to be three chunks).
+    check_writes("HTTP-FLV", writes(addr, "http").await, started);
+    check_writes("HTTP-FLV chunks", http_chunks(&received) as f64, started);
 
     server.shutdown().await;
 }
