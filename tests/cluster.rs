@@ -486,38 +486,6 @@ async fn wait_metric(
     }
 }
 
-/// A GET whose response head is read; (status, head in lowercase, the connection
-/// positioned at the body).
-async fn get_head(
-    addr: SocketAddr,
-    path: &str,
-    extra: &str,
-) -> (u16, String, BufReader<TcpStream>) {
-    let mut s = TcpStream::connect(addr).await.expect("connect");
-    s.write_all(format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\n{extra}\r\n").as_bytes())
-        .await
-        .unwrap();
-    let mut r = BufReader::new(s);
-    let mut head = String::new();
-    loop {
-        let mut line = String::new();
-        let n = tokio::time::timeout(15 * SECOND, r.read_line(&mut line))
-            .await
-            .unwrap_or_else(|_| panic!("GET {path} on {addr}: no response head within 15 s"))
-            .unwrap();
-        assert!(
-            n > 0,
-            "connection closed before the response head: {head:?}"
-        );
-        head.push_str(&line);
-        if line == "\r\n" {
-            break;
-        }
-    }
-    let status = head[9..12].parse().unwrap();
-    (status, head.to_ascii_lowercase(), r)
-}
-
 /// A raw `POST /live/NAME.flv` with a 3-byte body: the status tells whether the
 /// publish was admitted (409 when the name is taken anywhere in the cluster).
 async fn post_publish_status(addr: SocketAddr, name: &str) -> (u16, String) {
@@ -548,7 +516,7 @@ struct HttpFlv {
 
 impl HttpFlv {
     async fn connect(addr: SocketAddr, name: &str) -> HttpFlv {
-        let (status, head, r) = get_head(addr, &format!("/live/{name}.flv"), "").await;
+        let (status, head, r) = common::get_head(addr, &format!("/live/{name}.flv"), "").await;
         assert_eq!(status, 200, "HTTP-FLV play of {name} on {addr}: {head}");
         assert!(head.contains("transfer-encoding: chunked"), "{head}");
         assert!(head.contains("video/x-flv"), "{head}");
@@ -904,14 +872,14 @@ async fn a_stream_published_on_one_node_plays_on_every_node_through_one_pull() {
 
     // An unknown name is a prompt 404 on an edge.
     let asked = Instant::now();
-    let (status, head, _) = get_head(cl.b.http, "/live/nosuch.flv", "").await;
+    let (status, head, _) = common::get_head(cl.b.http, "/live/nosuch.flv", "").await;
     let took = asked.elapsed();
     println!("404 for an unknown name on B in {took:?}");
     assert_eq!(status, 404, "{head}");
     assert!(took < 5 * SECOND, "404 took {took:?} (play_wait_ms is 3 s)");
     // Pulls need a valid cluster token.
     for value in ["not-a-token", ""] {
-        let (status, head, _) = get_head(
+        let (status, head, _) = common::get_head(
             cl.a.http,
             "/live/cam.flv",
             &format!("x-wsrelay-pull: {value}\r\n"),
@@ -1228,7 +1196,7 @@ async fn a_redis_stall_keeps_flowing_streams_and_refuses_new_remote_plays() {
     tokio::time::sleep(SECOND).await;
     // A new remote play: C must ask Redis who has "two"; Redis is away: 503.
     let asked = Instant::now();
-    let (status, head, _) = get_head(cl.c.http, "/live/two.flv", "").await;
+    let (status, head, _) = common::get_head(cl.c.http, "/live/two.flv", "").await;
     let took = asked.elapsed();
     println!("remote play on C during the stall: {status} in {took:?}");
     assert_eq!(status, 503, "{head}");

@@ -86,38 +86,6 @@ async fn ws_status(url: &str) -> (u16, Option<WsClient>) {
 type WsClient =
     tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
-/// A GET whose response head is read (status, headers); the connection stays
-/// open for reading the body.
-async fn get_head(
-    addr: SocketAddr,
-    path: &str,
-    extra: &str,
-) -> (u16, String, BufReader<TcpStream>) {
-    let mut s = TcpStream::connect(addr).await.unwrap();
-    s.write_all(format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\n{extra}\r\n").as_bytes())
-        .await
-        .unwrap();
-    let mut r = BufReader::new(s);
-    let mut head = String::new();
-    loop {
-        let mut line = String::new();
-        let n = tokio::time::timeout(10 * SECOND, r.read_line(&mut line))
-            .await
-            .expect("response head in time")
-            .unwrap();
-        assert!(
-            n > 0,
-            "connection closed before the response head: {head:?}"
-        );
-        head.push_str(&line);
-        if line == "\r\n" {
-            break;
-        }
-    }
-    let status = head[9..12].parse().unwrap();
-    (status, head, r)
-}
-
 /// An HTTP request with extra headers; returns status and body.
 async fn request(
     addr: SocketAddr,

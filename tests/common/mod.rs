@@ -295,6 +295,40 @@ pub async fn http_request(
     Ok((status, body))
 }
 
+/// A raw `GET path` (plus `extra` header lines, each ending in CRLF) whose response
+/// head is read: (status, the head in lowercase, the connection positioned at the
+/// body).
+pub async fn get_head(
+    addr: std::net::SocketAddr,
+    path: &str,
+    extra: &str,
+) -> (u16, String, tokio::io::BufReader<tokio::net::TcpStream>) {
+    use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    s.write_all(format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\n{extra}\r\n").as_bytes())
+        .await
+        .unwrap();
+    let mut r = tokio::io::BufReader::new(s);
+    let mut head = String::new();
+    loop {
+        let mut line = String::new();
+        let n = tokio::time::timeout(Duration::from_secs(15), r.read_line(&mut line))
+            .await
+            .unwrap_or_else(|_| panic!("GET {path} on {addr}: no response head within 15 s"))
+            .unwrap();
+        assert!(
+            n > 0,
+            "connection closed before the response head: {head:?}"
+        );
+        head.push_str(&line);
+        if line == "\r\n" {
+            break;
+        }
+    }
+    let status = head[9..12].parse().unwrap();
+    (status, head.to_ascii_lowercase(), r)
+}
+
 /// A WebSocket-FLV player that demuxes what it receives.
 pub struct WsPlayer {
     pub ws: tokio_tungstenite::WebSocketStream<
