@@ -31,10 +31,11 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::live::{self, Kind, LiveResult, LiveSettings};
-use crate::media::{Media, MediaSpec};
+use crate::media::Media;
 use crate::player::{self, PlayerConfig, PlayerResult, SendTable};
 use crate::procfs::{self, CpuSample, Proc};
 use crate::publisher::{self, Pace, Publish, PublishMode, PublishStats};
+use crate::report::{f, problems, three};
 use crate::server::Target;
 use crate::stats::{pct, pct_ms};
 
@@ -93,24 +94,8 @@ pub struct ClusterArgs {
     /// not look as expected (CI).
     #[arg(long)]
     strict: bool,
-    /// FLV file to replay instead of generating one.
-    #[arg(long)]
-    file: Option<PathBuf>,
-    /// Generated video size.
-    #[arg(long, default_value = "1280x720")]
-    size: String,
-    /// Generated frame rate.
-    #[arg(long, default_value_t = 30)]
-    fps: u32,
-    /// Generated total bitrate, kbit/s (H.264 CBR + 128 kbit/s AAC).
-    #[arg(long, default_value_t = 2500)]
-    kbps: u32,
-    /// Generated keyframe interval, ms.
-    #[arg(long, default_value_t = 1000)]
-    gop_ms: u32,
-    /// Length of the generated file, s (the publisher loops it).
-    #[arg(long, default_value_t = 20)]
-    media_secs: u32,
+    #[command(flatten)]
+    media: crate::media::MediaArgs,
 }
 
 /// One row of the table (one JSON line): a node, or all nodes, in one phase.
@@ -240,34 +225,7 @@ pub async fn main(a: ClusterArgs) -> Result<bool, String> {
         ));
     }
     std::fs::create_dir_all(&a.out_dir).map_err(|e| format!("{}: {e}", a.out_dir.display()))?;
-    let mut media = match &a.file {
-        Some(file) => Media::load(file)?,
-        None => {
-            let spec = MediaSpec {
-                size: a.size.clone(),
-                fps: a.fps,
-                kbps: a.kbps,
-                gop_ms: a.gop_ms,
-                secs: a.media_secs,
-            };
-            tokio::task::block_in_place(|| Media::generate(&spec, &a.out_dir.join("media")))?
-        }
-    };
-    // ffmpeg ends the file with an end-of-sequence tag at the last frame's timestamp:
-    // looped, it would end the sequence mid-stream every loop, and its (type,
-    // timestamp) key would repeat the frame before it in the send table (that frame
-    // counted twice, its send time overwritten).
-    let before = media.tags.len();
-    media.tags.retain(|t| {
-        !t.video()
-            .is_some_and(|v| v.packet_type == flv::VideoPacketType::SequenceEnd)
-    });
-    if media.tags.len() < before {
-        println!(
-            "media: {} end-of-sequence tag(s) left out of the loop",
-            before - media.tags.len()
-        );
-    }
+    let media = a.media.media(&a.out_dir)?;
     println!(
         "media: {} ({:.0} kbit/s, {} tags per {:.1} s loop); {}; load average {}",
         media.path.display(),
@@ -1191,19 +1149,6 @@ async fn run_cluster(
     Ok(rows)
 }
 
-fn f(v: Option<f64>, digits: usize) -> String {
-    v.map_or_else(|| "-".to_owned(), |v| format!("{v:.digits$}"))
-}
-
-fn three(v: &[Option<f64>; 3], digits: usize) -> String {
-    format!(
-        "{}/{}/{}",
-        f(v[0], digits),
-        f(v[1], digits),
-        f(v[2], digits)
-    )
-}
-
 fn print_table(rows: &[Row], sm: &Summary) {
     println!();
     println!(
@@ -1222,17 +1167,6 @@ fn print_table(rows: &[Row], sm: &Summary) {
         "harn%"
     );
     for r in rows {
-        let mut problems: Vec<String> = r
-            .failures
-            .iter()
-            .map(|(k, v)| format!("{v}× {k}"))
-            .collect();
-        if r.behind > 0 {
-            problems.push(format!("{}× below the stream rate", r.behind));
-        }
-        if r.late > 0 {
-            problems.push(format!("{}× p99 latency over the keep-up bound", r.late));
-        }
         println!(
             "{:<8} {:<7} {:>5} {:>5} {:>6} {:>8.1} {:>6} {:>9} {:>7} {:>17} {:>17} {:>5}  {}",
             r.phase,
@@ -1255,11 +1189,7 @@ fn print_table(rows: &[Row], sm: &Summary) {
                 "-".into()
             },
             f(r.harness_cpu_pct, 0),
-            if problems.is_empty() {
-                "-".to_owned()
-            } else {
-                problems.join("; ")
-            }
+            problems(&r.failures, r.behind, r.late)
         );
     }
     let ratio = match (sm.cpu_s_per_gbit_cluster, sm.cpu_s_per_gbit_single) {

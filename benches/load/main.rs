@@ -37,7 +37,6 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use crate::live::{Kind, LiveResult, LiveSettings};
-use crate::media::{Media, MediaSpec};
 use crate::publisher::{Pace, PublishMode};
 use crate::signal::{Rate, SignalSettings};
 
@@ -190,24 +189,8 @@ struct LiveArgs {
     /// RTMP URL of the `--url` server for `--publish rtmp`.
     #[arg(long)]
     rtmp_url: Option<String>,
-    /// FLV file to replay instead of generating one.
-    #[arg(long)]
-    file: Option<PathBuf>,
-    /// Generated video size.
-    #[arg(long, default_value = "1280x720")]
-    size: String,
-    /// Generated frame rate.
-    #[arg(long, default_value_t = 30)]
-    fps: u32,
-    /// Generated total bitrate, kbit/s (H.264 CBR + 128 kbit/s AAC).
-    #[arg(long, default_value_t = 2500)]
-    kbps: u32,
-    /// Generated keyframe interval, ms.
-    #[arg(long, default_value_t = 1000)]
-    gop_ms: u32,
-    /// Length of the generated file, s (the publisher loops it).
-    #[arg(long, default_value_t = 20)]
-    media_secs: u32,
+    #[command(flatten)]
+    media: crate::media::MediaArgs,
     /// Players join evenly over this many ms (0: all at once).
     #[arg(long, default_value_t = 2000)]
     ramp_ms: u64,
@@ -413,19 +396,7 @@ async fn live_main(a: LiveArgs) -> Result<bool, String> {
         return Err("nothing to run (check --only-*/--no-*)".into());
     }
 
-    let media = match &a.file {
-        Some(file) => Media::load(file)?,
-        None => {
-            let spec = MediaSpec {
-                size: a.size.clone(),
-                fps: a.fps,
-                kbps: a.kbps,
-                gop_ms: a.gop_ms,
-                secs: a.media_secs,
-            };
-            tokio::task::block_in_place(|| Media::generate(&spec, &c.out_dir.join("media")))?
-        }
-    };
+    let media = a.media.media(&c.out_dir)?;
     println!(
         "media: {} ({:.0} kbit/s, {} tags per {:.1} s loop); load average {}",
         media.path.display(),

@@ -24,6 +24,49 @@ pub struct MediaSpec {
 /// Audio bitrate of the generated stream, kbit/s.
 const AUDIO_KBPS: u32 = 128;
 
+/// The options that choose the stream a publisher replays (shared by `live` and
+/// `cluster`).
+#[derive(Debug, clap::Args)]
+pub struct MediaArgs {
+    /// FLV file to replay instead of generating one.
+    #[arg(long)]
+    pub file: Option<PathBuf>,
+    /// Generated video size.
+    #[arg(long, default_value = "1280x720")]
+    pub size: String,
+    /// Generated frame rate.
+    #[arg(long, default_value_t = 30)]
+    pub fps: u32,
+    /// Generated total bitrate, kbit/s (H.264 CBR + 128 kbit/s AAC).
+    #[arg(long, default_value_t = 2500)]
+    pub kbps: u32,
+    /// Generated keyframe interval, ms.
+    #[arg(long, default_value_t = 1000)]
+    pub gop_ms: u32,
+    /// Length of the generated file, s (the publisher loops it).
+    #[arg(long, default_value_t = 20)]
+    pub media_secs: u32,
+}
+
+impl MediaArgs {
+    /// `--file`, or the generated stream (made once under `out_dir/media`).
+    pub fn media(&self, out_dir: &Path) -> Result<Media, String> {
+        match &self.file {
+            Some(file) => Media::load(file),
+            None => {
+                let spec = MediaSpec {
+                    size: self.size.clone(),
+                    fps: self.fps,
+                    kbps: self.kbps,
+                    gop_ms: self.gop_ms,
+                    secs: self.media_secs,
+                };
+                tokio::task::block_in_place(|| Media::generate(&spec, &out_dir.join("media")))
+            }
+        }
+    }
+}
+
 /// A parsed FLV stream, ready to replay.
 #[derive(Debug)]
 pub struct Media {
@@ -61,6 +104,14 @@ impl Media {
                         if tags.is_empty() {
                             preamble.push(tag);
                         }
+                    } else if tag
+                        .video()
+                        .is_some_and(|v| v.packet_type == flv::VideoPacketType::SequenceEnd)
+                    {
+                        // ffmpeg ends a file with an end-of-sequence tag at the last
+                        // frame's timestamp: looped, it would end the sequence
+                        // mid-stream every loop, and its (type, timestamp) key would
+                        // repeat the frame before it in the send table.
                     } else if matches!(tag.tag_type, TagType::Audio | TagType::Video) {
                         tags.push(tag);
                     }

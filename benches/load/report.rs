@@ -7,17 +7,40 @@ use plotters::prelude::*;
 
 use crate::live::LiveResult;
 
-fn f(v: Option<f64>, digits: usize) -> String {
+/// `v` with `digits` decimals, or `-`.
+pub(crate) fn f(v: Option<f64>, digits: usize) -> String {
     v.map_or_else(|| "-".to_owned(), |v| format!("{v:.digits$}"))
 }
 
-fn three(v: &[Option<f64>; 3], digits: usize) -> String {
+/// Three percentiles as `a/b/c`.
+pub(crate) fn three(v: &[Option<f64>; 3], digits: usize) -> String {
     format!(
         "{}/{}/{}",
         f(v[0], digits),
         f(v[1], digits),
         f(v[2], digits)
     )
+}
+
+/// The failures column: players that failed (by reason), fell below the stream
+/// rate or were late at p99; `-` when none.
+pub(crate) fn problems(
+    failures: &std::collections::BTreeMap<String, usize>,
+    behind: usize,
+    late: usize,
+) -> String {
+    let mut problems: Vec<String> = failures.iter().map(|(k, v)| format!("{v}× {k}")).collect();
+    if behind > 0 {
+        problems.push(format!("{behind}× below the stream rate"));
+    }
+    if late > 0 {
+        problems.push(format!("{late}× p99 latency over the keep-up bound"));
+    }
+    if problems.is_empty() {
+        "-".to_owned()
+    } else {
+        problems.join("; ")
+    }
 }
 
 /// Syscalls shown per delivered tag after a `--strace` run (the rest count in `all`).
@@ -53,22 +76,7 @@ pub fn live_table(results: &[LiveResult]) {
         "harn%"
     );
     for r in results {
-        let mut problems: Vec<String> = r
-            .failures
-            .iter()
-            .map(|(k, v)| format!("{v}× {k}"))
-            .collect();
-        if r.behind > 0 {
-            problems.push(format!("{}× below the stream rate", r.behind));
-        }
-        if r.late > 0 {
-            problems.push(format!("{}× p99 latency over the keep-up bound", r.late));
-        }
-        let failures = if problems.is_empty() {
-            "-".to_owned()
-        } else {
-            problems.join("; ")
-        };
+        let failures = problems(&r.failures, r.behind, r.late);
         println!(
             "{:<11} {:>5} {:>6} {:>8.1} {:>7} {:>9} {:>7} {:>7} {:>17} {:>17} {:>17} {:>6} {:>6} {:>5}  {}",
             r.target,
