@@ -276,7 +276,7 @@ pub struct LiveConfig {
     /// writes per player per second, 0.30 CPU s per delivered Gbit, latency p50/p99
     /// 4/10 ms; 20 ms = 48 writes, 0.22 CPU s/Gbit, 16/28 ms; 50 ms = 20 writes,
     /// 0.11 CPU s/Gbit, 34/63 ms. 50 ms adds 25 ms on average, small beside a
-    /// browser player's buffer (flv.js/mpegts.js keep about 1 s), and takes fan-out
+    /// browser player's playback buffer, and takes fan-out
     /// CPU to 37 % of writing each tag; under CPU contention it also keeps players
     /// nearer the live edge (fewer, larger writes).
     pub write_coalesce_ms: u64,
