@@ -77,4 +77,4 @@ mod room;
 pub use auth::{Claims, WallClock};
 pub use config::{Config, ConfigError, Secret};
 pub use protocol::{CloseReason, ErrorCode, LeaveReason, SignalError, is_valid_id};
-pub use room::{ConnId, Event, Input, Output, Room, RoomSummary};
+pub use room::{ConnId, Event, Input, Output, PeerRecord, Restore, Room, RoomSummary};

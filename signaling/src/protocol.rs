@@ -168,6 +168,10 @@ pub enum ErrorCode {
     QueueFull,
     /// Extension: a second `join` on a connection that has joined.
     AlreadyJoined,
+    /// Cluster: the room's home node cannot be found or reached right now (the
+    /// cluster directory, Redis, is away, or the home died and no node could take
+    /// the room over yet). Closes with 1013; reconnecting later succeeds.
+    ClusterUnavailable,
 }
 
 impl ErrorCode {
@@ -186,6 +190,7 @@ impl ErrorCode {
             ErrorCode::UnknownPeer => "unknown-peer",
             ErrorCode::QueueFull => "queue-full",
             ErrorCode::AlreadyJoined => "already-joined",
+            ErrorCode::ClusterUnavailable => "cluster-unavailable",
         }
     }
 }
@@ -227,6 +232,11 @@ pub enum CloseReason {
     RoomFull,
     /// 4029: more than `flood_limit` rate-limited messages in a row. Mirrors HTTP 429.
     Flood,
+    /// 1013 (try again later): the cluster cannot reach the room's home node now
+    /// (after a `cluster-unavailable` error).
+    TryAgainLater,
+    /// 4012: the room moved to another node; reconnect (and `join {resume}`).
+    Moved,
 }
 
 impl CloseReason {
@@ -245,6 +255,8 @@ impl CloseReason {
             CloseReason::TooLarge => 4009,
             CloseReason::RoomFull => 4013,
             CloseReason::Flood => 4029,
+            CloseReason::TryAgainLater => 1013,
+            CloseReason::Moved => 4012,
         }
     }
 
@@ -263,6 +275,8 @@ impl CloseReason {
             CloseReason::TooLarge => "message too large",
             CloseReason::RoomFull => "room full",
             CloseReason::Flood => "flooding",
+            CloseReason::TryAgainLater => "cluster unavailable, try again later",
+            CloseReason::Moved => "room moved to another node",
         }
     }
 }
@@ -365,6 +379,9 @@ pub enum SignalError {
     /// The receiver is reconnecting and its queue is full; the message was dropped.
     #[error("peer `{0}` is reconnecting and its queue is full; message dropped")]
     QueueFull(String),
+    /// Cluster: the room's home node cannot be reached now. Closes (1013).
+    #[error("cluster unavailable: {0}; reconnect in a moment")]
+    ClusterUnavailable(String),
 }
 
 impl SignalError {
@@ -385,6 +402,7 @@ impl SignalError {
             SignalError::AlreadyJoined(_) => ErrorCode::AlreadyJoined,
             SignalError::UnknownPeer(_) => ErrorCode::UnknownPeer,
             SignalError::QueueFull(_) => ErrorCode::QueueFull,
+            SignalError::ClusterUnavailable(_) => ErrorCode::ClusterUnavailable,
         }
     }
 
@@ -398,6 +416,7 @@ impl SignalError {
             SignalError::Flood(_) => Some(CloseReason::Flood),
             SignalError::RoomFull { .. } => Some(CloseReason::RoomFull),
             SignalError::Unauthorized(_) => Some(CloseReason::Unauthorized),
+            SignalError::ClusterUnavailable(_) => Some(CloseReason::TryAgainLater),
             _ => None,
         }
     }

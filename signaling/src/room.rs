@@ -61,6 +61,52 @@ pub enum Input {
     },
     /// Time passed; deliver when [`Room::poll_timeout`] is reached.
     Tick,
+    /// Cluster: `conn` carries a peer that was in this room on another home node
+    /// (which died or lost the room): it is put back without a `welcome`, keeping
+    /// its id, session and place in the join order. See [`Restore`].
+    Restore {
+        /// The connection (from a cluster node, never from a client).
+        conn: ConnId,
+        /// The peer as its node knows it.
+        restore: Restore,
+    },
+}
+
+/// A peer re-homed into this room by the node its client is connected to, with
+/// what that node knows ([`PeerRecord`] and the roster its client was told about).
+///
+/// The peers its client knew that are not (yet) here are added as *pending*:
+/// reconnecting peers that only their own node's `Restore` can take back (their
+/// sessions are secret to their own nodes); the others queue for them, and they
+/// leave with `peer-left {timeout}` at the end of `resume_grace_ms`. Peers here that
+/// its client never heard of are announced to it with `peer-joined`, and it is
+/// announced to the peers that did not know it. Nothing else is sent: the clients
+/// of restored peers see no change but the departures of peers that did not come back.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Restore {
+    /// Its peer id.
+    pub peer: String,
+    /// Its session token (the same as before: the client may resume with it).
+    pub session: String,
+    /// Its place in the join order (from [`PeerRecord::seq`]).
+    pub seq: u64,
+    /// Its `join.meta`, as JSON text.
+    pub meta: Option<String>,
+    /// The other peers its client was told about (`welcome`, `peer-joined`, not yet
+    /// `peer-left`).
+    pub known: Vec<String>,
+}
+
+/// What a cluster node keeps about a peer it carries, to restore it into a new
+/// home after the old one died ([`Room::peer_record`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PeerRecord {
+    /// Its place in the join order: the later joiner of a pair is polite.
+    pub seq: u64,
+    /// Its session token.
+    pub session: String,
+    /// Its `join.meta`, as JSON text.
+    pub meta: Option<String>,
 }
 
 /// What the shell must do, drained with [`Room::poll_output`].
@@ -93,6 +139,13 @@ pub enum Output {
 pub enum Event {
     /// `conn` joined as `peer`.
     Joined {
+        /// The connection.
+        conn: ConnId,
+        /// Its peer id.
+        peer: String,
+    },
+    /// `conn` restored `peer` from another home node ([`Input::Restore`]).
+    Restored {
         /// The connection.
         conn: ConnId,
         /// Its peer id.
@@ -221,6 +274,9 @@ struct Peer {
     /// Messages for a reconnecting peer: (sender, text), oldest first.
     queue: VecDeque<(String, Arc<str>)>,
     queued_bytes: usize,
+    /// Known to a restored peer but not restored itself (yet): only its own node's
+    /// `Restore` can take it back; its placeholder session resumes nothing.
+    pending: bool,
 }
 
 /// One signaling room: peers, sessions, queues and limits, as a state machine.
@@ -273,6 +329,33 @@ impl Room {
             next_seq: 0,
             out: VecDeque::new(),
         }
+    }
+
+    /// Start the join order at `base` (a cluster home passes its lease epoch in the
+    /// high bits, so peers joining after a re-home come after every restored one).
+    #[must_use]
+    pub fn with_seq_base(mut self, base: u64) -> Self {
+        self.next_seq = self.next_seq.max(base);
+        self
+    }
+
+    /// What a cluster node needs to restore `peer` elsewhere ([`Input::Restore`]).
+    pub fn peer_record(&self, peer: &str) -> Option<PeerRecord> {
+        self.peers.get(peer).map(|p| PeerRecord {
+            seq: p.seq,
+            session: p.session.clone(),
+            meta: p.meta.as_ref().map(|m| m.get().to_owned()),
+        })
+    }
+
+    /// Peers in join order with their connection (`None` while reconnecting).
+    pub fn peer_conns(&self) -> Vec<(&str, Option<ConnId>)> {
+        let mut peers: Vec<(&String, &Peer)> = self.peers.iter().collect();
+        peers.sort_by_key(|(_, p)| p.seq);
+        peers
+            .into_iter()
+            .map(|(id, p)| (id.as_str(), p.conn))
+            .collect()
     }
 
     /// The room name.
@@ -347,6 +430,7 @@ impl Room {
             }
             Input::Disconnect { conn } => self.disconnect(now, conn),
             Input::Tick => {}
+            Input::Restore { conn, restore } => self.restore(now, conn, restore),
         }
     }
 
@@ -543,6 +627,7 @@ impl Room {
                 grace_until: None,
                 queue: VecDeque::new(),
                 queued_bytes: 0,
+                pending: false,
             },
         );
         self.mark_joined(conn, &peer);
@@ -566,31 +651,11 @@ impl Room {
     }
 
     fn resume(&mut self, now: Instant, conn: ConnId, peer_id: String) {
-        let Some(peer) = self.peers.get_mut(&peer_id) else {
-            return;
-        };
-        let old = peer.conn.replace(conn);
-        let grace = peer.grace_until.take();
-        let queued = std::mem::take(&mut peer.queue);
-        peer.queued_bytes = 0;
-        if let Some(old) = old {
-            // The old socket is half-open or still alive (e.g. the page was
-            // reloaded before the server noticed): the session moves here.
-            self.drop_conn(old);
-            self.out.push_back(Output::Close {
-                conn: old,
-                reason: CloseReason::Replaced,
-            });
-        }
-        if let Some(t) = grace {
-            self.deadlines
-                .remove(&(t, Deadline::Grace(peer_id.clone())));
-        }
-        self.mark_joined(conn, &peer_id);
+        // The old socket may be half-open or still alive (e.g. the page was
+        // reloaded before the server noticed): the session moves here.
+        let queued = self.take_over(conn, &peer_id);
         self.welcome(now, conn, &peer_id, true);
-        for (_, text) in queued {
-            self.out.push_back(Output::Send { conn, text });
-        }
+        self.send_all(conn, queued);
         let text: Arc<str> = ServerMessage::PeerResumed { peer: &peer_id }
             .to_json()
             .into();
@@ -599,6 +664,162 @@ impl Room {
             conn,
             peer: peer_id,
         }));
+    }
+
+    fn restore(&mut self, now: Instant, conn: ConnId, r: Restore) {
+        if self.conns.get(&conn).is_none_or(|c| c.peer.is_some()) {
+            return;
+        }
+        let meta = match r.meta.map(RawValue::from_string).transpose() {
+            Ok(meta) if protocol::is_valid_id(&r.peer) => meta,
+            _ => return self.reject(conn, None, SignalError::BadJson("bad restore".into())),
+        };
+        let known: BTreeSet<String> = r.known.into_iter().filter(|k| *k != r.peer).collect();
+        let peer_id = r.peer;
+        match self.peers.get(&peer_id) {
+            // Its old home is alive and still has it (the link to it broke): the
+            // session moves to this connection, like a resume without `welcome`.
+            Some(p) if p.session == r.session => {
+                let was_reconnecting = p.conn.is_none();
+                let queued = self.take_over(conn, &peer_id);
+                self.send_all(conn, queued);
+                if was_reconnecting {
+                    let text: Arc<str> = ServerMessage::PeerResumed { peer: &peer_id }
+                        .to_json()
+                        .into();
+                    self.broadcast_event(&peer_id, &text);
+                }
+            }
+            // Another restored peer knew it: it takes its place silently.
+            Some(p) if p.pending => {
+                let placeholder = p.session.clone();
+                self.sessions.remove(&placeholder);
+                self.sessions.insert(r.session.clone(), peer_id.clone());
+                if let Some(p) = self.peers.get_mut(&peer_id) {
+                    p.session = r.session;
+                    p.seq = r.seq;
+                    p.meta = meta;
+                    p.pending = false;
+                }
+                let queued = self.take_over(conn, &peer_id);
+                self.send_all(conn, queued);
+            }
+            Some(_) => {
+                return self.reject(conn, None, SignalError::PeerIdTaken(peer_id));
+            }
+            None => {
+                if self.peers.len() >= self.config.max_peers_per_room {
+                    let max = self.config.max_peers_per_room;
+                    return self.reject(conn, None, SignalError::RoomFull { max });
+                }
+                self.sessions.insert(r.session.clone(), peer_id.clone());
+                self.peers.insert(
+                    peer_id.clone(),
+                    Peer {
+                        seq: r.seq,
+                        session: r.session,
+                        meta,
+                        conn: Some(conn),
+                        grace_until: None,
+                        queue: VecDeque::new(),
+                        queued_bytes: 0,
+                        pending: false,
+                    },
+                );
+                self.mark_joined(conn, &peer_id);
+                // New to the peers already here (none of them knew it).
+                let me = &self.peers[&peer_id];
+                for (other_id, other) in &self.peers {
+                    if let (Some(c), true) = (other.conn, *other_id != peer_id) {
+                        let msg = ServerMessage::PeerJoined {
+                            peer: &peer_id,
+                            meta: me.meta.as_deref(),
+                            polite: other.seq > me.seq,
+                        };
+                        self.out.push_back(Output::Send {
+                            conn: c,
+                            text: msg.to_json().into(),
+                        });
+                    }
+                }
+            }
+        }
+        self.next_seq = self.next_seq.max(r.seq.saturating_add(1));
+        // Peers here its client never heard of.
+        let me_seq = self.peers[&peer_id].seq;
+        let mut unknown: Vec<(&String, &Peer)> = self
+            .peers
+            .iter()
+            .filter(|(id, _)| **id != peer_id && !known.contains(*id))
+            .collect();
+        unknown.sort_by_key(|(_, p)| p.seq);
+        let announce: Vec<Arc<str>> = unknown
+            .into_iter()
+            .map(|(id, p)| {
+                ServerMessage::PeerJoined {
+                    peer: id,
+                    meta: p.meta.as_deref(),
+                    polite: me_seq > p.seq,
+                }
+                .to_json()
+                .into()
+            })
+            .collect();
+        self.send_all(conn, announce);
+        // Peers its client knew that are not here: pending until their own node
+        // restores them, or until the grace period ends.
+        let grace = now + Duration::from_millis(self.config.resume_grace_ms);
+        for id in known {
+            if self.peers.contains_key(&id) || self.peers.len() >= self.config.max_peers_per_room {
+                continue;
+            }
+            let placeholder = self.fresh_session();
+            self.sessions.insert(placeholder.clone(), id.clone());
+            self.deadlines.insert((grace, Deadline::Grace(id.clone())));
+            self.peers.insert(
+                id,
+                Peer {
+                    // Before every peer joining from now on (see `with_seq_base`).
+                    seq: 0,
+                    session: placeholder,
+                    meta: None,
+                    conn: None,
+                    grace_until: Some(grace),
+                    queue: VecDeque::new(),
+                    queued_bytes: 0,
+                    pending: true,
+                },
+            );
+        }
+        self.out.push_back(Output::Event(Event::Restored {
+            conn,
+            peer: peer_id,
+        }));
+    }
+
+    /// `peer` continues on `conn`: an older connection of it is closed (4004) and
+    /// its grace period ends. Returns what was queued for it, oldest first.
+    fn take_over(&mut self, conn: ConnId, peer_id: &str) -> Vec<Arc<str>> {
+        let Some(peer) = self.peers.get_mut(peer_id) else {
+            return Vec::new();
+        };
+        let old = peer.conn.replace(conn);
+        let grace = peer.grace_until.take();
+        let queued = std::mem::take(&mut peer.queue);
+        peer.queued_bytes = 0;
+        if let Some(old) = old {
+            self.drop_conn(old);
+            self.out.push_back(Output::Close {
+                conn: old,
+                reason: CloseReason::Replaced,
+            });
+        }
+        if let Some(t) = grace {
+            self.deadlines
+                .remove(&(t, Deadline::Grace(peer_id.to_owned())));
+        }
+        self.mark_joined(conn, peer_id);
+        queued.into_iter().map(|(_, text)| text).collect()
     }
 
     fn welcome(&mut self, now: Instant, conn: ConnId, peer: &str, resumed: bool) {
@@ -774,6 +995,12 @@ impl Room {
         }
     }
 
+    fn send_all(&mut self, conn: ConnId, texts: Vec<Arc<str>>) {
+        for text in texts {
+            self.out.push_back(Output::Send { conn, text });
+        }
+    }
+
     fn send(&mut self, conn: ConnId, msg: &ServerMessage<'_>) {
         self.out.push_back(Output::Send {
             conn,
@@ -832,6 +1059,196 @@ mod tests {
         }
     }
 
+    /// Sends (receiver, text) drained from `room`.
+    fn sends(room: &mut Room) -> Vec<(ConnId, String)> {
+        room.drain_outputs()
+            .filter_map(|o| match o {
+                Output::Send { conn, text } => Some((conn, text.to_string())),
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn join(room: &mut Room, now: Instant, conn: ConnId, peer: &str) {
+        room.handle(now, Input::Connect { conn });
+        let text = format!(r#"{{"type":"join","peer":"{peer}"}}"#);
+        room.handle(now, Input::Text { conn, text });
+    }
+
+    fn restore(
+        room: &mut Room,
+        now: Instant,
+        conn: ConnId,
+        peer: &str,
+        rec: &PeerRecord,
+        known: &[&str],
+    ) {
+        room.handle(now, Input::Connect { conn });
+        let restore = Restore {
+            peer: peer.into(),
+            session: rec.session.clone(),
+            seq: rec.seq,
+            meta: rec.meta.clone(),
+            known: known.iter().map(|k| (*k).to_owned()).collect(),
+        };
+        room.handle(now, Input::Restore { conn, restore });
+    }
+
+    /// alice, bob (each on their own node) and carol (on the home node) in an old
+    /// room; the records their nodes keep.
+    fn old_room(t0: Instant) -> (PeerRecord, PeerRecord, PeerRecord) {
+        let mut old = Room::new(
+            "r",
+            Arc::new(Config::default()),
+            WallClock::new(t0, 0),
+            [2; 32],
+        );
+        join(&mut old, t0, 1, "alice");
+        let text = r#"{"type":"join","peer":"bob","meta":{"n":1}}"#.into();
+        old.handle(t0, Input::Connect { conn: 2 });
+        old.handle(t0, Input::Text { conn: 2, text });
+        join(&mut old, t0, 3, "carol");
+        let rec = |p| old.peer_record(p).unwrap();
+        (rec("alice"), rec("bob"), rec("carol"))
+    }
+
+    #[test]
+    fn a_rehomed_room_is_silent_for_restored_peers_and_times_out_the_others() {
+        let t0 = Instant::now();
+        let (alice, bob, _carol) = old_room(t0);
+        let config = Arc::new(Config::default());
+        let mut room =
+            Room::new("r", config, WallClock::new(t0, 0), [3; 32]).with_seq_base(2 << 32);
+        restore(&mut room, t0, 10, "alice", &alice, &["bob", "carol"]);
+        assert_eq!(
+            sends(&mut room),
+            vec![],
+            "alice knows everyone: nothing to say"
+        );
+        // alice talks to bob before bob's node restored him: queued, not refused.
+        let msg = |to: &str, n: u32| Input::Text {
+            conn: 10,
+            text: format!(r#"{{"type":"message","to":"{to}","data":{n}}}"#),
+        };
+        room.handle(t0, msg("bob", 1));
+        room.handle(t0, msg("bob", 2));
+        assert_eq!(sends(&mut room), vec![]);
+        restore(&mut room, t0, 11, "bob", &bob, &["alice", "carol"]);
+        assert_eq!(
+            sends(&mut room),
+            vec![
+                (
+                    11,
+                    r#"{"type":"message","from":"alice","data":1}"#.to_owned()
+                ),
+                (
+                    11,
+                    r#"{"type":"message","from":"alice","data":2}"#.to_owned()
+                ),
+            ]
+        );
+        room.check();
+        // bob keeps his session: his client can resume with it on any node.
+        room.handle(t0, Input::Disconnect { conn: 11 });
+        let _ = sends(&mut room);
+        room.handle(t0, Input::Connect { conn: 12 });
+        let text = format!(r#"{{"type":"join","resume":"{}"}}"#, bob.session);
+        room.handle(t0, Input::Text { conn: 12, text });
+        let out = sends(&mut room);
+        assert!(out[0].1.contains(r#""resumed":true"#), "{out:?}");
+        // A newcomer comes after both in the join order (polite towards them) and
+        // sees carol as reconnecting.
+        join(&mut room, t0, 13, "dave");
+        let out = sends(&mut room);
+        let welcome: serde_json::Value = serde_json::from_str(&out[0].1).unwrap();
+        assert_eq!(welcome["peers"].as_array().unwrap().len(), 3, "{welcome}");
+        for p in welcome["peers"].as_array().unwrap() {
+            assert_eq!(p["polite"], true, "{p}");
+            assert_eq!(p["reconnecting"], p["peer"] == "carol", "{p}");
+        }
+        assert!(out.contains(&(
+            10,
+            r#"{"type":"peer-joined","peer":"dave","polite":false}"#.to_owned()
+        )));
+        // carol never comes back: she leaves at the end of the grace period.
+        let end = room.poll_timeout().unwrap();
+        assert_eq!(end, t0 + Duration::from_millis(15_000));
+        room.handle(end, Input::Tick);
+        let left = r#"{"type":"peer-left","peer":"carol","reason":"timeout"}"#;
+        let out = sends(&mut room);
+        for conn in [10, 12, 13] {
+            assert!(out.contains(&(conn, left.to_owned())), "{out:?}");
+        }
+        room.check();
+        assert_eq!(room.summary().peer_ids, ["alice", "bob", "dave"]);
+    }
+
+    #[test]
+    fn a_restored_peer_hears_of_peers_it_did_not_know_and_they_of_it() {
+        let t0 = Instant::now();
+        let (alice, bob, _) = old_room(t0);
+        let mut room = Room::new(
+            "r",
+            Arc::new(Config::default()),
+            WallClock::new(t0, 0),
+            [3; 32],
+        )
+        .with_seq_base(2 << 32);
+        // alice's node had not seen bob's peer-joined yet.
+        restore(&mut room, t0, 10, "alice", &alice, &[]);
+        assert_eq!(sends(&mut room), vec![]);
+        restore(&mut room, t0, 11, "bob", &bob, &["alice"]);
+        assert_eq!(
+            sends(&mut room),
+            vec![(
+                10,
+                r#"{"type":"peer-joined","peer":"bob","meta":{"n":1},"polite":false}"#.to_owned()
+            )]
+        );
+        // A forged or stale restore of a peer that is here is refused.
+        let mut other = bob.clone();
+        other.session = "forged".into();
+        restore(&mut room, t0, 12, "bob", &other, &[]);
+        let out = sends(&mut room);
+        assert!(out[0].1.contains("peer-id-taken"), "{out:?}");
+        room.check();
+    }
+
+    #[test]
+    fn restoring_into_a_living_home_resumes_without_a_welcome() {
+        let t0 = Instant::now();
+        let mut room = Room::new(
+            "r",
+            Arc::new(Config::default()),
+            WallClock::new(t0, 0),
+            [3; 32],
+        );
+        join(&mut room, t0, 1, "alice");
+        join(&mut room, t0, 2, "bob");
+        let bob = room.peer_record("bob").unwrap();
+        room.handle(t0, Input::Disconnect { conn: 2 });
+        room.handle(
+            t0,
+            Input::Text {
+                conn: 1,
+                text: r#"{"type":"message","to":"bob","data":7}"#.into(),
+            },
+        );
+        let _ = sends(&mut room);
+        restore(&mut room, t0, 3, "bob", &bob, &["alice"]);
+        assert_eq!(
+            sends(&mut room),
+            vec![
+                (
+                    3,
+                    r#"{"type":"message","from":"alice","data":7}"#.to_owned()
+                ),
+                (1, r#"{"type":"peer-resumed","peer":"bob"}"#.to_owned()),
+            ]
+        );
+        room.check();
+    }
+
     #[derive(Debug, Clone)]
     enum Op {
         Connect,
@@ -840,6 +1257,9 @@ mod tests {
         Text(usize, &'static str),
         Drop(usize),
         Wait(u64),
+        /// Restore the peer of a recorded welcome on a new connection, knowing
+        /// some peer ids.
+        Restore(usize, usize),
     }
 
     fn op() -> impl Strategy<Value = Op> {
@@ -855,6 +1275,7 @@ mod tests {
             ]).prop_map(|(c, t)| Op::Text(c, t)),
             2 => (0..8usize).prop_map(Op::Drop),
             2 => (0..20_000u64).prop_map(Op::Wait),
+            1 => (0..8usize, 0..4usize).prop_map(|(s, k)| Op::Restore(s, k)),
         ]
     }
 
@@ -867,6 +1288,7 @@ mod tests {
             let mut now = t0;
             let mut conns: Vec<ConnId> = Vec::new();
             let mut sessions: Vec<String> = Vec::new();
+            let mut records: Vec<(String, PeerRecord)> = Vec::new();
             for op in ops {
                 let pick = |i: usize| conns.get(i % conns.len().max(1)).copied();
                 match op {
@@ -893,6 +1315,14 @@ mod tests {
                         now += Duration::from_millis(ms);
                         room.handle(now, Input::Tick);
                     }
+                    Op::Restore(s, k) => if let Some((peer, rec)) = records.get(s).cloned() {
+                        let c = conns.len() as ConnId;
+                        conns.push(c);
+                        room.handle(now, Input::Connect { conn: c });
+                        let known = (0..k).map(|i| format!("p{i}")).collect();
+                        let restore = Restore { peer, session: rec.session, seq: rec.seq, meta: rec.meta, known };
+                        room.handle(now, Input::Restore { conn: c, restore });
+                    },
                 }
                 while let Some(out) = room.poll_output() {
                     if let Output::Send { text, .. } = out
@@ -900,6 +1330,10 @@ mod tests {
                         && v["type"] == "welcome"
                     {
                         sessions.push(v["session"].as_str().unwrap_or_default().to_owned());
+                        let peer = v["peer"].as_str().unwrap_or_default().to_owned();
+                        if let Some(rec) = room.peer_record(&peer) {
+                            records.push((peer, rec));
+                        }
                     }
                 }
                 room.check();
