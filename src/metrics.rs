@@ -22,6 +22,10 @@
 //! | `wsrelay_signal_messages_total` | counter | `type` |
 //! | `wsrelay_signal_errors_total` | counter | `code` |
 //! | `wsrelay_signal_resumes_total` | counter | |
+//! | `wsrelay_signal_cluster_links` | gauge | `role` (`edge`: clients here whose room is homed elsewhere; `home`: such peers of rooms homed here) |
+//! | `wsrelay_signal_cluster_frames_total` | counter | `direction` (`to_home`, `from_home`): frames an edge relayed |
+//! | `wsrelay_signal_rehomes_total` | counter | `outcome` (`restored`, `failed`) |
+//! | `wsrelay_signal_cluster_errors_total` | counter | `reason` (`redis`, `home_unreachable`, `not_home`, `rejected`) |
 //! | `wsrelay_auth_refusals_total` | counter | `action`, `reason` |
 //! | `wsrelay_hook_duration_seconds` | histogram | `hook`, `outcome` |
 //! | `wsrelay_connections_refused_total` | counter | `reason` |
@@ -118,6 +122,16 @@ pub struct Metrics {
     pub cluster_leases_lost: Counter,
     /// Cluster: Redis commands that failed or timed out.
     pub cluster_redis_errors: Counter,
+    /// Cluster signaling: links between a client's node and its room's home, by
+    /// `role` (`edge`, `home`).
+    pub signal_cluster_links: Family<Label1, Gauge>,
+    /// Cluster signaling: frames relayed by an edge, by `direction`.
+    pub signal_cluster_frames: Family<Label1, Counter>,
+    /// Cluster signaling: peers moved to a new home after theirs was lost, by `outcome`.
+    pub signal_rehomes: Family<Label1, Counter>,
+    /// Cluster signaling: clients that got `cluster-unavailable` (or a failed link),
+    /// by `reason`.
+    pub signal_cluster_errors: Family<Label1, Counter>,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -160,6 +174,10 @@ impl Metrics {
             cluster_leases: Gauge::default(),
             cluster_leases_lost: Counter::default(),
             cluster_redis_errors: Counter::default(),
+            signal_cluster_links: Family::default(),
+            signal_cluster_frames: Family::default(),
+            signal_rehomes: Family::default(),
+            signal_cluster_errors: Family::default(),
         };
         let mut m = m;
         // Series with a fixed label set exist from the start (at 0), so dashboards
@@ -275,6 +293,26 @@ impl Metrics {
             "cluster_redis_errors",
             "Cluster: Redis commands that failed or timed out",
             m.cluster_redis_errors.clone(),
+        );
+        r.register(
+            "signal_cluster_links",
+            "Cluster signaling: links between a client's node and its room's home node",
+            m.signal_cluster_links.clone(),
+        );
+        r.register(
+            "signal_cluster_frames",
+            "Cluster signaling: frames an edge relayed to or from a room's home node",
+            m.signal_cluster_frames.clone(),
+        );
+        r.register(
+            "signal_rehomes",
+            "Cluster signaling: peers moved to a new home node after theirs was lost",
+            m.signal_rehomes.clone(),
+        );
+        r.register(
+            "signal_cluster_errors",
+            "Cluster signaling: failures to reach a room's home node, by reason",
+            m.signal_cluster_errors.clone(),
         );
         m
     }

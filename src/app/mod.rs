@@ -83,6 +83,7 @@ pub async fn spawn(config: Config) -> io::Result<Server> {
     let streams = Streams::with_metrics(config.live.clone(), metrics.clone());
     let shutdown = CancellationToken::new();
     let tasks = TaskTracker::new();
+    let rooms = Rooms::with_metrics(config.signal.clone(), metrics.clone());
     let cluster = if config.cluster.enabled() {
         let url = match (&config.cluster.node_url, http_addr) {
             (Some(url), _) => url.trim_end_matches('/').to_owned(),
@@ -98,11 +99,13 @@ pub async fn spawn(config: Config) -> io::Result<Server> {
             config.cluster.clone(),
             url,
             streams.clone(),
+            rooms.clone(),
             metrics.clone(),
             tasks.clone(),
             shutdown.clone(),
         )
         .map_err(io::Error::other)?;
+        rooms.set_node(cluster.id());
         tasks.spawn(cluster.clone().run_heartbeat());
         Some(cluster)
     } else {
@@ -110,7 +113,7 @@ pub async fn spawn(config: Config) -> io::Result<Server> {
     };
     let state = Arc::new(AppState {
         streams,
-        rooms: Rooms::with_metrics(config.signal.clone(), metrics.clone()),
+        rooms,
         shutdown,
         tasks,
         cluster,

@@ -10,6 +10,7 @@
 //! | `wsrelay:{node:ID}` | JSON: id, URL, boot time, players, streams | `node_ttl_ms`, refreshed every `heartbeat_ms` |
 //! | `wsrelay:{stream:NAME}:lease` | `NODE_ID|EPOCH`: the stream's one origin | `lease_ttl_ms`, renewed every `heartbeat_ms` while published |
 //! | `wsrelay:{stream:NAME}:epoch` | a counter: the fencing epoch of the next lease | forever (one integer per name) |
+//! | `wsrelay:{room:NAME}:lease`, `…:epoch` | the same for a signaling room's home node ([`rooms`]) | `lease_ttl_ms`, renewed while the room exists here |
 //!
 //! - **One publisher per name, cluster-wide.** A node takes the lease before it
 //!   accepts a publisher (set-if-absent with an expiry, Lua); a second publisher on
@@ -29,6 +30,7 @@
 //!   `/healthz` never asks Redis.
 
 pub mod pull;
+pub mod rooms;
 pub mod token;
 
 use std::collections::HashMap;
@@ -45,13 +47,29 @@ use tokio_util::task::TaskTracker;
 use crate::config::ClusterConfig;
 use crate::live::{PublishError, Streams};
 use crate::metrics::Metrics;
+use crate::signal::Rooms;
 
 /// The header carrying a pull token on an internal pull.
 pub const PULL_HEADER: &str = "x-wsrelay-pull";
 
+/// Prepended to the scripts that take a lease: a call that reaches Redis after its
+/// deadline (ARGV, unix ms; the caller gave up on it, e.g. Redis was stalled and
+/// ran it on waking) does nothing, so it cannot leave a lease nobody knows it holds.
+const STALE: &str = r"
+local function stale(deadline)
+  local t = redis.call('TIME')
+  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000) > tonumber(deadline)
+end
+";
+
+/// How far the nodes' clocks may be from Redis's for the deadline of a lease call
+/// ([`STALE`]): a call is valid until `redis_timeout_ms` plus this after it was sent.
+const CLOCK_SKEW_MS: u64 = 2_000;
+
 /// Takes a lease unless another node holds it; refreshes it if this node already
 /// does. Returns the value now held, or nil when taken.
 const ACQUIRE: &str = r"
+if stale(ARGV[3]) then return false end
 local cur = redis.call('GET', KEYS[1])
 if cur then
   if string.sub(cur, 1, string.len(ARGV[1]) + 1) == ARGV[1] .. '|' then
@@ -81,6 +99,20 @@ end
 return 0
 ";
 
+/// Takes over a lease from a node found dead (its value is ARGV[2]) or a lapsed
+/// one; returns the new value, or the holder's when a third node holds it now.
+const TAKE_OVER: &str = r"
+if stale(ARGV[4]) then return false end
+local cur = redis.call('GET', KEYS[1])
+if cur and cur ~= ARGV[2] then
+  return cur
+end
+local epoch = redis.call('INCR', KEYS[2])
+local val = ARGV[1] .. '|' .. epoch
+redis.call('SET', KEYS[1], val, 'PX', ARGV[3])
+return val
+";
+
 /// Deletes a lease only if it is still ours.
 const RELEASE: &str = r"
 if redis.call('GET', KEYS[1]) == ARGV[1] then
@@ -93,12 +125,39 @@ fn node_key(id: &str) -> String {
     format!("wsrelay:{{node:{id}}}")
 }
 
-fn lease_key(stream: &str) -> String {
-    format!("wsrelay:{{stream:{stream}}}:lease")
+/// What a lease makes this node: a stream's origin or a signaling room's home.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum LeaseKind {
+    /// The one origin of a live stream.
+    Stream,
+    /// The one home of a signaling room ([`rooms`]).
+    Room,
 }
 
-fn epoch_key(stream: &str) -> String {
-    format!("wsrelay:{{stream:{stream}}}:epoch")
+impl LeaseKind {
+    fn prefix(self) -> &'static str {
+        match self {
+            LeaseKind::Stream => "stream",
+            LeaseKind::Room => "room",
+        }
+    }
+}
+
+fn lease_key(kind: LeaseKind, name: &str) -> String {
+    format!("wsrelay:{{{}:{name}}}:lease", kind.prefix())
+}
+
+fn epoch_key(kind: LeaseKind, name: &str) -> String {
+    format!("wsrelay:{{{}:{name}}}:epoch", kind.prefix())
+}
+
+/// The fencing epoch of a lease value `NODE|EPOCH`.
+fn lease_epoch(value: &str) -> u64 {
+    value
+        .rsplit('|')
+        .next()
+        .and_then(|e| e.parse().ok())
+        .unwrap_or(0)
 }
 
 /// Why a cluster operation failed.
@@ -142,15 +201,17 @@ pub struct Cluster {
     secret: signaling::Secret,
     client: redis::Client,
     conn: Mutex<Option<ConnectionManager>>,
-    /// Leases held: stream name → the value in Redis and how many local
+    /// Leases held: (kind, name) → the value in Redis and how many local
     /// [`LeaseGuard`]s share it (a refused duplicate or a takeover on this node
-    /// shares the lease of the live publisher; it is released when the last goes).
-    leases: Mutex<HashMap<String, Held>>,
+    /// shares the lease of the live publisher; every connection admitted to a room
+    /// shares its room's; it is released when the last goes).
+    leases: Mutex<HashMap<(LeaseKind, String), Held>>,
     /// Whether the last Redis command succeeded (for `/api/cluster` and logs).
     redis_ok: AtomicBool,
     /// Whether any Redis command ran yet.
     redis_tried: AtomicBool,
     pub(crate) streams: Arc<Streams>,
+    pub(crate) rooms: Arc<Rooms>,
     pub(crate) metrics: Arc<Metrics>,
     pub(crate) pulls: pull::Pulls,
     pub(crate) tasks: TaskTracker,
@@ -180,13 +241,21 @@ struct Held {
     guards: usize,
 }
 
-/// A lease held for a local publisher; dropping the last guard of a lease
-/// releases it (if still ours) in the background.
+/// A lease held for a local publisher or room; dropping the last guard of a
+/// lease releases it (if still ours) in the background.
 #[derive(Debug)]
 pub struct LeaseGuard {
     cluster: Arc<Cluster>,
+    kind: LeaseKind,
     stream: String,
     value: String,
+}
+
+impl LeaseGuard {
+    /// The lease's fencing epoch (grows with every new holder of the name).
+    pub fn epoch(&self) -> u64 {
+        lease_epoch(&self.value)
+    }
 }
 
 impl Drop for LeaseGuard {
@@ -197,19 +266,20 @@ impl Drop for LeaseGuard {
                 .leases
                 .lock()
                 .unwrap_or_else(|e| e.into_inner());
-            match leases.get_mut(&self.stream) {
+            let key = (self.kind, self.stream.clone());
+            match leases.get_mut(&key) {
                 Some(held) if held.value == self.value => {
                     held.guards = held.guards.saturating_sub(1);
-                    held.guards == 0 && leases.remove(&self.stream).is_some()
+                    held.guards == 0 && leases.remove(&key).is_some()
                 }
                 _ => false,
             }
         };
         if removed {
             let cluster = self.cluster.clone();
-            let (stream, value) = (self.stream.clone(), self.value.clone());
+            let (stream, value, kind) = (self.stream.clone(), self.value.clone(), self.kind);
             self.cluster.tasks.spawn(async move {
-                let key = lease_key(&stream);
+                let key = lease_key(kind, &stream);
                 let released = cluster
                     .run(|mut c| async move {
                         redis::Script::new(RELEASE)
@@ -219,9 +289,10 @@ impl Drop for LeaseGuard {
                             .await
                     })
                     .await;
+                let kind = kind.prefix();
                 match released {
-                    Ok(_) => tracing::info!(stream, "lease released"),
-                    Err(e) => tracing::warn!(stream, error = %e, "lease not released (it lapses on its own)"),
+                    Ok(_) => tracing::info!(kind, name = stream, "lease released"),
+                    Err(e) => tracing::warn!(kind, name = stream, error = %e, "lease not released (it lapses on its own)"),
                 }
             });
         }
@@ -231,10 +302,11 @@ impl Drop for LeaseGuard {
 
 impl Cluster {
     /// This node, configured by `config` (validated), reachable at `url`.
-    pub fn new(
+    pub(crate) fn new(
         config: ClusterConfig,
         url: String,
         streams: Arc<Streams>,
+        rooms: Arc<Rooms>,
         metrics: Arc<Metrics>,
         tasks: TaskTracker,
         shutdown: CancellationToken,
@@ -262,6 +334,7 @@ impl Cluster {
             redis_ok: AtomicBool::new(false),
             redis_tried: AtomicBool::new(false),
             streams,
+            rooms,
             metrics,
             tasks,
             shutdown,
@@ -336,61 +409,152 @@ impl Cluster {
     /// holds it already (a second publisher here: the registry refuses it or,
     /// with `allow_takeover`, lets it replace the first), the guard shares it.
     pub async fn acquire(self: &Arc<Self>, stream: &str) -> Result<LeaseGuard, PublishError> {
-        if let Some(held) = self
-            .leases
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .get_mut(stream)
-        {
-            held.guards += 1;
-            return Ok(LeaseGuard {
-                cluster: self.clone(),
-                stream: stream.to_owned(),
-                value: held.value.clone(),
-            });
+        match self.acquire_lease(LeaseKind::Stream, stream).await {
+            Ok(Ok(guard)) => Ok(guard),
+            Ok(Err(_holder)) => Err(PublishError::AlreadyPublishing(stream.to_owned())),
+            Err(e) => {
+                tracing::warn!(stream, error = %crate::vocab::error_chain(&e), "lease not taken");
+                Err(PublishError::DirectoryUnavailable)
+            }
         }
-        let (key, epoch, id, ttl) = (
-            lease_key(stream),
-            epoch_key(stream),
+    }
+
+    /// The deadline (unix ms) of a lease call sent now ([`STALE`]).
+    fn call_deadline(&self) -> u64 {
+        unix_ms() + self.config.redis_timeout_ms + CLOCK_SKEW_MS
+    }
+
+    /// A guard sharing a lease this node holds, without asking Redis.
+    pub fn share(self: &Arc<Self>, kind: LeaseKind, name: &str) -> Option<LeaseGuard> {
+        let mut leases = self.leases.lock().unwrap_or_else(|e| e.into_inner());
+        let held = leases.get_mut(&(kind, name.to_owned()))?;
+        held.guards += 1;
+        Some(LeaseGuard {
+            cluster: self.clone(),
+            kind,
+            stream: name.to_owned(),
+            value: held.value.clone(),
+        })
+    }
+
+    /// Takes (or shares) the lease of `name`; `Ok(Err(value))` when another node
+    /// holds it (its value `NODE|EPOCH`).
+    pub async fn acquire_lease(
+        self: &Arc<Self>,
+        kind: LeaseKind,
+        name: &str,
+    ) -> Result<Result<LeaseGuard, String>, ClusterError> {
+        if let Some(guard) = self.share(kind, name) {
+            return Ok(Ok(guard));
+        }
+        let (key, epoch, id, ttl, deadline) = (
+            lease_key(kind, name),
+            epoch_key(kind, name),
             self.id.clone(),
             self.config.lease_ttl_ms,
+            self.call_deadline(),
         );
         let taken: Option<String> = self
             .run(|mut c| async move {
-                redis::Script::new(ACQUIRE)
+                redis::Script::new(&format!("{STALE}{ACQUIRE}"))
                     .key(key)
                     .key(epoch)
                     .arg(id)
                     .arg(ttl)
+                    .arg(deadline)
                     .invoke_async(&mut c)
                     .await
             })
-            .await
-            .map_err(|e| {
-                tracing::warn!(stream, error = %crate::vocab::error_chain(&e), "lease not taken");
-                PublishError::DirectoryUnavailable
-            })?;
-        let Some(value) = taken else {
-            return Err(PublishError::AlreadyPublishing(stream.to_owned()));
-        };
-        tracing::info!(stream, lease = %value, "lease gained");
+            .await?;
+        match taken {
+            Some(value) => Ok(Ok(self.hold(kind, name, value))),
+            None => {
+                let key = lease_key(kind, name);
+                let holder: Option<String> = self
+                    .run(
+                        |mut c| async move { redis::cmd("GET").arg(key).query_async(&mut c).await },
+                    )
+                    .await?;
+                // Released in between: the caller asks again.
+                Ok(Err(holder.unwrap_or_default()))
+            }
+        }
+    }
+
+    /// Takes over the lease of `name` from `dead` (the value of a holder found
+    /// unreachable) or a lapsed one. `Ok(Err(value))`: a third node was quicker.
+    pub async fn take_over(
+        self: &Arc<Self>,
+        kind: LeaseKind,
+        name: &str,
+        dead: &str,
+    ) -> Result<Result<LeaseGuard, String>, ClusterError> {
+        let (key, epoch, id, dead, ttl, deadline) = (
+            lease_key(kind, name),
+            epoch_key(kind, name),
+            self.id.clone(),
+            dead.to_owned(),
+            self.config.lease_ttl_ms,
+            self.call_deadline(),
+        );
+        let value: Option<String> = self
+            .run(|mut c| async move {
+                redis::Script::new(&format!("{STALE}{TAKE_OVER}"))
+                    .key(key)
+                    .key(epoch)
+                    .arg(id)
+                    .arg(dead)
+                    .arg(ttl)
+                    .arg(deadline)
+                    .invoke_async(&mut c)
+                    .await
+            })
+            .await?;
+        match value {
+            Some(value) if value.split('|').next() == Some(self.id.as_str()) => {
+                tracing::info!(kind = kind.prefix(), name, lease = %value, "lease taken over from a node found dead");
+                Ok(Ok(self.hold(kind, name, value)))
+            }
+            // A third node was quicker, or the call was too late (stale).
+            other => Ok(Err(other.unwrap_or_default())),
+        }
+    }
+
+    /// Records a lease value Redis gave this node; returns a guard for it.
+    fn hold(self: &Arc<Self>, kind: LeaseKind, name: &str, value: String) -> LeaseGuard {
+        tracing::info!(kind = kind.prefix(), name, lease = %value, "lease gained");
         {
             let mut leases = self.leases.lock().unwrap_or_else(|e| e.into_inner());
-            let held = leases.entry(stream.to_owned()).or_insert_with(|| Held {
-                value: value.clone(),
-                guards: 0,
-            });
-            // Two acquires raced past the check above: the Lua script gave both
-            // the same value, so they share it.
+            let held = leases
+                .entry((kind, name.to_owned()))
+                .or_insert_with(|| Held {
+                    value: value.clone(),
+                    guards: 0,
+                });
+            // Two acquires raced past `share`: the Lua script gave both the same
+            // value, so they share it.
             held.value = value.clone();
             held.guards += 1;
         }
         self.update_gauges();
-        Ok(LeaseGuard {
+        LeaseGuard {
             cluster: self.clone(),
-            stream: stream.to_owned(),
+            kind,
+            stream: name.to_owned(),
             value,
-        })
+        }
+    }
+
+    /// The node holding a lease value `NODE|EPOCH`, if registered.
+    pub async fn node_of(&self, value: &str) -> Result<Option<NodeInfo>, ClusterError> {
+        let Some(owner) = value.split('|').next().filter(|o| !o.is_empty()) else {
+            return Ok(None);
+        };
+        let key = node_key(owner);
+        let node: Option<String> = self
+            .run(|mut c| async move { redis::cmd("GET").arg(key).query_async(&mut c).await })
+            .await?;
+        Ok(node.and_then(|n| serde_json::from_str(&n).ok()))
     }
 
     /// Whether this node holds `stream`'s lease (is its origin).
@@ -398,26 +562,19 @@ impl Cluster {
         self.leases
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .contains_key(stream)
+            .contains_key(&(LeaseKind::Stream, stream.to_owned()))
     }
 
     /// The node holding `stream`'s lease, if any other node does and is registered.
     pub async fn locate(&self, stream: &str) -> Result<Option<NodeInfo>, ClusterError> {
-        let key = lease_key(stream);
+        let key = lease_key(LeaseKind::Stream, stream);
         let lease: Option<String> = self
             .run(|mut c| async move { redis::cmd("GET").arg(key).query_async(&mut c).await })
             .await?;
-        let Some(owner) = lease.as_deref().and_then(|v| v.split('|').next()) else {
+        let Some(lease) = lease.filter(|v| v.split('|').next() != Some(self.id.as_str())) else {
             return Ok(None);
         };
-        if owner == self.id {
-            return Ok(None);
-        }
-        let key = node_key(owner);
-        let node: Option<String> = self
-            .run(|mut c| async move { redis::cmd("GET").arg(key).query_async(&mut c).await })
-            .await?;
-        Ok(node.and_then(|n| serde_json::from_str(&n).ok()))
+        self.node_of(&lease).await
     }
 
     /// Every registered node (`/api/cluster`).
@@ -478,7 +635,13 @@ impl Cluster {
     }
 
     fn update_gauges(&self) {
-        let leases = self.leases.lock().unwrap_or_else(|e| e.into_inner()).len();
+        let leases = self
+            .leases
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .keys()
+            .filter(|(kind, _)| *kind == LeaseKind::Stream)
+            .count();
         self.metrics.cluster_leases.set(leases as i64);
         self.metrics.cluster_pulls.set(self.pulls.len() as i64);
     }
@@ -516,15 +679,15 @@ impl Cluster {
         {
             return; // Redis away: leases are renewed next time (they may lapse)
         }
-        let held: Vec<(String, String)> = self
+        let held: Vec<((LeaseKind, String), String)> = self
             .leases
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .iter()
             .map(|(k, held)| (k.clone(), held.value.clone()))
             .collect();
-        for (stream, value) in held {
-            let (key, ttl) = (lease_key(&stream), self.config.lease_ttl_ms);
+        for ((kind, stream), value) in held {
+            let (key, ttl) = (lease_key(kind, &stream), self.config.lease_ttl_ms);
             let v = value.clone();
             let renewed = self
                 .run(|mut c| async move {
@@ -538,20 +701,36 @@ impl Cluster {
                 .await;
             match renewed {
                 Ok(1) => {}
-                Ok(2) => tracing::info!(stream, "lease re-taken (Redis had lost it)"),
+                Ok(2) => tracing::info!(
+                    kind = kind.prefix(),
+                    name = stream,
+                    "lease re-taken (Redis had lost it)"
+                ),
                 Ok(_) => {
                     let removed = {
                         let mut leases = self.leases.lock().unwrap_or_else(|e| e.into_inner());
-                        leases.get(&stream).is_some_and(|h| h.value == value)
-                            && leases.remove(&stream).is_some()
+                        let key = (kind, stream.clone());
+                        leases.get(&key).is_some_and(|h| h.value == value)
+                            && leases.remove(&key).is_some()
                     };
                     if removed {
                         self.metrics.cluster_leases_lost.inc();
-                        tracing::warn!(
-                            stream,
-                            "lease lost: another node is the origin now; stopping the local publisher"
-                        );
-                        self.streams.kick(&stream);
+                        match kind {
+                            LeaseKind::Stream => {
+                                tracing::warn!(
+                                    stream,
+                                    "lease lost: another node is the origin now; stopping the local publisher"
+                                );
+                                self.streams.kick(&stream);
+                            }
+                            LeaseKind::Room => {
+                                tracing::warn!(
+                                    room = stream,
+                                    "lease lost: another node is the room's home now; closing its connections here (4012)"
+                                );
+                                self.rooms.evict(&stream);
+                            }
+                        }
                     }
                 }
                 Err(_) => break, // Redis away again: next beat

@@ -189,7 +189,7 @@ fn handle(state: &AppState, req: &Request<Incoming>) -> Result<Response<Body>, A
                 .report()
                 .rooms
                 .into_iter()
-                .find(|r| r.room == room)
+                .find(|r| r.summary.room == room)
                 .map(|r| super::json(StatusCode::OK, &r))
                 .ok_or_else(|| ApiError::NotFound(format!("no room `{room}`")))
         }
@@ -249,6 +249,38 @@ fn with_origin(state: &AppState, status: crate::live::StreamStatus) -> serde_jso
 }
 
 /// `GET /api/cluster`: this node, Redis reachability, every registered node.
+/// `/api/rooms` and `/api/rooms/ROOM` on a cluster node: the rooms of every node
+/// (each listed by its home), unless `?scope=node` asks for this node's only.
+pub(crate) async fn rooms(state: &AppState, req: &Request<Incoming>) -> Response<Body> {
+    let query = req.uri().query().unwrap_or("");
+    let node_only = crate::access::auth::query_param(query, "scope") == Some("node");
+    let Some(cluster) = state.cluster.as_ref().filter(|_| !node_only) else {
+        return route(state, req);
+    };
+    if req.method() != Method::GET && req.method() != Method::HEAD {
+        return ApiError::MethodNotAllowed("GET, HEAD").response();
+    }
+    let path = req.uri().path();
+    let detail = path.strip_prefix("/api/rooms/");
+    if detail.is_some() {
+        match state.policy.get().admin_access(req.headers()) {
+            AdminAccess::Granted => {}
+            AdminAccess::Denied => return ApiError::Unauthorized.response(),
+            AdminAccess::Disabled => return ApiError::AdminDisabled.response(),
+        }
+    }
+    let local = serde_json::to_value(state.rooms.report()).unwrap_or_default();
+    let report = cluster.rooms_report(local).await;
+    match detail {
+        None => super::json(StatusCode::OK, &report),
+        Some(room) => report["rooms"]
+            .as_array()
+            .and_then(|rooms| rooms.iter().find(|r| r["room"] == room))
+            .map(|r| super::json(StatusCode::OK, r))
+            .unwrap_or_else(|| ApiError::NotFound(format!("no room `{room}`")).response()),
+    }
+}
+
 pub(crate) async fn cluster(state: &AppState, req: &Request<Incoming>) -> Response<Body> {
     if req.method() != Method::GET && req.method() != Method::HEAD {
         return ApiError::MethodNotAllowed("GET, HEAD").response();
@@ -310,7 +342,7 @@ pub(crate) fn metrics(state: &AppState, req: &Request<Incoming>) -> Response<Bod
     state
         .metrics
         .signal_peers
-        .set(rooms.rooms.iter().map(|r| r.peers as i64).sum());
+        .set(rooms.rooms.iter().map(|r| r.summary.peers as i64).sum());
     let format = Format::negotiate(
         req.headers()
             .get(header::ACCEPT)

@@ -50,8 +50,9 @@ pub(crate) async fn route(
         "/healthz" => text(StatusCode::OK, "ok"),
         "/metrics" => crate::http::api::metrics(&state, &req),
         "/api/cluster" => api::cluster(&state, &req).await,
+        p if p == "/api/rooms" || p.starts_with("/api/rooms/") => api::rooms(&state, &req).await,
         p if p.starts_with("/api/") => crate::http::api::route(&state, &req),
-        p if p.starts_with("/signal/") => signal::upgrade(&state, req, remote, &conn),
+        p if p.starts_with("/signal/") => signal::upgrade(&state, req, remote, &conn).await,
         p if p.starts_with("/live/") => live::serve(state.clone(), req, remote, conn).await,
         _ => static_files::serve(&state, &req).await,
     };

@@ -11,10 +11,16 @@
 //!   that reads slower than its queue fills is dropped (4006); one that stops
 //!   answering pings is closed (4005); on shutdown every socket gets a 1001 close.
 //! - Global caps (`max_rooms`, `max_connections`) answer `503` before the upgrade.
+//! - In a cluster a room lives on one **home** node ([`Home`], a lease kept by the
+//!   room task); clients on other nodes reach it through a link ([`link`]), which
+//!   is just another connection here, marked with the node it comes from.
+
+pub(crate) mod edge;
+pub(crate) mod link;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use futures_util::{SinkExt, StreamExt};
@@ -23,10 +29,13 @@ use hyper_tungstenite::tungstenite::protocol::WebSocketConfig;
 use hyper_tungstenite::tungstenite::protocol::frame::CloseFrame;
 use hyper_tungstenite::tungstenite::{Error as WsError, Message, error::CapacityError};
 use serde::Serialize;
-use signaling::{CloseReason, ConnId, Event, Input, Output, Room, RoomSummary, WallClock};
+use signaling::{
+    CloseReason, ConnId, Event, Input, Output, Restore, Room, RoomSummary, SignalError, WallClock,
+};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::{Semaphore, mpsc};
 use tokio::time::Instant;
+use tokio_tungstenite::WebSocketStream;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::Instrument;
@@ -59,6 +68,27 @@ enum RoomMsg {
     Connect { conn: ConnId, out: OutQueue },
     /// Any other input for the state machine.
     Input(Input),
+    /// Another node holds the room's lease now: close every connection (4012) and
+    /// end the room here.
+    Evict,
+}
+
+/// What makes this node a room's home in a cluster: its lease, which the room task
+/// keeps for as long as the room lives here, and where its join order starts (the
+/// lease epoch in the high bits, so peers joining a re-homed room come after every
+/// restored one).
+pub(crate) struct Home {
+    pub(crate) lease: Box<dyn std::fmt::Debug + Send + Sync>,
+    pub(crate) seq_base: u64,
+}
+
+impl std::fmt::Debug for Home {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Home")
+            .field("lease", &self.lease)
+            .field("seq_base", &self.seq_base)
+            .finish()
+    }
 }
 
 /// The room's end of one connection's outbound queue: bounded in messages (the
@@ -69,6 +99,8 @@ struct OutQueue {
     tx: mpsc::Sender<Outbound>,
     queued: Arc<AtomicUsize>,
     max_bytes: usize,
+    /// The node a cluster link comes from; `None` for a client connected here.
+    via: Option<Arc<str>>,
 }
 
 impl OutQueue {
@@ -121,7 +153,28 @@ struct RoomHandle {
     generation: u64,
     inbox: mpsc::Sender<RoomMsg>,
     /// Refreshed by the room task whenever its roster or connections change.
-    summary: Arc<Mutex<RoomSummary>>,
+    summary: Arc<Mutex<RoomStatus>>,
+}
+
+/// A room in `/api/rooms`.
+#[derive(Debug, Clone, Serialize)]
+pub(crate) struct RoomStatus {
+    #[serde(flatten)]
+    pub(crate) summary: RoomSummary,
+    /// In a cluster: the node the room lives on (this one).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) home: Option<String>,
+    /// In a cluster: the node each peer is connected to, in join order (`null`
+    /// while it is reconnecting).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub(crate) nodes: Vec<PeerNode>,
+}
+
+/// Where a peer is connected.
+#[derive(Debug, Clone, Serialize)]
+pub(crate) struct PeerNode {
+    pub(crate) peer: String,
+    pub(crate) node: Option<String>,
 }
 
 /// The registry of signaling rooms.
@@ -138,6 +191,8 @@ pub(crate) struct Rooms {
     clock: WallClock,
     /// Messages by type, errors by code, resumes.
     metrics: Arc<crate::metrics::Metrics>,
+    /// This node's id, once it is part of a cluster.
+    node: OnceLock<Arc<str>>,
 }
 
 /// `/api/rooms` body.
@@ -146,7 +201,7 @@ pub(crate) struct RoomsReport {
     /// Open signaling connections.
     pub(crate) connections: usize,
     /// Rooms by name.
-    pub(crate) rooms: Vec<RoomSummary>,
+    pub(crate) rooms: Vec<RoomStatus>,
 }
 
 fn now() -> std::time::Instant {
@@ -170,7 +225,29 @@ impl Rooms {
             next_id: AtomicU64::new(1),
             clock: WallClock::new(now(), unix_ms),
             metrics,
+            node: OnceLock::new(),
         })
+    }
+
+    /// Joins a cluster as node `id`: room statuses name the node of each peer.
+    pub(crate) fn set_node(&self, id: &str) {
+        let _ = self.node.set(id.into());
+    }
+
+    /// Another node is the home of `name` now: its connections here are closed
+    /// (4012) and their clients reconnect to the new home.
+    pub(crate) fn evict(&self, name: &str) {
+        if let Some(h) = self.lock_rooms().get(name) {
+            let _ = h.inbox.try_send(RoomMsg::Evict);
+        }
+    }
+
+    /// A connection permit for a client whose room lives on another node.
+    pub(crate) fn permit(&self) -> Result<tokio::sync::OwnedSemaphorePermit, AdmitError> {
+        self.connections
+            .clone()
+            .try_acquire_owned()
+            .map_err(|_| AdmitError::TooManyConnections(self.config.max_connections))
     }
 
     /// The limits in force.
@@ -180,12 +257,12 @@ impl Rooms {
 
     /// Rooms and their peers, sorted by name.
     pub(crate) fn report(&self) -> RoomsReport {
-        let mut rooms: Vec<RoomSummary> = self
+        let mut rooms: Vec<RoomStatus> = self
             .lock_rooms()
             .values()
             .map(|h| h.summary.lock().unwrap_or_else(|e| e.into_inner()).clone())
             .collect();
-        rooms.sort_by(|a, b| a.room.cmp(&b.room));
+        rooms.sort_by(|a, b| a.summary.room.cmp(&b.summary.room));
         RoomsReport {
             connections: self.config.max_connections - self.connections.available_permits(),
             rooms,
@@ -204,6 +281,7 @@ impl Rooms {
         name: &str,
         conn: ConnId,
         out: OutQueue,
+        home: Option<Home>,
         tasks: &TaskTracker,
         shutdown: &CancellationToken,
     ) -> Result<mpsc::Sender<RoomMsg>, AdmitError> {
@@ -218,14 +296,17 @@ impl Rooms {
             }
             let generation = self.next_id.fetch_add(1, Ordering::Relaxed);
             let (tx, rx) = mpsc::channel(self.config.room_inbox);
-            let room = Room::new(name, self.config.clone(), self.clock, rand::random());
-            let summary = Arc::new(Mutex::new(room.summary()));
+            let seq_base = home.as_ref().map_or(0, |h| h.seq_base);
+            let room = Room::new(name, self.config.clone(), self.clock, rand::random())
+                .with_seq_base(seq_base);
+            let summary = Arc::new(Mutex::new(self.status(&room, &HashMap::new())));
             // A root span: the room outlives the connection that created it.
             let span = tracing::info_span!(parent: None, "room", room = %name);
             tasks.spawn(
                 run_room(
                     self.clone(),
                     room,
+                    home,
                     generation,
                     rx,
                     summary.clone(),
@@ -252,6 +333,38 @@ impl Rooms {
         Ok(handle.inbox.clone())
     }
 
+    /// A room's status for `/api/rooms`, with each peer's node in a cluster.
+    fn status(&self, room: &Room, conns: &HashMap<ConnId, OutQueue>) -> RoomStatus {
+        let home = self.node.get().map(|n| n.to_string());
+        let nodes = match &home {
+            None => Vec::new(),
+            Some(here) => room
+                .peer_conns()
+                .into_iter()
+                .map(|(peer, conn)| PeerNode {
+                    peer: peer.to_owned(),
+                    node: conn.map(|c| match conns.get(&c).and_then(|q| q.via.as_deref()) {
+                        Some(via) => via.to_owned(),
+                        None => here.clone(),
+                    }),
+                })
+                .collect(),
+        };
+        RoomStatus {
+            summary: room.summary(),
+            home,
+            nodes,
+        }
+    }
+
+    /// Unregisters room `name` of `generation` whatever it holds (it was evicted).
+    fn remove(&self, name: &str, generation: u64) {
+        let mut rooms = self.lock_rooms();
+        if rooms.get(name).is_some_and(|h| h.generation == generation) {
+            rooms.remove(name);
+        }
+    }
+
     /// Called by an empty room: unregister it unless a message is waiting.
     fn retire(&self, name: &str, generation: u64, inbox: &mpsc::Receiver<RoomMsg>) -> bool {
         let mut rooms = self.lock_rooms();
@@ -269,13 +382,16 @@ impl Rooms {
 async fn run_room(
     hub: Arc<Rooms>,
     mut room: Room,
+    home: Option<Home>,
     generation: u64,
     mut inbox: mpsc::Receiver<RoomMsg>,
-    summary: Arc<Mutex<RoomSummary>>,
+    summary: Arc<Mutex<RoomStatus>>,
     shutdown: CancellationToken,
 ) {
     // Each connection's outbound queue.
     let mut conns: HashMap<ConnId, OutQueue> = HashMap::new();
+    // Released (in Redis) when the room ends here.
+    let _home = home;
     tracing::debug!("room opened");
     loop {
         let deadline = room.poll_timeout();
@@ -295,20 +411,57 @@ async fn run_room(
         );
         match msg {
             RoomMsg::Connect { conn, out } => {
+                if out.via.is_some() {
+                    links(&hub.metrics).inc();
+                }
                 conns.insert(conn, out);
                 room.handle(t, Input::Connect { conn });
             }
-            RoomMsg::Input(input) => room.handle(t, input),
+            RoomMsg::Input(input) => {
+                if let Input::Disconnect { conn } = &input {
+                    forget(&mut conns, *conn, &hub.metrics);
+                }
+                room.handle(t, input);
+            }
+            RoomMsg::Evict => {
+                let ids: Vec<ConnId> = conns.keys().copied().collect();
+                for conn in ids {
+                    if let Some(q) = forget(&mut conns, conn, &hub.metrics) {
+                        let _ = q.tx.try_send(Outbound::Close(CloseReason::Moved));
+                    }
+                }
+                hub.remove(room.name(), generation);
+                break;
+            }
         }
         changed |= apply_outputs(&mut room, &mut conns, t, &hub.metrics);
         if changed {
-            *summary.lock().unwrap_or_else(|e| e.into_inner()) = room.summary();
+            *summary.lock().unwrap_or_else(|e| e.into_inner()) = hub.status(&room, &conns);
         }
         if room.is_empty() && hub.retire(room.name(), generation, &inbox) {
             break;
         }
     }
     tracing::debug!("room closed");
+}
+
+fn links(metrics: &crate::metrics::Metrics) -> prometheus_client::metrics::gauge::Gauge {
+    metrics
+        .signal_cluster_links
+        .get_or_create_owned(&[("role", "home")])
+}
+
+/// The room no longer writes to `conn`.
+fn forget(
+    conns: &mut HashMap<ConnId, OutQueue>,
+    conn: ConnId,
+    metrics: &crate::metrics::Metrics,
+) -> Option<OutQueue> {
+    let q = conns.remove(&conn)?;
+    if q.via.is_some() {
+        links(metrics).dec();
+    }
+    Some(q)
 }
 
 async fn sleep_until_opt(deadline: Option<std::time::Instant>) {
@@ -336,14 +489,14 @@ fn apply_outputs(
                     if matches!(e, mpsc::error::TrySendError::Full(_)) {
                         tracing::info!(conn, "signaling client too slow: outbound queue full");
                     }
-                    conns.remove(&conn);
+                    forget(conns, conn, metrics);
                     changed = true;
                     room.handle(t, Input::Disconnect { conn });
                 }
             }
             Output::Close { conn, reason } => {
                 changed = true;
-                if let Some(q) = conns.remove(&conn) {
+                if let Some(q) = forget(conns, conn, metrics) {
                     let _ = q.tx.try_send(Outbound::Close(reason));
                 }
             }
@@ -368,9 +521,23 @@ fn apply_outputs(
                     }
                     _ => {}
                 }
-                if let Event::Joined { conn, peer } | Event::Resumed { conn, peer } = event
+                if let Event::Joined { conn, peer }
+                | Event::Resumed { conn, peer }
+                | Event::Restored { conn, peer } = event
                     && let Some(q) = conns.get(&conn)
                 {
+                    if q.via.is_some()
+                        && let Some(rec) = room.peer_record(&peer)
+                    {
+                        // What the link's node keeps to restore the peer elsewhere.
+                        let frame = link::Frame::Peer {
+                            peer: peer.clone(),
+                            seq: rec.seq,
+                            session: rec.session,
+                            meta: rec.meta,
+                        };
+                        let _ = q.send_text(frame.to_json().into());
+                    }
                     let _ = q.tx.try_send(Outbound::Peer(peer));
                 }
             }
@@ -384,6 +551,9 @@ fn log_event(event: &Event) {
     match event {
         Event::Joined { conn, peer } => tracing::info!(conn, peer = %peer, "peer joined"),
         Event::Resumed { conn, peer } => tracing::info!(conn, peer = %peer, "peer resumed"),
+        Event::Restored { conn, peer } => {
+            tracing::info!(conn, peer = %peer, "peer restored from a lost home node")
+        }
         Event::Reconnecting { peer } => tracing::info!(peer = %peer, "peer reconnecting"),
         Event::Left { peer, reason } => tracing::info!(peer = %peer, ?reason, "peer left"),
         Event::Rejected { conn, code } => tracing::debug!(conn, %code, "client error"),
@@ -454,6 +624,7 @@ impl Outbox {
 async fn run_conn(
     mut ws: HyperWebsocketStream,
     conn: ConnId,
+    link: bool,
     room: mpsc::Sender<RoomMsg>,
     mut out: Outbox,
     cfg: &signaling::Config,
@@ -498,6 +669,12 @@ async fn run_conn(
             frame = ws.next(), if reading => {
                 last_seen = Instant::now();
                 let input = match frame {
+                    Some(Ok(Message::Text(t))) if link && link::is_internal(t.as_str()) => {
+                        match link_input(conn, t.as_str()) {
+                            Some(input) => input,
+                            None => continue,
+                        }
+                    }
                     Some(Ok(Message::Text(t))) => Input::Text { conn, text: t.as_str().to_owned() },
                     Some(Ok(Message::Binary(_))) => Input::Binary { conn },
                     Some(Ok(Message::Ping(_) | Message::Pong(_) | Message::Frame(_))) => continue,
@@ -550,6 +727,44 @@ async fn run_conn(
     end
 }
 
+/// An `error` message about no client message in particular, as JSON text.
+fn error_json(error: &SignalError) -> String {
+    signaling::protocol::ServerMessage::Error {
+        code: error.code(),
+        message: error.to_string(),
+        id: None,
+    }
+    .to_json()
+}
+
+/// The input an internal frame of a cluster link stands for.
+fn link_input(conn: ConnId, text: &str) -> Option<Input> {
+    match link::Frame::parse(text) {
+        Some(link::Frame::Restore {
+            peer,
+            seq,
+            session,
+            meta,
+            known,
+        }) => Some(Input::Restore {
+            conn,
+            restore: Restore {
+                peer,
+                session,
+                seq,
+                meta,
+                known,
+            },
+        }),
+        Some(link::Frame::TooLarge) => Some(Input::TooLarge { conn }),
+        Some(link::Frame::NotUtf8) => Some(Input::NotUtf8 { conn }),
+        Some(link::Frame::Peer { .. }) | None => {
+            tracing::warn!("unexpected internal frame on a cluster link (ignored)");
+            None
+        }
+    }
+}
+
 /// A text frame of a shared message: the bytes are not copied (tungstenite checks
 /// they are UTF-8, which they are).
 fn text_frame(text: Arc<str>) -> Message {
@@ -575,7 +790,10 @@ fn close_frame(reason: CloseReason) -> CloseFrame {
 }
 
 /// Write and flush `msgs`; false if the socket failed or stalled.
-async fn write(ws: &mut HyperWebsocketStream, msgs: Vec<Message>, limit: Duration) -> bool {
+async fn write<S>(ws: &mut WebSocketStream<S>, msgs: Vec<Message>, limit: Duration) -> bool
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
     let fut = async {
         for m in msgs {
             ws.feed(m).await?;
@@ -586,9 +804,20 @@ async fn write(ws: &mut HyperWebsocketStream, msgs: Vec<Message>, limit: Duratio
 }
 
 /// Close handshake: send our close frame, wait (bounded) for the client's.
-async fn close(ws: &mut HyperWebsocketStream, reason: CloseReason, limit: Duration) {
+async fn close<S>(ws: &mut WebSocketStream<S>, reason: CloseReason, limit: Duration)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    close_with(ws, Some(close_frame(reason)), limit).await;
+}
+
+/// Close handshake with this frame (`None`: an empty close frame).
+async fn close_with<S>(ws: &mut WebSocketStream<S>, frame: Option<CloseFrame>, limit: Duration)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
     let handshake = async {
-        ws.close(Some(close_frame(reason))).await?;
+        ws.close(frame).await?;
         while let Some(frame) = ws.next().await {
             frame?;
         }
@@ -598,7 +827,10 @@ async fn close(ws: &mut HyperWebsocketStream, reason: CloseReason, limit: Durati
 }
 
 /// Half-close and discard unread input, bounded in time and bytes.
-async fn drain(ws: &mut HyperWebsocketStream) {
+async fn drain<S>(ws: &mut WebSocketStream<S>)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
     let io = ws.get_mut();
     let _ = io.shutdown().await;
     let mut buf = vec![0u8; 16 << 10];
@@ -621,6 +853,8 @@ async fn drain(ws: &mut HyperWebsocketStream) {
 #[derive(Debug)]
 pub(crate) struct Admitted {
     conn: ConnId,
+    /// A cluster link from another node (it may send internal frames).
+    link: bool,
     room: mpsc::Sender<RoomMsg>,
     outbox: Outbox,
     cfg: Arc<signaling::Config>,
@@ -628,11 +862,14 @@ pub(crate) struct Admitted {
 }
 
 impl Rooms {
-    /// Takes a connection permit and registers a new connection with room `name`
-    /// (the room router: rooms are local to this node today).
+    /// Takes a connection permit and registers a new connection with room `name`,
+    /// which lives here. `via`: the node a cluster link comes from. `home`: this
+    /// node's lease on the room (kept by the room if this creates it).
     pub(crate) fn admit_connection(
         self: &Arc<Self>,
         name: &str,
+        via: Option<Arc<str>>,
+        home: Option<Home>,
         tasks: &TaskTracker,
         shutdown: &CancellationToken,
     ) -> Result<Admitted, AdmitError> {
@@ -645,14 +882,17 @@ impl Rooms {
         let conn = self.next_id.fetch_add(1, Ordering::Relaxed);
         let (out_tx, out_rx) = mpsc::channel(cfg.max_outbound_messages);
         let queued = Arc::new(AtomicUsize::new(0));
+        let link = via.is_some();
         let out_queue = OutQueue {
             tx: out_tx,
             queued: queued.clone(),
             max_bytes: cfg.max_outbound_bytes,
+            via,
         };
-        let room = self.admit(name, conn, out_queue, tasks, shutdown)?;
+        let room = self.admit(name, conn, out_queue, home, tasks, shutdown)?;
         Ok(Admitted {
             conn,
+            link,
             room,
             outbox: Outbox { rx: out_rx, queued },
             cfg,
@@ -672,12 +912,13 @@ impl Admitted {
     pub(crate) async fn serve(self, ws: HyperWebsocketStream, shutdown: CancellationToken) {
         let Admitted {
             conn,
+            link,
             room,
             outbox,
             cfg,
             _permit,
         } = self;
-        let run = run_conn(ws, conn, room.clone(), outbox, &cfg, shutdown);
+        let run = run_conn(ws, conn, link, room.clone(), outbox, &cfg, shutdown);
         match crate::access::admission::catch_panic(run).await {
             Ok(end) => tracing::debug!(?end, "signaling connection closed"),
             Err(panic) => {

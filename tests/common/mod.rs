@@ -3,6 +3,8 @@
 //! receives with our `flv` crate.
 #![allow(dead_code)] // each test binary uses a different subset
 
+pub mod cluster;
+
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::sync::OnceLock;
