@@ -559,3 +559,86 @@ async fn a_redis_stall_and_restart_keep_rooms_relaying_and_consistent() {
     }
     cl.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_input_through_a_link_closes_only_its_sender_and_links_cannot_be_forged() {
+    let _serial = SERIAL.lock().await;
+    let mut cl = start("badinput", &[]).await;
+    let room = "rough";
+    let (mut alice, _) = join(&cl.a, room, "alice").await;
+    let (mut bob, _) = join(&cl.b, room, "bob").await;
+    alice.expect("peer-joined").await;
+
+    // Each refusal comes from the home, through C's link, with its close code.
+    let mut binary = Client::join(cl.c.http, room, "bin").await;
+    binary.send_raw(Message::binary(vec![1u8, 2, 3])).await;
+    binary.expect_error("bad-json").await;
+    assert_eq!(
+        binary.expect_close().await,
+        Closed::Frame(4003, "binary frames are not supported".into())
+    );
+    let mut big = Client::join(cl.c.http, room, "big").await;
+    let data = "x".repeat(100 << 10);
+    big.send(json!({"type": "message", "data": data})).await;
+    big.expect_error("too-large").await;
+    assert_eq!(
+        big.expect_close().await,
+        Closed::Frame(4009, "message too large".into())
+    );
+    for c in [&mut alice, &mut bob] {
+        for gone in ["bin", "big"] {
+            let (j, _) = until(c, "peer-left").await;
+            assert_eq!(
+                j,
+                json!({"type": "peer-left", "peer": gone, "reason": "closed"})
+            );
+        }
+    }
+
+    // A client cannot speak the link's internal frames...
+    let mut sly = Client::connect(cl.b.http, room).await;
+    sly.send(json!({"type": "x-wsrelay-restore", "peer": "alice", "seq": 0, "session": "s", "known": []}))
+        .await;
+    sly.expect_error("unknown-type").await;
+    // ...nor open a link without the cluster secret.
+    let (status, _) = signal_client::http(
+        cl.a.http,
+        "GET",
+        &format!("/signal/{room}"),
+        "Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\n\
+         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nx-wsrelay-signal: 00ff.9999999999.00\r\n",
+    )
+    .await;
+    assert_eq!(status, 401, "a forged link token is refused");
+
+    // alice and bob never noticed.
+    bob.send(json!({"type": "message", "to": "alice", "data": "still here"}))
+        .await;
+    assert_eq!(alice.expect("message").await["data"], "still here");
+    cl.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn links_do_not_count_against_the_per_ip_limit_of_the_home() {
+    let _serial = SERIAL.lock().await;
+    // Clients and nodes share 127.0.0.1 here: each node takes 5 clients, while A,
+    // the home, takes 1 client and 10 links from B and C.
+    let mut cl = start("perip", &["max_connections_per_ip=6"]).await;
+    let room = "busy";
+    let (mut host, _) = join(&cl.a, room, "host").await;
+    let mut clients = Vec::new();
+    for node in [&cl.b, &cl.c] {
+        for i in 0..5 {
+            let (c, _) = join(node, room, &format!("{}{i}", node.label)).await;
+            clients.push(c);
+        }
+    }
+    for _ in 0..10 {
+        host.expect("peer-joined").await;
+    }
+    host.send(json!({"type": "message", "data": "all"})).await;
+    for c in &mut clients {
+        assert_eq!(until(c, "message").await.0["from"], "host");
+    }
+    cl.stop().await;
+}

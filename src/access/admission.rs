@@ -24,8 +24,17 @@ use super::policy::{IpSlot, PerIpLimiter, Policy};
 #[derive(Debug)]
 pub(crate) struct Admission {
     _permit: OwnedSemaphorePermit,
-    /// `None` for trusted proxies, which carry many clients.
-    _slot: Option<IpSlot>,
+    /// `None` for trusted proxies, which carry many clients, and once given back
+    /// ([`Admission::release_ip_slot`]).
+    slot: std::sync::Mutex<Option<IpSlot>>,
+}
+
+impl Admission {
+    /// Gives back the per-IP slot: the connection turned out to be another cluster
+    /// node's signaling link (a node carries many clients, as a trusted proxy does).
+    pub(crate) fn release_ip_slot(&self) {
+        drop(self.slot.lock().unwrap_or_else(|e| e.into_inner()).take());
+    }
 }
 
 /// Why a connection was refused.
@@ -73,7 +82,7 @@ pub(crate) fn admit(
     };
     Ok(Admission {
         _permit: permit,
-        _slot: slot,
+        slot: std::sync::Mutex::new(slot),
     })
 }
 

@@ -185,6 +185,8 @@ fn pull_play(
             format!("this node is not the origin of `{name}`"),
         );
     }
+    // One node pulls many streams: its pulls are not one client's connections.
+    conn.admission.release_ip_slot();
     tracing::info!(%remote, stream = %name, edge, "edge pull served");
     http_player(state, name, remote, conn, Some(edge))
 }

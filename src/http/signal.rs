@@ -52,6 +52,7 @@ async fn route(
     state: &AppState,
     name: &str,
     req: &Request<Incoming>,
+    http_conn: &ConnCtx,
 ) -> Result<Route, Response<Body>> {
     let Some(cluster) = &state.cluster else {
         return Ok(Route::Here {
@@ -69,6 +70,8 @@ async fn route(
                 tracing::error!(room = %name, "refused a cluster link with a bad token: is cluster.secret the same on every node?");
                 super::text(StatusCode::UNAUTHORIZED, "bad cluster link token")
             })?;
+        // A node carries many clients: its links are not one client's connections.
+        http_conn.admission.release_ip_slot();
         let Some(lease) = cluster.share(LeaseKind::Room, name) else {
             return Err(super::text(
                 StatusCode::MISDIRECTED_REQUEST,
@@ -125,7 +128,7 @@ pub(crate) async fn upgrade(
         return res;
     }
     let rooms = state.rooms.clone();
-    let route = match route(state, &name, &req).await {
+    let route = match route(state, &name, &req, http_conn).await {
         Ok(route) => route,
         Err(res) => return res,
     };
