@@ -1,13 +1,15 @@
 //! Real WebRTC through the signaling server: webrtc-rs peers (UDP on 127.0.0.1, no
 //! STUN) join a room, negotiate offer/answer with trickled ICE candidates relayed
 //! by the server, open DataChannels and exchange messages. Two peers, then a
-//! three-peer mesh.
+//! three-peer mesh, then two peers on different nodes of a real three-node cluster
+//! (a `redis-server` and three `wsrelay` binaries, tests/common/cluster.rs).
 //!
 //! Each test peer follows the usual browser pattern: a newcomer offers to every
 //! peer in its `welcome` roster (it is the polite side towards all of them), the
 //! others answer; candidates that arrive before the remote description is set
 //! are held back and added right after it.
 
+mod common;
 mod signal_client;
 
 use std::collections::HashMap;
@@ -15,6 +17,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
+use common::cluster::{Cluster, SERIAL};
 use futures_util::StreamExt;
 use serde_json::{Value, json};
 use signal_client::{Client, server};
@@ -114,6 +117,17 @@ struct RtcPeer {
 
 impl RtcPeer {
     async fn join(addr: std::net::SocketAddr, room: &str, id: &str) -> RtcPeer {
+        RtcPeer::join_ignoring(addr, room, id, &[]).await
+    }
+
+    /// [`RtcPeer::join`], offering to no peer of `ignore` (plain signaling clients in
+    /// the room that speak no WebRTC).
+    async fn join_ignoring(
+        addr: std::net::SocketAddr,
+        room: &str,
+        id: &str,
+        ignore: &[&str],
+    ) -> RtcPeer {
         let (client, welcome) = Client::join_with(addr, room, json!({"peer": id})).await;
         assert_eq!(
             welcome["ice_servers"],
@@ -122,7 +136,8 @@ impl RtcPeer {
         );
         let (notes_tx, notes) = mpsc::channel(64);
         let counts = Arc::new(Counts::default());
-        let task = tokio::spawn(run_peer(client, welcome, notes_tx, counts.clone()));
+        let ignore = ignore.iter().map(|p| p.to_string()).collect();
+        let task = tokio::spawn(run_peer(client, welcome, ignore, notes_tx, counts.clone()));
         RtcPeer {
             id: id.to_owned(),
             notes,
@@ -165,10 +180,12 @@ async fn new_link(
     }
 }
 
-/// The signaling loop of one test peer.
+/// The signaling loop of one test peer; it offers to every peer of the welcome
+/// roster but those in `ignore`.
 async fn run_peer(
     mut client: Client,
     welcome: Value,
+    ignore: Vec<String>,
     notes: mpsc::Sender<Note>,
     counts: Arc<Counts>,
 ) {
@@ -180,6 +197,9 @@ async fn run_peer(
     for p in welcome["peers"].as_array().unwrap() {
         let remote = p["peer"].as_str().unwrap().to_owned();
         assert_eq!(p["polite"], true, "the newcomer is the polite side");
+        if ignore.contains(&remote) {
+            continue;
+        }
         let link = new_link(&remote, &sig_tx, &notes, &counts).await;
         let dc = link.pc.create_data_channel("chat", None).await.unwrap();
         watch_channel(remote.clone(), dc, notes.clone());
@@ -374,4 +394,72 @@ async fn three_peer_mesh() {
     })
     .await
     .expect("test finishes in time");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_webrtc_peers_on_different_nodes_negotiate_a_data_channel_through_the_cluster() {
+    let _serial = SERIAL.lock().await;
+    let mut cl = Cluster::start_with("webrtc", 10_000, &[]).await;
+    tokio::time::timeout(TEST_TIMEOUT, async {
+        // A plain client joins first, on A: A is the room's home, so every signaling
+        // message between alice (on B) and bob (on C) crosses two links.
+        let _host = Client::join(cl.a.http, "call", "host").await;
+        let mut alice = RtcPeer::join_ignoring(cl.b.http, "call", "alice", &["host"]).await;
+        let mut bob = RtcPeer::join_ignoring(cl.c.http, "call", "bob", &["host"]).await;
+
+        let a = open_channels(&mut alice, &["bob"]).await;
+        let b = open_channels(&mut bob, &["alice"]).await;
+        a["bob"].send_text("hello bob, from alice").await.unwrap();
+        b["alice"].send_text("hello alice, from bob").await.unwrap();
+        assert_eq!(
+            texts(&mut bob, 1).await,
+            [("alice".to_owned(), "hello bob, from alice".to_owned())]
+        );
+        assert_eq!(
+            texts(&mut alice, 1).await,
+            [("bob".to_owned(), "hello alice, from bob".to_owned())]
+        );
+
+        // The candidates really went through the cluster, trickled.
+        for p in [&alice, &bob] {
+            assert!(
+                p.counts.candidates_sent.load(Ordering::Relaxed) >= 1,
+                "{} sent no candidate",
+                p.id
+            );
+            assert!(
+                p.counts.candidates_received.load(Ordering::Relaxed) >= 1,
+                "{} got no candidate",
+                p.id
+            );
+        }
+
+        // The room is homed on A, with each peer on its own node.
+        let rooms = common::cluster::json(cl.a.http, "/api/rooms").await;
+        let entry = rooms["rooms"]
+            .as_array()
+            .and_then(|r| r.iter().find(|r| r["room"] == "call"))
+            .unwrap_or_else(|| panic!("A lists the room: {rooms}"));
+        assert_eq!(entry["home"], cl.a.id.as_str(), "{entry}");
+        let nodes: Vec<(&str, &str)> = entry["nodes"]
+            .as_array()
+            .unwrap_or_else(|| panic!("nodes: {entry}"))
+            .iter()
+            .map(|n| (n["peer"].as_str().unwrap(), n["node"].as_str().unwrap()))
+            .collect();
+        assert_eq!(
+            nodes,
+            [
+                ("host", cl.a.id.as_str()),
+                ("alice", cl.b.id.as_str()),
+                ("bob", cl.c.id.as_str()),
+            ],
+            "{entry}"
+        );
+        alice.task.abort();
+        bob.task.abort();
+    })
+    .await
+    .expect("test finishes in time");
+    cl.stop().await;
 }

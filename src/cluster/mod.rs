@@ -113,6 +113,9 @@ redis.call('SET', KEYS[1], val, 'PX', ARGV[3])
 return val
 ";
 
+/// Leases renewed per pipelined round trip in a heartbeat.
+const RENEW_BATCH: usize = 256;
+
 /// Deletes a lease only if it is still ours.
 const RELEASE: &str = r"
 if redis.call('GET', KEYS[1]) == ARGV[1] then
@@ -686,57 +689,69 @@ impl Cluster {
             .iter()
             .map(|(k, held)| (k.clone(), held.value.clone()))
             .collect();
-        for ((kind, stream), value) in held {
-            let (key, ttl) = (lease_key(kind, &stream), self.config.lease_ttl_ms);
-            let v = value.clone();
-            let renewed = self
-                .run(|mut c| async move {
-                    redis::Script::new(RENEW)
-                        .key(key)
-                        .arg(v)
-                        .arg(ttl)
-                        .invoke_async::<i64>(&mut c)
-                        .await
-                })
-                .await;
-            match renewed {
-                Ok(1) => {}
-                Ok(2) => tracing::info!(
-                    kind = kind.prefix(),
-                    name = stream,
-                    "lease re-taken (Redis had lost it)"
-                ),
-                Ok(_) => {
-                    let removed = {
-                        let mut leases = self.leases.lock().unwrap_or_else(|e| e.into_inner());
-                        let key = (kind, stream.clone());
-                        leases.get(&key).is_some_and(|h| h.value == value)
-                            && leases.remove(&key).is_some()
-                    };
-                    if removed {
-                        self.metrics.cluster_leases_lost.inc();
-                        match kind {
-                            LeaseKind::Stream => {
-                                tracing::warn!(
-                                    stream,
-                                    "lease lost: another node is the origin now; stopping the local publisher"
-                                );
-                                self.streams.kick(&stream);
-                            }
-                            LeaseKind::Room => {
-                                tracing::warn!(
-                                    room = stream,
-                                    "lease lost: another node is the room's home now; closing its connections here (4012)"
-                                );
-                                self.rooms.evict(&stream);
-                            }
-                        }
-                    }
-                }
-                Err(_) => break, // Redis away again: next beat
+        // Renewed in pipelined batches: one round trip per batch, however many
+        // streams and rooms this node holds.
+        for batch in held.chunks(RENEW_BATCH) {
+            let mut pipe = redis::pipe();
+            for ((kind, name), value) in batch {
+                pipe.cmd("EVAL")
+                    .arg(RENEW)
+                    .arg(1)
+                    .arg(lease_key(*kind, name))
+                    .arg(value)
+                    .arg(self.config.lease_ttl_ms);
+            }
+            let Ok(results) = self
+                .run(|mut c| async move { pipe.query_async::<Vec<i64>>(&mut c).await })
+                .await
+            else {
+                break; // Redis away again: next beat
+            };
+            for (((kind, name), value), renewed) in batch.iter().zip(results) {
+                self.renewed(*kind, name, value, renewed);
             }
         }
         self.update_gauges();
+    }
+
+    /// Acts on the answer of [`RENEW`] for one lease.
+    fn renewed(&self, kind: LeaseKind, name: &str, value: &str, renewed: i64) {
+        match renewed {
+            1 => {}
+            2 => tracing::info!(
+                kind = kind.prefix(),
+                name,
+                "lease re-taken (Redis had lost it)"
+            ),
+            _ => {
+                let removed = {
+                    let mut leases = self.leases.lock().unwrap_or_else(|e| e.into_inner());
+                    let key = (kind, name.to_owned());
+                    leases.get(&key).is_some_and(|h| h.value == value)
+                        && leases.remove(&key).is_some()
+                };
+                if !removed {
+                    return;
+                }
+                self.metrics.cluster_leases_lost.inc();
+                match kind {
+                    LeaseKind::Stream => {
+                        tracing::warn!(
+                            stream = name,
+                            "lease lost: another node is the origin now; stopping the local publisher"
+                        );
+                        self.streams.kick(name);
+                    }
+                    LeaseKind::Room => {
+                        tracing::warn!(
+                            room = name,
+                            "lease lost: another node is the room's home now; closing its connections here (4012)"
+                        );
+                        self.rooms.evict(name);
+                    }
+                }
+            }
+        }
     }
 
     /// Runs the heartbeat until shutdown, then deregisters (bounded).
