@@ -314,6 +314,37 @@ async fn texts(peer: &mut RtcPeer, n: usize) -> Vec<(String, String)> {
     got
 }
 
+/// alice and bob open data channels to each other and say hello both ways; both
+/// sent and received trickled candidates (through the server).
+async fn hello_both_ways(alice: &mut RtcPeer, bob: &mut RtcPeer) {
+    let a = open_channels(alice, &["bob"]).await;
+    let b = open_channels(bob, &["alice"]).await;
+    a["bob"].send_text("hello bob, from alice").await.unwrap();
+    b["alice"].send_text("hello alice, from bob").await.unwrap();
+    assert_eq!(
+        texts(bob, 1).await,
+        [("alice".to_owned(), "hello bob, from alice".to_owned())]
+    );
+    assert_eq!(
+        texts(alice, 1).await,
+        [("bob".to_owned(), "hello alice, from bob".to_owned())]
+    );
+
+    // The candidates really went through the server, trickled.
+    for p in [&*alice, &*bob] {
+        assert!(
+            p.counts.candidates_sent.load(Ordering::Relaxed) >= 1,
+            "{} sent no candidate",
+            p.id
+        );
+        assert!(
+            p.counts.candidates_received.load(Ordering::Relaxed) >= 1,
+            "{} got no candidate",
+            p.id
+        );
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_webrtc_peers_open_a_data_channel_through_the_server() {
     tokio::time::timeout(TEST_TIMEOUT, async {
@@ -322,32 +353,7 @@ async fn two_webrtc_peers_open_a_data_channel_through_the_server() {
         let mut alice = RtcPeer::join(addr, "call", "alice").await;
         let mut bob = RtcPeer::join(addr, "call", "bob").await;
 
-        let a = open_channels(&mut alice, &["bob"]).await;
-        let b = open_channels(&mut bob, &["alice"]).await;
-        a["bob"].send_text("hello bob, from alice").await.unwrap();
-        b["alice"].send_text("hello alice, from bob").await.unwrap();
-        assert_eq!(
-            texts(&mut bob, 1).await,
-            [("alice".to_owned(), "hello bob, from alice".to_owned())]
-        );
-        assert_eq!(
-            texts(&mut alice, 1).await,
-            [("bob".to_owned(), "hello alice, from bob".to_owned())]
-        );
-
-        // The candidates really went through the server, trickled.
-        for p in [&alice, &bob] {
-            assert!(
-                p.counts.candidates_sent.load(Ordering::Relaxed) >= 1,
-                "{} sent no candidate",
-                p.id
-            );
-            assert!(
-                p.counts.candidates_received.load(Ordering::Relaxed) >= 1,
-                "{} got no candidate",
-                p.id
-            );
-        }
+        hello_both_ways(&mut alice, &mut bob).await;
         alice.task.abort();
         bob.task.abort();
         srv.shutdown().await;
@@ -407,32 +413,7 @@ async fn two_webrtc_peers_on_different_nodes_negotiate_a_data_channel_through_th
         let mut alice = RtcPeer::join_ignoring(cl.b.http, "call", "alice", &["host"]).await;
         let mut bob = RtcPeer::join_ignoring(cl.c.http, "call", "bob", &["host"]).await;
 
-        let a = open_channels(&mut alice, &["bob"]).await;
-        let b = open_channels(&mut bob, &["alice"]).await;
-        a["bob"].send_text("hello bob, from alice").await.unwrap();
-        b["alice"].send_text("hello alice, from bob").await.unwrap();
-        assert_eq!(
-            texts(&mut bob, 1).await,
-            [("alice".to_owned(), "hello bob, from alice".to_owned())]
-        );
-        assert_eq!(
-            texts(&mut alice, 1).await,
-            [("bob".to_owned(), "hello alice, from bob".to_owned())]
-        );
-
-        // The candidates really went through the cluster, trickled.
-        for p in [&alice, &bob] {
-            assert!(
-                p.counts.candidates_sent.load(Ordering::Relaxed) >= 1,
-                "{} sent no candidate",
-                p.id
-            );
-            assert!(
-                p.counts.candidates_received.load(Ordering::Relaxed) >= 1,
-                "{} got no candidate",
-                p.id
-            );
-        }
+        hello_both_ways(&mut alice, &mut bob).await;
 
         // The room is homed on A, with each peer on its own node.
         let rooms = common::cluster::json(cl.a.http, "/api/rooms").await;

@@ -632,20 +632,7 @@ impl Room {
         );
         self.mark_joined(conn, &peer);
         self.welcome(now, conn, &peer, false);
-        let me = &self.peers[&peer];
-        for (other_id, other) in &self.peers {
-            if let (Some(c), true) = (other.conn, *other_id != peer) {
-                let msg = ServerMessage::PeerJoined {
-                    peer: &peer,
-                    meta: me.meta.as_deref(),
-                    polite: other.seq > me.seq,
-                };
-                self.out.push_back(Output::Send {
-                    conn: c,
-                    text: msg.to_json().into(),
-                });
-            }
-        }
+        self.announce_joined(&peer);
         self.out
             .push_back(Output::Event(Event::Joined { conn, peer }));
     }
@@ -728,20 +715,7 @@ impl Room {
                 );
                 self.mark_joined(conn, &peer_id);
                 // New to the peers already here (none of them knew it).
-                let me = &self.peers[&peer_id];
-                for (other_id, other) in &self.peers {
-                    if let (Some(c), true) = (other.conn, *other_id != peer_id) {
-                        let msg = ServerMessage::PeerJoined {
-                            peer: &peer_id,
-                            meta: me.meta.as_deref(),
-                            polite: other.seq > me.seq,
-                        };
-                        self.out.push_back(Output::Send {
-                            conn: c,
-                            text: msg.to_json().into(),
-                        });
-                    }
-                }
+                self.announce_joined(&peer_id);
             }
         }
         self.next_seq = self.next_seq.max(r.seq.saturating_add(1));
@@ -981,6 +955,27 @@ impl Room {
             peer: peer_id.to_owned(),
             reason,
         }));
+    }
+
+    /// `peer-joined` about `peer` to every other connected peer, each with its own
+    /// `polite` flag.
+    fn announce_joined(&mut self, peer: &str) {
+        let Some(me) = self.peers.get(peer) else {
+            return;
+        };
+        for (other_id, other) in &self.peers {
+            if let (Some(c), true) = (other.conn, other_id != peer) {
+                let msg = ServerMessage::PeerJoined {
+                    peer,
+                    meta: me.meta.as_deref(),
+                    polite: other.seq > me.seq,
+                };
+                self.out.push_back(Output::Send {
+                    conn: c,
+                    text: msg.to_json().into(),
+                });
+            }
+        }
     }
 
     /// Send a roster event about `about` to every other connected peer.

@@ -162,11 +162,16 @@ pub(crate) async fn upgrade(
             );
         }
     };
-    let conn = match &admitted {
-        Admission::Here(a) => a.conn(),
-        _ => 0,
-    };
-    let span = tracing::info_span!("signal", room = %name, conn, peer = tracing::field::Empty);
+    // `conn`: the room's id of the connection, when the room lives here.
+    let span = tracing::info_span!(
+        "signal",
+        room = %name,
+        conn = tracing::field::Empty,
+        peer = tracing::field::Empty
+    );
+    if let Admission::Here(a) = &admitted {
+        span.record("conn", a.conn());
+    }
     let shutdown = state.shutdown.clone();
     let metrics = state.metrics.clone();
     let cfg = Arc::new(rooms.config().clone());
