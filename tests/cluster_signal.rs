@@ -11,7 +11,10 @@
 //! 5. `kill -9` of the room's home node: the room continues on another node for the
 //!    peers still connected, who see only the dead node's peers leave;
 //! 6. Redis `SIGSTOP` for 10 s, then a restart empty: rooms keep relaying, a join that
-//!    needs Redis gets `cluster-unavailable` (1013), and afterwards the room is one room.
+//!    needs Redis gets `cluster-unavailable` (1013), and afterwards the room is one room;
+//! 7. bad input through a link closes only its sender, and links cannot be forged;
+//! 8. links do not count against the home's `max_connections_per_ip`;
+//! 9. a frozen node (`SIGSTOP`) is found dead on its links within `node_ttl_ms`.
 
 mod common;
 mod signal_client;
@@ -640,5 +643,48 @@ async fn links_do_not_count_against_the_per_ip_limit_of_the_home() {
     for c in &mut clients {
         assert_eq!(until(c, "message").await.0["from"], "host");
     }
+    cl.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_frozen_node_is_found_dead_on_its_links_within_node_ttl() {
+    let _serial = SERIAL.lock().await;
+    let mut cl = start("freeze", &[]).await;
+    let room = "cold";
+    let (mut alice, _) = join(&cl.a, room, "alice").await;
+    let (_bob, _) = join(&cl.b, room, "bob").await;
+    alice.expect("peer-joined").await;
+    // B stops answering without closing anything (a machine that vanished).
+    let t = Instant::now();
+    signal(cl.b.pid, "STOP");
+    let r = alice.expect("peer-reconnecting").await;
+    assert_eq!(r["peer"], "bob");
+    let seen = t.elapsed();
+    let l = alice.expect("peer-left").await;
+    assert_eq!(
+        l,
+        json!({"type": "peer-left", "peer": "bob", "reason": "timeout"})
+    );
+    let left = t.elapsed();
+    println!("frozen node: bob reconnecting after {seen:?}, left after {left:?}");
+    // node_ttl_ms is 5 s: the home pings each link every heartbeat_ms (1 s).
+    assert!(seen < 7 * SECOND, "{seen:?}");
+    assert!(
+        left < 7 * SECOND + Duration::from_millis(RESUME_GRACE_MS),
+        "{left:?}"
+    );
+    signal(cl.b.pid, "CONT");
+    // Whatever B does on waking, the roster alice was told matches the room's.
+    tokio::time::sleep(3 * SECOND).await;
+    let mut roster = vec!["alice".to_owned()];
+    while let Ok(v) = alice.try_recv(Duration::from_millis(200)).await {
+        match v["type"].as_str() {
+            Some("peer-joined") => roster.push(v["peer"].as_str().unwrap().to_owned()),
+            Some("peer-left") => roster.retain(|p| p != v["peer"].as_str().unwrap()),
+            _ => {}
+        }
+    }
+    let entry = room_entry(cl.a.http, room).await.unwrap();
+    assert_eq!(entry["peer_ids"], json!(roster), "{entry}");
     cl.stop().await;
 }

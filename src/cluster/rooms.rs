@@ -52,6 +52,15 @@ enum Attempt {
 }
 
 impl Cluster {
+    /// How the two ends of a link check on each other: a ping every `heartbeat_ms`,
+    /// dead after `node_ttl_ms` of silence.
+    pub(crate) fn link_timing(&self) -> link::Timing {
+        link::Timing {
+            heartbeat: Duration::from_millis(self.config.heartbeat_ms),
+            idle: Duration::from_millis(self.config.node_ttl_ms),
+        }
+    }
+
     /// A token for this node to open a link for `room`.
     fn link_token(&self, room: &str) -> String {
         token::sign(
@@ -199,6 +208,10 @@ impl Cluster {
 pub(crate) struct ClusterHomes(pub(crate) Arc<Cluster>);
 
 impl Homes for ClusterHomes {
+    fn timing(&self) -> link::Timing {
+        self.0.link_timing()
+    }
+
     fn connect<'a>(
         &'a self,
         room: &'a str,

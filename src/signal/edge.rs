@@ -61,6 +61,9 @@ impl HomeError {
 
 /// Where rooms live: the cluster's side of an edge.
 pub(crate) trait Homes: Send + Sync + std::fmt::Debug {
+    /// How often to ping a link, and how long a silent one lives.
+    fn timing(&self) -> link::Timing;
+
     /// Opens a link to `room`'s home, taking the room over when its home is found
     /// dead, and sends `restore` as its first frame.
     fn connect<'a>(
@@ -200,7 +203,7 @@ pub(crate) async fn serve(
             &mut up,
             &mut carried,
             &mut reading,
-            &cfg,
+            (&cfg, homes.timing()),
             &metrics,
             &shutdown,
         )
@@ -249,7 +252,7 @@ async fn relay(
     up: &mut Link,
     carried: &mut Carried,
     reading: &mut bool,
-    cfg: &signaling::Config,
+    (cfg, timing): (&signaling::Config, link::Timing),
     metrics: &Metrics,
     shutdown: &CancellationToken,
 ) -> End {
@@ -257,6 +260,8 @@ async fn relay(
     let idle = Duration::from_millis(cfg.idle_timeout_ms);
     let write_timeout = Duration::from_millis(cfg.write_timeout_ms);
     let mut ping = tokio::time::interval_at(Instant::now() + heartbeat, heartbeat);
+    let mut ping_home =
+        tokio::time::interval_at(Instant::now() + timing.heartbeat, timing.heartbeat);
     let (mut client_seen, mut home_seen) = (Instant::now(), Instant::now());
     let to_home = metrics
         .signal_cluster_frames
@@ -319,15 +324,16 @@ async fn relay(
                 }
             }
             () = tokio::time::sleep_until(client_seen + idle) => return End::Idle,
-            () = tokio::time::sleep_until(home_seen + idle) => {
+            () = tokio::time::sleep_until(home_seen + timing.idle) => {
                 return End::HomeLost("home node silent".into());
             }
             _ = ping.tick() => {
-                let ping = || vec![Message::Ping(Default::default())];
-                if !write(client, ping(), write_timeout).await {
+                if !write(client, vec![Message::Ping(Default::default())], write_timeout).await {
                     return End::Slow;
                 }
-                if !write(up, ping(), write_timeout).await {
+            }
+            _ = ping_home.tick() => {
+                if !write(up, vec![Message::Ping(Default::default())], write_timeout).await {
                     return End::HomeLost("write to the home node failed".into());
                 }
             }

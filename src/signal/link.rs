@@ -15,6 +15,15 @@ pub(crate) const PREFIX: &str = r#"{"type":"x-wsrelay-"#;
 /// (see [`crate::cluster::token`]) naming the node that opens it.
 pub(crate) const HEADER: &str = "x-wsrelay-signal";
 
+/// How often each end of a link pings the other, and how long a silent link lives:
+/// the cluster's `heartbeat_ms` and `node_ttl_ms`, so a node that vanished without
+/// closing its sockets is found dead on a link as soon as in Redis.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Timing {
+    pub(crate) heartbeat: std::time::Duration,
+    pub(crate) idle: std::time::Duration,
+}
+
 /// An internal frame.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "kebab-case")]

@@ -191,8 +191,8 @@ pub(crate) struct Rooms {
     clock: WallClock,
     /// Messages by type, errors by code, resumes.
     metrics: Arc<crate::metrics::Metrics>,
-    /// This node's id, once it is part of a cluster.
-    node: OnceLock<Arc<str>>,
+    /// This node's id, once it is part of a cluster, and its links' heartbeat.
+    node: OnceLock<(Arc<str>, link::Timing)>,
 }
 
 /// `/api/rooms` body.
@@ -229,9 +229,10 @@ impl Rooms {
         })
     }
 
-    /// Joins a cluster as node `id`: room statuses name the node of each peer.
-    pub(crate) fn set_node(&self, id: &str) {
-        let _ = self.node.set(id.into());
+    /// Joins a cluster as node `id`: room statuses name the node of each peer, and
+    /// links from other nodes are pinged and timed out by `timing`.
+    pub(crate) fn set_node(&self, id: &str, timing: link::Timing) {
+        let _ = self.node.set((id.into(), timing));
     }
 
     /// Another node is the home of `name` now: its connections here are closed
@@ -335,7 +336,7 @@ impl Rooms {
 
     /// A room's status for `/api/rooms`, with each peer's node in a cluster.
     fn status(&self, room: &Room, conns: &HashMap<ConnId, OutQueue>) -> RoomStatus {
-        let home = self.node.get().map(|n| n.to_string());
+        let home = self.node.get().map(|(n, _)| n.to_string());
         let nodes = match &home {
             None => Vec::new(),
             Some(here) => room
@@ -624,14 +625,19 @@ impl Outbox {
 async fn run_conn(
     mut ws: HyperWebsocketStream,
     conn: ConnId,
-    link: bool,
+    link: Option<link::Timing>,
     room: mpsc::Sender<RoomMsg>,
     mut out: Outbox,
     cfg: &signaling::Config,
     shutdown: CancellationToken,
 ) -> ConnEnd {
-    let heartbeat = Duration::from_millis(cfg.heartbeat_interval_ms);
-    let idle = Duration::from_millis(cfg.idle_timeout_ms);
+    let (heartbeat, idle) = match link {
+        Some(t) => (t.heartbeat, t.idle),
+        None => (
+            Duration::from_millis(cfg.heartbeat_interval_ms),
+            Duration::from_millis(cfg.idle_timeout_ms),
+        ),
+    };
     let write_timeout = Duration::from_millis(cfg.write_timeout_ms);
     let mut ping = tokio::time::interval_at(Instant::now() + heartbeat, heartbeat);
     let mut last_seen = Instant::now();
@@ -669,7 +675,7 @@ async fn run_conn(
             frame = ws.next(), if reading => {
                 last_seen = Instant::now();
                 let input = match frame {
-                    Some(Ok(Message::Text(t))) if link && link::is_internal(t.as_str()) => {
+                    Some(Ok(Message::Text(t))) if link.is_some() && link::is_internal(t.as_str()) => {
                         match link_input(conn, t.as_str()) {
                             Some(input) => input,
                             None => continue,
@@ -853,8 +859,9 @@ where
 #[derive(Debug)]
 pub(crate) struct Admitted {
     conn: ConnId,
-    /// A cluster link from another node (it may send internal frames).
-    link: bool,
+    /// A cluster link from another node (it may send internal frames), and its
+    /// heartbeat.
+    link: Option<link::Timing>,
     room: mpsc::Sender<RoomMsg>,
     outbox: Outbox,
     cfg: Arc<signaling::Config>,
@@ -882,7 +889,9 @@ impl Rooms {
         let conn = self.next_id.fetch_add(1, Ordering::Relaxed);
         let (out_tx, out_rx) = mpsc::channel(cfg.max_outbound_messages);
         let queued = Arc::new(AtomicUsize::new(0));
-        let link = via.is_some();
+        let link = via
+            .as_ref()
+            .and_then(|_| self.node.get().map(|(_, timing)| *timing));
         let out_queue = OutQueue {
             tx: out_tx,
             queued: queued.clone(),
