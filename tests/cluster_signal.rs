@@ -410,6 +410,19 @@ async fn killing_the_home_node_moves_the_room_for_the_peers_still_connected() {
     assert_eq!(home, json!(cl.a.id));
     let t = Instant::now();
     cl.a.crash().await;
+    // A message sent right away goes through once the room has moved.
+    bob.send(json!({"type": "message", "to": "carol", "data": "still there?"}))
+        .await;
+    let (m, before) = until(&mut carol, "message").await;
+    assert_eq!(
+        m,
+        json!({"type": "message", "from": "bob", "data": "still there?"})
+    );
+    assert!(before.is_empty(), "carol saw {before:?} first");
+    println!(
+        "a message crossed the moved room {:?} after the home died",
+        t.elapsed()
+    );
     // bob and carol see alice leave, and nothing about each other.
     for c in [&mut bob, &mut carol] {
         let (l, before) = until(c, "peer-left").await;
