@@ -2,7 +2,8 @@
 # CI smoke run of the bench harness (benches/README.md): a few seconds of each part at
 # small scale, so the harness cannot rot. Fails (exit != 0) on any error, any player
 # or peer that fails or falls behind, or lost signaling messages (--strict).
-# Needs ffmpeg (the harness generates its test stream with it).
+# Needs ffmpeg (the harness generates its test stream with it) and redis-server (the
+# signaling run across a 3-node cluster).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -34,7 +35,13 @@ echo "== bench smoke: signaling, 20 peers in 4 rooms, 1000 msg/s and max; 200 id
 cargo bench --bench load -- signal --strict --out-dir "$OUT" \
   --peers 20 --rooms 4 --rate 1000,max --warmup-secs 0.5 --secs 2 --idle-peers 200
 
+echo "== bench smoke: signaling across a 3-node cluster, same-node and cross-node pairs, 90 idle peers"
+command -v redis-server >/dev/null || { echo "bench-smoke: redis-server is required (apt-get install redis-server)" >&2; exit 1; }
+cargo bench --bench load -- signal --cluster --strict --out-dir "$OUT" \
+  --peers 10 --rate 1000 --placements same,cross --warmup-secs 0.5 --secs 1 --idle-peers 90
+
 test -s "$OUT/live.jsonl" && test -s "$OUT/signal.jsonl" && test -s "$OUT/live.svg" \
+  && test -s "$OUT/signal-cluster.jsonl" \
   || { echo "bench-smoke: missing outputs in $OUT" >&2; exit 1; }
 
 echo "== bench smoke: criterion benches, one iteration each"

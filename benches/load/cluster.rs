@@ -197,23 +197,7 @@ fn secs(s: f64) -> Duration {
 /// Runs the whole comparison; `Ok(false)` when `--strict` and something was off.
 pub async fn main(a: ClusterArgs) -> Result<bool, String> {
     // Loudly, before anything runs: the cluster needs a real Redis.
-    let version = Command::new(&a.redis_server)
-        .arg("--version")
-        .output()
-        .map_err(|e| {
-            format!(
-                "`{}` cannot run ({e}): the cluster mode starts a real Redis; install Debian's \
-                 package (`apt-get install redis-server`) or pass --redis-server PATH",
-                a.redis_server.display()
-            )
-        })?;
-    if !version.status.success() {
-        return Err(format!(
-            "`{} --version` failed: {}",
-            a.redis_server.display(),
-            String::from_utf8_lossy(&version.stderr).trim()
-        ));
-    }
+    let version = redis_version(&a.redis_server)?;
     if a.players < 2 {
         return Err("--players must be at least 2 (half on each edge)".into());
     }
@@ -232,11 +216,7 @@ pub async fn main(a: ClusterArgs) -> Result<bool, String> {
         media.kbps(),
         media.tags.len(),
         f64::from(media.loop_ms) / 1e3,
-        String::from_utf8_lossy(&version.stdout)
-            .split_whitespace()
-            .take(3)
-            .collect::<Vec<_>>()
-            .join(" "),
+        version,
         procfs::loadavg()
     );
     let media = Arc::new(media);
@@ -316,6 +296,30 @@ pub async fn main(a: ClusterArgs) -> Result<bool, String> {
     Ok(summary.problems.is_empty() || !a.strict)
 }
 
+/// `redis-server --version`'s first words (`Redis server v=7.0.15`), or an error
+/// that says how to install it: the cluster modes need a real Redis.
+pub(crate) fn redis_version(bin: &Path) -> Result<String, String> {
+    let version = Command::new(bin).arg("--version").output().map_err(|e| {
+        format!(
+            "`{}` cannot run ({e}): the cluster modes start a real Redis; install Debian's \
+             package (`apt-get install redis-server`) or pass --redis-server PATH",
+            bin.display()
+        )
+    })?;
+    if !version.status.success() {
+        return Err(format!(
+            "`{} --version` failed: {}",
+            bin.display(),
+            String::from_utf8_lossy(&version.stderr).trim()
+        ));
+    }
+    Ok(String::from_utf8_lossy(&version.stdout)
+        .split_whitespace()
+        .take(3)
+        .collect::<Vec<_>>()
+        .join(" "))
+}
+
 fn row_from_live(r: &LiveResult) -> Row {
     Row {
         kind: "cluster",
@@ -342,14 +346,14 @@ fn row_from_live(r: &LiveResult) -> Row {
 }
 
 /// `redis-server` on a unix socket in a temp dir; killed by PID on drop.
-struct Redis {
+pub(crate) struct Redis {
     child: Child,
     dir: PathBuf,
     sock: PathBuf,
 }
 
 impl Redis {
-    async fn start(bin: &Path, log: &Path) -> Result<Redis, String> {
+    pub(crate) async fn start(bin: &Path, log: &Path) -> Result<Redis, String> {
         let nanos = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.subsec_nanos());
@@ -408,11 +412,11 @@ impl Redis {
         }
     }
 
-    fn pid(&self) -> u32 {
+    pub(crate) fn pid(&self) -> u32 {
         self.child.id()
     }
 
-    fn url(&self) -> String {
+    pub(crate) fn url(&self) -> String {
         format!("redis+unix://{}", self.sock.display())
     }
 
@@ -443,7 +447,7 @@ impl Redis {
 
     /// Calls so far per command (`INFO commandstats`), without this harness's own
     /// `INFO`s.
-    async fn commands(&self) -> Option<BTreeMap<String, u64>> {
+    pub(crate) async fn commands(&self) -> Option<BTreeMap<String, u64>> {
         let info = self.command("INFO commandstats").await.ok()?;
         let mut calls = BTreeMap::new();
         for line in info.lines() {
@@ -492,7 +496,7 @@ impl Drop for Redis {
 }
 
 /// `GET path` (HTTP/1.0, so the body ends with the connection), parsed as JSON.
-async fn get_json(addr: SocketAddr, path: &str) -> Result<serde_json::Value, String> {
+pub(crate) async fn get_json(addr: SocketAddr, path: &str) -> Result<serde_json::Value, String> {
     let io = async {
         let mut s = tokio::net::TcpStream::connect(addr).await?;
         s.write_all(format!("GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").as_bytes())
@@ -512,7 +516,7 @@ async fn get_json(addr: SocketAddr, path: &str) -> Result<serde_json::Value, Str
 /// Precise CPU seconds of a process: the sum of its threads' `se.sum_exec_runtime`
 /// (`/proc/PID/task/*/sched`, ms with µs decimals). Threads that exited are not
 /// counted (the wsrelay nodes keep their worker threads).
-fn sched_cpu_secs(pid: u32) -> Option<f64> {
+pub(crate) fn sched_cpu_secs(pid: u32) -> Option<f64> {
     let mut total = 0.0;
     for task in std::fs::read_dir(format!("/proc/{pid}/task")).ok()? {
         let Ok(task) = task else { continue };
@@ -530,9 +534,9 @@ fn sched_cpu_secs(pid: u32) -> Option<f64> {
 }
 
 /// A node of the cluster.
-struct Node {
-    name: &'static str,
-    target: Target,
+pub(crate) struct Node {
+    pub(crate) name: &'static str,
+    pub(crate) target: Target,
 }
 
 impl Node {
@@ -915,22 +919,32 @@ fn phase_rows(phase: &'static str, nodes: &[Node], ph: &Phase, s: &LiveSettings)
     rows
 }
 
-/// Starts Redis and the three nodes, runs the pull-cost, cluster and hop phases.
-async fn run_cluster(
-    a: &ClusterArgs,
-    s: &LiveSettings,
-    media: &Arc<Media>,
-    summary: &mut Summary,
-) -> Result<Vec<Row>, String> {
-    eprintln!(
-        "run: cluster (redis + origin + 2 edges), N={} (load average {})",
-        a.players,
-        procfs::loadavg()
-    );
+/// A running cluster: Redis and three nodes (dropped in this order: the nodes
+/// first, so they do not log Redis going away).
+pub(crate) struct Started {
+    /// The nodes, in the order of their names.
+    pub(crate) nodes: Vec<Node>,
+    /// Their ids (`/api/cluster`'s `node.id`), in the same order.
+    pub(crate) ids: Vec<String>,
+    /// The Redis they share.
+    pub(crate) redis: Redis,
+}
+
+/// Starts `redis-server` on a unix socket (its log `OUT_DIR/PREFIX-redis.log`) and
+/// three wsrelay nodes with the harness config and `--cluster … --cluster-secret
+/// <random>` (`OUT_DIR/PREFIX-NAME.log`), and waits until `/api/cluster` on the first
+/// lists all three.
+pub(crate) async fn start(
+    redis_server: &Path,
+    server_bin: &Path,
+    out_dir: &Path,
+    prefix: &str,
+    names: [&'static str; 3],
+) -> Result<Started, String> {
     // Absolute: redis-server opens its log after changing to its --dir.
     let out_dir =
-        std::path::absolute(&a.out_dir).map_err(|e| format!("{}: {e}", a.out_dir.display()))?;
-    let redis = Redis::start(&a.redis_server, &out_dir.join("cluster-redis.log")).await?;
+        std::path::absolute(out_dir).map_err(|e| format!("{}: {e}", out_dir.display()))?;
+    let redis = Redis::start(redis_server, &out_dir.join(format!("{prefix}-redis.log"))).await?;
     let secret = format!(
         "bench-{}-{:x}",
         std::process::id(),
@@ -945,11 +959,11 @@ async fn run_cluster(
         secret,
     ];
     let mut nodes = Vec::new();
-    for name in ["origin", "edge-a", "edge-b"] {
+    for name in names {
         let target = Target::wsrelay_node(
-            &s.server_bin,
-            &s.out_dir,
-            &format!("cluster-{name}"),
+            server_bin,
+            &out_dir,
+            &format!("{prefix}-{name}"),
             false,
             None,
             &args,
@@ -969,16 +983,44 @@ async fn run_cluster(
         }
         if Instant::now() > deadline {
             return Err(format!(
-                "the cluster did not list 3 nodes in 10 s: {v:?} (logs: {}/cluster-*.log)",
-                s.out_dir.display()
+                "the cluster did not list 3 nodes in 10 s: {v:?} (logs: {}/{prefix}-*.log)",
+                out_dir.display()
             ));
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    let origin_id = get_json(nodes[0].target.http, "/api/cluster").await?["node"]["id"]
-        .as_str()
-        .unwrap_or_default()
-        .to_owned();
+    let mut ids = Vec::new();
+    for n in &nodes {
+        let v = get_json(n.target.http, "/api/cluster").await?;
+        ids.push(v["node"]["id"].as_str().unwrap_or_default().to_owned());
+    }
+    Ok(Started { nodes, ids, redis })
+}
+
+/// Starts Redis and the three nodes, runs the pull-cost, cluster and hop phases.
+async fn run_cluster(
+    a: &ClusterArgs,
+    s: &LiveSettings,
+    media: &Arc<Media>,
+    summary: &mut Summary,
+) -> Result<Vec<Row>, String> {
+    eprintln!(
+        "run: cluster (redis + origin + 2 edges), N={} (load average {})",
+        a.players,
+        procfs::loadavg()
+    );
+    // Bound in this order, so that on an early return the nodes drop before Redis.
+    let Started {
+        redis, nodes, ids, ..
+    } = start(
+        &a.redis_server,
+        &s.server_bin,
+        &s.out_dir,
+        "cluster",
+        ["origin", "edge-a", "edge-b"],
+    )
+    .await?;
+    let origin_id = ids[0].clone();
 
     // The origin with no stream at all.
     let idle = secs(a.idle_secs);

@@ -8,7 +8,8 @@
 //!   and against node-media-server (`nms.rs`). Prints a table, appends JSON lines,
 //!   draws an SVG against N.
 //! - `cluster`: one node against 1 origin + 2 edges on a Redis (`cluster.rs`).
-//! - `signal`: signaling peers relaying messages at rates, and an idle-memory test.
+//! - `signal`: signaling peers relaying messages at rates, and an idle-memory test;
+//!   `signal --cluster`: the same across a 3-node cluster (`signal_cluster.rs`).
 //!
 //! See `benches/README.md` for what each figure means and the commands.
 
@@ -25,6 +26,7 @@ mod report;
 mod rtmp;
 mod server;
 mod signal;
+mod signal_cluster;
 mod stats;
 mod wire;
 
@@ -109,7 +111,7 @@ struct Common {
     /// Directory for logs, the server config, generated media and default outputs.
     #[arg(long, default_value = "target/bench-load")]
     out_dir: PathBuf,
-    /// JSON lines output (appended) [default: OUT_DIR/<live|signal>.jsonl].
+    /// JSON lines output (appended) [default: OUT_DIR/<live|signal|signal-cluster>.jsonl].
     #[arg(long)]
     json: Option<PathBuf>,
     /// Seconds between the last join and the measurement window.
@@ -233,6 +235,23 @@ struct SignalArgs {
     /// Peers per room in the idle test.
     #[arg(long, default_value_t = 10)]
     idle_per_room: usize,
+    /// Against a 3-node cluster started here (redis-server and nodes A, B, C; every
+    /// room homed on A): pairs of talkers (--peers / 2, one room each) per
+    /// --placements at each --rate, then --idle-peers idle peers, a third per node.
+    /// --rooms does not apply.
+    #[arg(long, conflicts_with_all = ["url", "server_pid"])]
+    cluster: bool,
+    /// With --cluster: where each pair's talkers connect, one run each per rate.
+    #[arg(
+        long,
+        value_enum,
+        value_delimiter = ',',
+        default_value = "same,hop,cross"
+    )]
+    placements: Vec<signal_cluster::Placement>,
+    /// With --cluster: the Redis server to start (Debian: `apt-get install redis-server`).
+    #[arg(long, default_value = "redis-server")]
+    redis_server: PathBuf,
 }
 
 fn main() -> ExitCode {
@@ -551,6 +570,28 @@ fn publish_label(mode: PublishMode) -> &'static str {
 
 async fn signal_main(a: SignalArgs) -> Result<bool, String> {
     let c = &a.common;
+    if a.cluster {
+        std::fs::create_dir_all(&c.out_dir).map_err(|e| format!("{}: {e}", c.out_dir.display()))?;
+        return signal_cluster::main(signal_cluster::Settings {
+            server_bin: c.server_bin.clone(),
+            redis_server: a.redis_server.clone(),
+            out_dir: c.out_dir.clone(),
+            json: c
+                .json
+                .clone()
+                .unwrap_or_else(|| c.out_dir.join("signal-cluster.jsonl")),
+            pairs: a.peers / 2,
+            placements: a.placements.clone(),
+            rates: a.rate.clone(),
+            inflight: a.inflight.max(1),
+            warmup: secs(c.warmup_secs),
+            window: secs(c.secs),
+            idle_peers: a.idle_peers,
+            idle_per_room: a.idle_per_room,
+            strict: c.strict,
+        })
+        .await;
+    }
     if a.peers == 0 || a.rooms == 0 {
         return Err("--peers and --rooms must be positive".into());
     }

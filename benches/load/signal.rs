@@ -26,7 +26,8 @@ use crate::procfs::Proc;
 use crate::server::Target;
 use crate::stats::pct;
 
-type Ws = tokio_tungstenite::WebSocketStream<TcpStream>;
+/// A signaling client's socket.
+pub type Ws = tokio_tungstenite::WebSocketStream<TcpStream>;
 
 /// Connections opened at once while joining (keeps the accept backlog short).
 const CONNECT_CONCURRENCY: usize = 128;
@@ -151,19 +152,19 @@ fn target(s: &SignalSettings) -> Result<Target, String> {
     }
 }
 
-/// Connects and joins `p{i}` to room `r{i % rooms}`; returns the socket after `welcome`.
-async fn join(addr: SocketAddr, room: usize, peer: usize) -> Result<Ws, String> {
+/// Connects and joins `peer` to `room`; returns the socket after `welcome`.
+pub async fn join(addr: SocketAddr, room: &str, peer: &str) -> Result<Ws, String> {
     let sock = TcpStream::connect(addr)
         .await
         .map_err(|e| format!("connect: {e}"))?;
     let _ = sock.set_nodelay(true);
     let config = WebSocketConfig::default().read_buffer_size(4 << 10);
-    let url = format!("ws://{addr}/signal/r{room}");
+    let url = format!("ws://{addr}/signal/{room}");
     let (mut ws, _) = tokio_tungstenite::client_async_with_config(url, sock, Some(config))
         .await
         .map_err(|e| format!("upgrade: {e}"))?;
     ws.send(Message::text(format!(
-        r#"{{"type":"join","peer":"p{peer}"}}"#
+        r#"{{"type":"join","peer":"{peer}"}}"#
     )))
     .await
     .map_err(|e| format!("send join: {e}"))?;
@@ -203,23 +204,44 @@ fn number(text: &str, key: &str) -> Option<u64> {
     text[start..start + digits].parse().ok()
 }
 
-/// Joins `peers` peers with bounded concurrency; `None` for those that failed.
-async fn join_all(
-    addr: SocketAddr,
-    peers: usize,
-    rooms: usize,
+/// A peer to join: the node it connects to, its room and its id.
+#[derive(Debug, Clone)]
+pub struct JoinSpec {
+    /// The node's HTTP listener.
+    pub addr: SocketAddr,
+    /// Room name.
+    pub room: String,
+    /// Peer id.
+    pub peer: String,
+}
+
+/// `p{i}` in room `r{i % rooms}` for i in 0..peers, all on `addr`.
+fn specs(addr: SocketAddr, peers: usize, rooms: usize) -> Vec<JoinSpec> {
+    (0..peers)
+        .map(|i| JoinSpec {
+            addr,
+            room: format!("r{}", i % rooms),
+            peer: format!("p{i}"),
+        })
+        .collect()
+}
+
+/// Joins `specs` with bounded concurrency; `None` for those that failed.
+pub async fn join_all(
+    specs: &[JoinSpec],
     failures: &mut BTreeMap<String, usize>,
 ) -> Vec<Option<Ws>> {
     let sem = Arc::new(Semaphore::new(CONNECT_CONCURRENCY));
-    let mut handles = Vec::with_capacity(peers);
-    for i in 0..peers {
+    let mut handles = Vec::with_capacity(specs.len());
+    for spec in specs {
         let sem = sem.clone();
+        let spec = spec.clone();
         handles.push(tokio::spawn(async move {
             let _permit = sem.acquire_owned().await;
-            join(addr, i % rooms, i).await
+            join(spec.addr, &spec.room, &spec.peer).await
         }));
     }
-    let mut out = Vec::with_capacity(peers);
+    let mut out = Vec::with_capacity(specs.len());
     for h in handles {
         match h.await {
             Ok(Ok(ws)) => out.push(Some(ws)),
@@ -354,6 +376,138 @@ async fn peer(ws: Ws, plan: PeerPlan, stop: CancellationToken) -> PeerOut {
     out
 }
 
+/// A peer that sends to another: its socket, its index (`p{me}`) and its
+/// counterpart's (`p{to}`).
+pub struct Talker {
+    /// The joined socket.
+    pub ws: Ws,
+    /// This peer is `p{me}`.
+    pub me: usize,
+    /// It sends to `p{to}` (in `max` mode: pings, which `p{to}` answers).
+    pub to: usize,
+}
+
+/// Talkers running: the window is `w_from..w_to`; [`Traffic::finish`] stops them.
+pub struct Traffic {
+    /// Start of the measurement window.
+    pub w_from: Instant,
+    /// End of the measurement window.
+    pub w_to: Instant,
+    counters: Arc<Counters>,
+    stop: CancellationToken,
+    handles: Vec<tokio::task::JoinHandle<PeerOut>>,
+}
+
+/// What the talkers saw in the window.
+pub struct TrafficOut {
+    /// Delivery latencies of messages received in the window, µs, sorted.
+    pub lat_us: Vec<u32>,
+    /// `error` messages by code.
+    pub errors: BTreeMap<String, usize>,
+    /// Talkers that failed, by reason.
+    pub failures: BTreeMap<String, usize>,
+    /// Messages sent in the window.
+    pub sent: u64,
+    /// Messages delivered in the window.
+    pub delivered: u64,
+}
+
+impl TrafficOut {
+    /// Latency ms: p50/p99/max.
+    pub fn latency_ms(&self) -> [Option<f64>; 3] {
+        [
+            pct(&self.lat_us, 0.50).map(|v| f64::from(v) / 1e3),
+            pct(&self.lat_us, 0.99).map(|v| f64::from(v) / 1e3),
+            self.lat_us.last().map(|v| f64::from(*v) / 1e3),
+        ]
+    }
+
+    /// Whether an open-loop run lost messages (over 2 % of those sent in the window
+    /// did not arrive in it), or a closed loop delivered nothing.
+    pub fn lost(&self, rate: Rate) -> bool {
+        match rate {
+            Rate::PerSec(_) => self.delivered + self.delivered / 50 < self.sent,
+            Rate::Max => self.delivered == 0,
+        }
+    }
+}
+
+/// Starts `talkers` at `rate` in total (`inflight` pings each in `max` mode); the
+/// window opens `warmup` from now and lasts `window`.
+pub fn start(
+    talkers: Vec<Talker>,
+    rate: Rate,
+    inflight: usize,
+    warmup: Duration,
+    window: Duration,
+) -> Traffic {
+    let epoch = Instant::now();
+    let w_from = epoch + warmup;
+    let w_to = w_from + window;
+    let counters = Arc::new(Counters {
+        sent: AtomicU64::new(0),
+        delivered: AtomicU64::new(0),
+    });
+    let stop = CancellationToken::new();
+    let per_peer_rate = match rate {
+        Rate::PerSec(r) => r / talkers.len().max(1) as f64,
+        Rate::Max => 0.0,
+    };
+    let handles = talkers
+        .into_iter()
+        .map(|t| {
+            let plan = PeerPlan {
+                me: t.me,
+                to: t.to,
+                rate,
+                per_peer_rate,
+                inflight,
+                epoch,
+                window: (w_from, w_to),
+                counters: counters.clone(),
+            };
+            tokio::spawn(peer(t.ws, plan, stop.clone()))
+        })
+        .collect();
+    Traffic {
+        w_from,
+        w_to,
+        counters,
+        stop,
+        handles,
+    }
+}
+
+impl Traffic {
+    /// Lets messages sent just before the window's end arrive, stops the talkers
+    /// and collects what they saw.
+    pub async fn finish(self) -> Result<TrafficOut, String> {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        self.stop.cancel();
+        let mut lat = Vec::new();
+        let mut errors = BTreeMap::new();
+        let mut failures = BTreeMap::new();
+        for h in self.handles {
+            let out = h.await.map_err(|e| format!("peer task: {e}"))?;
+            lat.extend(out.latency_us);
+            for (k, v) in out.errors {
+                *errors.entry(k).or_insert(0) += v;
+            }
+            if let Some(f) = out.failure {
+                *failures.entry(f).or_insert(0) += 1;
+            }
+        }
+        lat.sort_unstable();
+        Ok(TrafficOut {
+            lat_us: lat,
+            errors,
+            failures,
+            sent: self.counters.sent.load(Ordering::Relaxed),
+            delivered: self.counters.delivered.load(Ordering::Relaxed),
+        })
+    }
+}
+
 /// One traffic run at `rate`.
 pub async fn run(s: &SignalSettings, rate: Rate) -> Result<SignalResult, String> {
     let loadavg = crate::procfs::loadavg();
@@ -362,23 +516,11 @@ pub async fn run(s: &SignalSettings, rate: Rate) -> Result<SignalResult, String>
     tokio::time::sleep(Duration::from_millis(200)).await;
     let rss_base = srv.and_then(|p| p.rss_bytes());
     let mut failures = BTreeMap::new();
-    let sockets = join_all(target.http, s.peers, s.rooms, &mut failures).await;
+    let sockets = join_all(&specs(target.http, s.peers, s.rooms), &mut failures).await;
     let joined = sockets.iter().filter(|w| w.is_some()).count();
     let rss_joined = srv.and_then(|p| p.rss_bytes());
 
-    let epoch = Instant::now();
-    let w_from = epoch + s.warmup;
-    let w_to = w_from + s.window;
-    let counters = Arc::new(Counters {
-        sent: AtomicU64::new(0),
-        delivered: AtomicU64::new(0),
-    });
-    let stop = CancellationToken::new();
-    let per_peer_rate = match rate {
-        Rate::PerSec(r) => r / joined.max(1) as f64,
-        Rate::Max => 0.0,
-    };
-    let mut handles = Vec::new();
+    let mut talkers = Vec::new();
     for (i, ws) in sockets.into_iter().enumerate() {
         let Some(ws) = ws else { continue };
         // The next peer of the same room (peers i, i+R, i+2R… share room i % R).
@@ -389,41 +531,20 @@ pub async fn run(s: &SignalSettings, rate: Rate) -> Result<SignalResult, String>
         if to >= s.peers {
             to = i % s.rooms;
         }
-        let plan = PeerPlan {
-            me: i,
-            to,
-            rate,
-            per_peer_rate,
-            inflight: s.inflight,
-            epoch,
-            window: (w_from, w_to),
-            counters: counters.clone(),
-        };
-        handles.push(tokio::spawn(peer(ws, plan, stop.clone())));
+        talkers.push(Talker { ws, me: i, to });
     }
-    tokio::time::sleep_until(w_from.into()).await;
+    let traffic = start(talkers, rate, s.inflight, s.warmup, s.window);
+    tokio::time::sleep_until(traffic.w_from.into()).await;
     let srv0 = srv.map(|p| p.sample());
     let me0 = Proc::Myself.sample();
-    tokio::time::sleep_until(w_to.into()).await;
+    tokio::time::sleep_until(traffic.w_to.into()).await;
     let srv1 = srv.map(|p| p.sample());
     let me1 = Proc::Myself.sample();
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    stop.cancel();
-    let mut lat = Vec::new();
-    let mut errors = BTreeMap::new();
-    for h in handles {
-        let out = h.await.map_err(|e| format!("peer task: {e}"))?;
-        lat.extend(out.latency_us);
-        for (k, v) in out.errors {
-            *errors.entry(k).or_insert(0) += v;
-        }
-        if let Some(f) = out.failure {
-            *failures.entry(f).or_insert(0) += 1;
-        }
-    }
+    let out = traffic.finish().await?;
     drop(target);
-    lat.sort_unstable();
-    let delivered = counters.delivered.load(Ordering::Relaxed);
+    for (k, v) in &out.failures {
+        *failures.entry(k.clone()).or_insert(0) += v;
+    }
     let server_cpu = match (srv0, srv1) {
         (Some(a), Some(b)) => a.until(&b),
         _ => None,
@@ -434,15 +555,11 @@ pub async fn run(s: &SignalSettings, rate: Rate) -> Result<SignalResult, String>
         peers: joined,
         rooms: s.rooms,
         rate: rate.to_string(),
-        relayed_per_s: delivered as f64 / s.window.as_secs_f64(),
-        latency_ms: [
-            pct(&lat, 0.50).map(|v| f64::from(v) / 1e3),
-            pct(&lat, 0.99).map(|v| f64::from(v) / 1e3),
-            lat.last().map(|v| f64::from(*v) / 1e3),
-        ],
-        sent: counters.sent.load(Ordering::Relaxed),
-        delivered,
-        errors,
+        relayed_per_s: out.delivered as f64 / s.window.as_secs_f64(),
+        latency_ms: out.latency_ms(),
+        sent: out.sent,
+        delivered: out.delivered,
+        errors: out.errors,
         failures,
         server_cpu_pct: server_cpu.map(|c| c.1),
         rss_per_peer_kib: match (rss_base, rss_joined) {
@@ -456,6 +573,43 @@ pub async fn run(s: &SignalSettings, rate: Rate) -> Result<SignalResult, String>
     })
 }
 
+/// Joined sockets kept open and read (answers the server's pings, sees closes).
+pub struct Holders {
+    stop: CancellationToken,
+    readers: Vec<tokio::task::JoinHandle<bool>>,
+}
+
+/// Keeps `sockets` open, reading them, until [`Holders::release`].
+pub fn hold(sockets: impl IntoIterator<Item = Ws>) -> Holders {
+    let stop = CancellationToken::new();
+    let readers = sockets
+        .into_iter()
+        .map(|ws| {
+            let stop = stop.clone();
+            tokio::spawn(async move {
+                let mut ws = ws;
+                tokio::select! {
+                    _ = stop.cancelled() => true,
+                    _ = async { while let Some(Ok(_)) = ws.next().await {} } => false,
+                }
+            })
+        })
+        .collect();
+    Holders { stop, readers }
+}
+
+impl Holders {
+    /// Closes the sockets; counts those the server had closed in `failures`.
+    pub async fn release(self, failures: &mut BTreeMap<String, usize>) {
+        self.stop.cancel();
+        for r in self.readers {
+            if let Ok(false) = r.await {
+                *failures.entry("closed while idle".to_owned()).or_insert(0) += 1;
+            }
+        }
+    }
+}
+
 /// Connects `peers` idle peers (rooms of `per_room`) and measures the server's RSS.
 pub async fn idle(s: &SignalSettings, peers: usize, per_room: usize) -> Result<IdleResult, String> {
     let target = target(s)?;
@@ -465,30 +619,14 @@ pub async fn idle(s: &SignalSettings, peers: usize, per_room: usize) -> Result<I
     let mut failures = BTreeMap::new();
     let t0 = Instant::now();
     let rooms = peers.div_ceil(per_room.max(1));
-    let sockets = join_all(target.http, peers, rooms, &mut failures).await;
+    let sockets = join_all(&specs(target.http, peers, rooms), &mut failures).await;
     let join_s = t0.elapsed().as_secs_f64();
     let joined = sockets.iter().filter(|w| w.is_some()).count();
-    // Keep reading (answers pings, sees closes) while memory settles.
-    let stop = CancellationToken::new();
-    let mut readers = Vec::new();
-    for ws in sockets.into_iter().flatten() {
-        let stop = stop.clone();
-        readers.push(tokio::spawn(async move {
-            let mut ws = ws;
-            tokio::select! {
-                _ = stop.cancelled() => true,
-                _ = async { while let Some(Ok(_)) = ws.next().await {} } => false,
-            }
-        }));
-    }
+    let holders = hold(sockets.into_iter().flatten());
+    // Memory settles.
     tokio::time::sleep(Duration::from_secs(2)).await;
     let rss = srv.and_then(|p| p.rss_bytes());
-    stop.cancel();
-    for r in readers {
-        if let Ok(false) = r.await {
-            *failures.entry("closed while idle".to_owned()).or_insert(0) += 1;
-        }
-    }
+    holders.release(&mut failures).await;
     drop(target);
     let mib = |b: u64| b as f64 / (1 << 20) as f64;
     Ok(IdleResult {
