@@ -14,7 +14,7 @@
 //!    needs Redis gets `cluster-unavailable` (1013), and afterwards the room is one room;
 //! 7. bad input through a link closes only its sender, and links cannot be forged;
 //! 8. links do not count against the home's `max_connections_per_ip`;
-//! 9. a frozen node (`SIGSTOP`) is found dead on its links within `node_ttl_ms`.
+//! 9. a frozen node (`SIGSTOP`) is found dead when its registration lapses.
 
 mod common;
 mod signal_client;
@@ -660,7 +660,7 @@ async fn links_do_not_count_against_the_per_ip_limit_of_the_home() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_frozen_node_is_found_dead_on_its_links_within_node_ttl() {
+async fn a_frozen_node_is_found_dead_when_its_registration_lapses() {
     let _serial = SERIAL.lock().await;
     let mut cl = start("freeze", &[]).await;
     let room = "cold";

@@ -105,7 +105,7 @@ pub async fn spawn(config: Config) -> io::Result<Server> {
             shutdown.clone(),
         )
         .map_err(io::Error::other)?;
-        rooms.set_node(cluster.id(), cluster.link_timing());
+        rooms.set_node(cluster.id());
         tasks.spawn(cluster.clone().run_heartbeat());
         Some(cluster)
     } else {

@@ -213,6 +213,9 @@ pub struct Cluster {
     redis_ok: AtomicBool,
     /// Whether any Redis command ran yet.
     redis_tried: AtomicBool,
+    /// Nodes this node has signaling links with that were not registered at the
+    /// last heartbeat: dead if they still are not at the next.
+    suspects: Mutex<std::collections::HashSet<String>>,
     pub(crate) streams: Arc<Streams>,
     pub(crate) rooms: Arc<Rooms>,
     pub(crate) metrics: Arc<Metrics>,
@@ -336,6 +339,7 @@ impl Cluster {
             leases: Mutex::new(HashMap::new()),
             redis_ok: AtomicBool::new(false),
             redis_tried: AtomicBool::new(false),
+            suspects: Mutex::default(),
             streams,
             rooms,
             metrics,
@@ -689,6 +693,7 @@ impl Cluster {
             .iter()
             .map(|(k, held)| (k.clone(), held.value.clone()))
             .collect();
+        self.check_link_peers().await;
         // Renewed in pipelined batches: one round trip per batch, however many
         // streams and rooms this node holds.
         for batch in held.chunks(RENEW_BATCH) {
@@ -712,6 +717,42 @@ impl Cluster {
             }
         }
         self.update_gauges();
+    }
+
+    /// Finds the nodes this node has signaling links with whose registration
+    /// lapsed (`node_ttl_ms`) and ends those links. A node must be missing at two
+    /// heartbeats in a row: a Redis restarted empty is refilled within one.
+    async fn check_link_peers(&self) {
+        let peers = self.rooms.peers().nodes();
+        if peers.is_empty() {
+            self.suspects
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .clear();
+            return;
+        }
+        let mut pipe = redis::pipe();
+        for id in &peers {
+            pipe.cmd("EXISTS").arg(node_key(id));
+        }
+        let Ok(exists) = self
+            .run(|mut c| async move { pipe.query_async::<Vec<bool>>(&mut c).await })
+            .await
+        else {
+            return; // Redis away: nobody is found dead
+        };
+        let mut suspects = self.suspects.lock().unwrap_or_else(|e| e.into_inner());
+        let missing: std::collections::HashSet<String> = peers
+            .into_iter()
+            .zip(exists)
+            .filter(|(_, exists)| !exists)
+            .map(|(id, _)| id)
+            .collect();
+        for id in missing.intersection(&suspects) {
+            tracing::warn!(node = %id, "node's registration lapsed: ending the signaling links with it");
+            self.rooms.peers().dead(id);
+        }
+        *suspects = missing;
     }
 
     /// Acts on the answer of [`RENEW`] for one lease.

@@ -52,15 +52,6 @@ enum Attempt {
 }
 
 impl Cluster {
-    /// How the two ends of a link check on each other: a ping every `heartbeat_ms`,
-    /// dead after `node_ttl_ms` of silence.
-    pub(crate) fn link_timing(&self) -> link::Timing {
-        link::Timing {
-            heartbeat: Duration::from_millis(self.config.heartbeat_ms),
-            idle: Duration::from_millis(self.config.node_ttl_ms),
-        }
-    }
-
     /// A token for this node to open a link for `room`.
     fn link_token(&self, room: &str) -> String {
         token::sign(
@@ -82,13 +73,13 @@ impl Cluster {
     }
 
     /// Opens a link to `room`'s home (this node when it holds or takes the lease),
-    /// sending `restore` first. Gives up after the room's old lease could have
-    /// lapsed (`lease_ttl_ms`) and two more seconds.
+    /// sending `restore` first; returns it with the home's node id. Gives up after
+    /// the room's old lease could have lapsed (`lease_ttl_ms`) and two more seconds.
     pub(crate) async fn connect_home(
         self: &Arc<Self>,
         room: &str,
         restore: Option<Frame>,
-    ) -> Result<Link, HomeError> {
+    ) -> Result<(Link, Option<String>), HomeError> {
         let deadline =
             Instant::now() + Duration::from_millis(self.config.lease_ttl_ms) + LINK_CONNECT_TIMEOUT;
         let mut failures: HashMap<String, u32> = HashMap::new();
@@ -126,7 +117,13 @@ impl Cluster {
                 self.open_link(&url, room, restore.as_ref()).await
             };
             match attempt {
-                Ok(link) => return Ok(link),
+                Ok(link) => {
+                    let home = holder
+                        .as_deref()
+                        .and_then(|v| v.split('|').next())
+                        .map(str::to_owned);
+                    return Ok((link, home));
+                }
                 Err(Attempt::Refused(why)) => return Err(HomeError::Refused(why)),
                 Err(Attempt::NotHome) => {}
                 Err(Attempt::Unreachable(why)) => {
@@ -208,16 +205,20 @@ impl Cluster {
 pub(crate) struct ClusterHomes(pub(crate) Arc<Cluster>);
 
 impl Homes for ClusterHomes {
-    fn timing(&self) -> link::Timing {
-        self.0.link_timing()
-    }
-
     fn connect<'a>(
         &'a self,
         room: &'a str,
         restore: Option<Frame>,
-    ) -> Pin<Box<dyn Future<Output = Result<Link, HomeError>> + Send + 'a>> {
-        Box::pin(self.0.connect_home(room, restore))
+    ) -> Pin<Box<dyn Future<Output = Result<(Link, Option<link::Watch>), HomeError>> + Send + 'a>>
+    {
+        Box::pin(async move {
+            let (link, home) = self.0.connect_home(room, restore).await?;
+            // A link to this node itself (it took the room over) needs no watching.
+            let watch = home
+                .filter(|id| *id != self.0.id)
+                .map(|id| self.0.rooms.peers().watch(&id));
+            Ok((link, watch))
+        })
     }
 }
 

@@ -17,7 +17,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures_util::StreamExt;
+use futures_util::{FutureExt, StreamExt};
 use hyper_tungstenite::HyperWebsocketStream;
 use hyper_tungstenite::tungstenite::protocol::frame::CloseFrame;
 use hyper_tungstenite::tungstenite::{Error as WsError, Message, error::CapacityError};
@@ -28,7 +28,7 @@ use tokio_tungstenite::WebSocketStream;
 use tokio_util::sync::CancellationToken;
 
 use super::link::{self, Frame};
-use super::{close, close_with, drain, error_json, write};
+use super::{WRITE_BATCH, close, close_with, drain, error_json, write};
 use crate::metrics::Metrics;
 
 /// A link to a room's home node.
@@ -61,16 +61,15 @@ impl HomeError {
 
 /// Where rooms live: the cluster's side of an edge.
 pub(crate) trait Homes: Send + Sync + std::fmt::Debug {
-    /// How often to ping a link, and how long a silent one lives.
-    fn timing(&self) -> link::Timing;
-
     /// Opens a link to `room`'s home, taking the room over when its home is found
-    /// dead, and sends `restore` as its first frame.
+    /// dead, and sends `restore` as its first frame; with a watch on the home node
+    /// (none when the home is this node).
+    #[allow(clippy::type_complexity)]
     fn connect<'a>(
         &'a self,
         room: &'a str,
         restore: Option<Frame>,
-    ) -> Pin<Box<dyn Future<Output = Result<Link, HomeError>> + Send + 'a>>;
+    ) -> Pin<Box<dyn Future<Output = Result<(Link, Option<link::Watch>), HomeError>> + Send + 'a>>;
 }
 
 /// What the edge knows of its peer, to restore it into another home.
@@ -171,8 +170,8 @@ pub(crate) async fn serve(
                 break;
             }
         };
-        let mut up = match opened {
-            Ok(up) => up,
+        let (mut up, watch) = match opened {
+            Ok(opened) => opened,
             Err(e) => {
                 let reason = e.reason();
                 metrics
@@ -203,7 +202,7 @@ pub(crate) async fn serve(
             &mut up,
             &mut carried,
             &mut reading,
-            (&cfg, homes.timing()),
+            (&cfg, watch.as_ref()),
             &metrics,
             &shutdown,
         )
@@ -252,7 +251,7 @@ async fn relay(
     up: &mut Link,
     carried: &mut Carried,
     reading: &mut bool,
-    (cfg, timing): (&signaling::Config, link::Timing),
+    (cfg, watch): (&signaling::Config, Option<&link::Watch>),
     metrics: &Metrics,
     shutdown: &CancellationToken,
 ) -> End {
@@ -260,8 +259,14 @@ async fn relay(
     let idle = Duration::from_millis(cfg.idle_timeout_ms);
     let write_timeout = Duration::from_millis(cfg.write_timeout_ms);
     let mut ping = tokio::time::interval_at(Instant::now() + heartbeat, heartbeat);
-    let mut ping_home =
-        tokio::time::interval_at(Instant::now() + timing.heartbeat, timing.heartbeat);
+    // The link ends when the cluster finds the home node dead.
+    let home_dead = async {
+        match watch {
+            Some(w) => w.dead.cancelled().await,
+            None => std::future::pending().await,
+        }
+    };
+    tokio::pin!(home_dead);
     let (mut client_seen, mut home_seen) = (Instant::now(), Instant::now());
     let to_home = metrics
         .signal_cluster_frames
@@ -273,67 +278,99 @@ async fn relay(
         tokio::select! {
             biased;
             () = shutdown.cancelled() => return End::Shutdown,
+            () = &mut home_dead => {
+                return End::HomeLost("the home node is dead (its cluster registration lapsed)".into());
+            }
             frame = up.next() => {
                 home_seen = Instant::now();
-                match frame {
-                    Some(Ok(Message::Text(t))) => {
-                        if link::is_internal(t.as_str()) {
-                            if let Some(Frame::Peer { peer, seq, session, meta }) = Frame::parse(t.as_str()) {
+                // What the home sent since, too, in one write to the client.
+                let mut batch = Vec::new();
+                let mut next = Some(frame);
+                let mut end = None;
+                while let Some(frame) = next.take() {
+                    match frame {
+                        Some(Ok(Message::Text(t))) => {
+                            if !link::is_internal(t.as_str()) {
+                                carried.track(t.as_str());
+                                batch.push(Message::Text(t));
+                            } else if let Some(Frame::Peer { peer, seq, session, meta }) =
+                                Frame::parse(t.as_str())
+                            {
                                 tracing::Span::current().record("peer", peer.as_str());
                                 carried.peer = Some((peer, seq, session, meta));
                             }
-                            continue;
                         }
-                        carried.track(t.as_str());
-                        from_home.inc();
-                        if !write(client, vec![Message::Text(t)], write_timeout).await {
-                            return End::Slow;
+                        Some(Ok(Message::Close(frame))) => {
+                            // A home shutting down or losing the room: move on.
+                            let code = frame.as_ref().map(|f| u16::from(f.code));
+                            end = Some(if matches!(code, Some(1001 | 4012)) {
+                                End::HomeLost(format!("home closed the link ({})", code.unwrap_or(0)))
+                            } else {
+                                End::Closed(frame)
+                            });
                         }
+                        Some(Ok(_)) => {}
+                        Some(Err(e)) => end = Some(End::HomeLost(e.to_string())),
+                        None => end = Some(End::HomeLost("link closed".into())),
                     }
-                    Some(Ok(Message::Close(frame))) => {
-                        // A home shutting down or losing the room: move on.
-                        let code = frame.as_ref().map(|f| u16::from(f.code));
-                        if matches!(code, Some(1001 | 4012)) {
-                            return End::HomeLost(format!("home closed the link ({})", code.unwrap_or(0)));
-                        }
-                        return End::Closed(frame);
+                    if end.is_none() && batch.len() < WRITE_BATCH {
+                        next = up.next().now_or_never();
                     }
-                    Some(Ok(_)) => {}
-                    Some(Err(e)) => return End::HomeLost(e.to_string()),
-                    None => return End::HomeLost("link closed".into()),
+                }
+                if !batch.is_empty() {
+                    from_home.inc_by(batch.len() as u64);
+                    if !write(client, batch, write_timeout).await {
+                        return End::Slow;
+                    }
+                }
+                if let Some(end) = end {
+                    return end;
                 }
             }
             frame = client.next(), if *reading => {
                 client_seen = Instant::now();
-                let msg = match frame {
-                    Some(Ok(m @ (Message::Text(_) | Message::Binary(_)))) => m,
-                    Some(Ok(Message::Ping(_) | Message::Pong(_) | Message::Frame(_) | Message::Close(_))) => continue,
-                    Some(Err(WsError::Capacity(CapacityError::MessageTooLong { .. }))) => {
-                        *reading = false;
-                        Message::text(Frame::TooLarge.to_json())
+                // What the client sent since, too, in one write to the home.
+                let mut batch = Vec::new();
+                let mut next = Some(frame);
+                let mut gone = false;
+                while let Some(frame) = next.take() {
+                    match frame {
+                        Some(Ok(m @ (Message::Text(_) | Message::Binary(_)))) => batch.push(m),
+                        Some(Ok(_)) => {}
+                        Some(Err(WsError::Capacity(CapacityError::MessageTooLong { .. }))) => {
+                            *reading = false;
+                            batch.push(Message::text(Frame::TooLarge.to_json()));
+                        }
+                        Some(Err(WsError::Utf8(_))) => {
+                            *reading = false;
+                            batch.push(Message::text(Frame::NotUtf8.to_json()));
+                        }
+                        Some(Err(_)) | None => gone = true,
                     }
-                    Some(Err(WsError::Utf8(_))) => {
-                        *reading = false;
-                        Message::text(Frame::NotUtf8.to_json())
+                    if *reading && !gone && batch.len() < WRITE_BATCH {
+                        next = client.next().now_or_never();
                     }
-                    Some(Err(_)) | None => return End::ClientGone,
-                };
-                to_home.inc();
-                if !write(up, vec![msg], write_timeout).await {
-                    return End::HomeLost("write to the home node failed".into());
+                }
+                if !batch.is_empty() {
+                    to_home.inc_by(batch.len() as u64);
+                    if !write(up, batch, write_timeout).await {
+                        return End::HomeLost("write to the home node failed".into());
+                    }
+                }
+                if gone {
+                    return End::ClientGone;
                 }
             }
             () = tokio::time::sleep_until(client_seen + idle) => return End::Idle,
-            () = tokio::time::sleep_until(home_seen + timing.idle) => {
+            () = tokio::time::sleep_until(home_seen + idle) => {
                 return End::HomeLost("home node silent".into());
             }
             _ = ping.tick() => {
-                if !write(client, vec![Message::Ping(Default::default())], write_timeout).await {
+                let ping = || vec![Message::Ping(Default::default())];
+                if !write(client, ping(), write_timeout).await {
                     return End::Slow;
                 }
-            }
-            _ = ping_home.tick() => {
-                if !write(up, vec![Message::Ping(Default::default())], write_timeout).await {
+                if !write(up, ping(), write_timeout).await {
                     return End::HomeLost("write to the home node failed".into());
                 }
             }

@@ -6,7 +6,11 @@
 //! only accepts them on a link (a client sending one gets `unknown-type`), and the
 //! edge never forwards them to its client.
 
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
 use serde::{Deserialize, Serialize};
+use tokio_util::sync::CancellationToken;
 
 /// Every internal frame starts with this (how `serde_json` writes the tag first).
 pub(crate) const PREFIX: &str = r#"{"type":"x-wsrelay-"#;
@@ -15,13 +19,70 @@ pub(crate) const PREFIX: &str = r#"{"type":"x-wsrelay-"#;
 /// (see [`crate::cluster::token`]) naming the node that opens it.
 pub(crate) const HEADER: &str = "x-wsrelay-signal";
 
-/// How often each end of a link pings the other, and how long a silent link lives:
-/// the cluster's `heartbeat_ms` and `node_ttl_ms`, so a node that vanished without
-/// closing its sockets is found dead on a link as soon as in Redis.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct Timing {
-    pub(crate) heartbeat: std::time::Duration,
-    pub(crate) idle: std::time::Duration,
+/// The nodes this node has links with — as an edge, the homes of its clients'
+/// rooms; as a home, the nodes linking in — each with a token that ends all those
+/// links when the cluster finds the node dead: its registration lapsed
+/// (`node_ttl_ms`), as for a machine that vanished without closing its sockets.
+/// One check per node and heartbeat in Redis, however many links: no per-link pings
+/// beyond the clients' own heartbeat.
+#[derive(Debug, Default)]
+pub(crate) struct Peers {
+    nodes: Mutex<HashMap<String, (CancellationToken, usize)>>,
+}
+
+/// One link's interest in its other node; dropping it ends the interest.
+#[derive(Debug)]
+pub(crate) struct Watch {
+    peers: Arc<Peers>,
+    node: String,
+    /// Cancelled when the node is found dead.
+    pub(crate) dead: CancellationToken,
+}
+
+impl Peers {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, (CancellationToken, usize)>> {
+        self.nodes.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Watches `node` for a link.
+    pub(crate) fn watch(self: &Arc<Self>, node: &str) -> Watch {
+        let mut nodes = self.lock();
+        let (token, links) = nodes.entry(node.to_owned()).or_default();
+        *links += 1;
+        Watch {
+            peers: self.clone(),
+            node: node.to_owned(),
+            dead: token.clone(),
+        }
+    }
+
+    /// The nodes with links now.
+    pub(crate) fn nodes(&self) -> Vec<String> {
+        self.lock().keys().cloned().collect()
+    }
+
+    /// `node` is dead: end every link with it.
+    pub(crate) fn dead(&self, node: &str) {
+        if let Some((token, _)) = self.lock().remove(node) {
+            token.cancel();
+        }
+    }
+}
+
+impl Drop for Watch {
+    fn drop(&mut self) {
+        // A cancelled watch's entry is gone already (maybe replaced by a new one).
+        if self.dead.is_cancelled() {
+            return;
+        }
+        let mut nodes = self.peers.lock();
+        if let Some((_, links)) = nodes.get_mut(&self.node) {
+            *links -= 1;
+            if *links == 0 {
+                nodes.remove(&self.node);
+            }
+        }
+    }
 }
 
 /// An internal frame.
@@ -78,6 +139,25 @@ pub(crate) fn is_internal(text: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_dead_node_ends_its_links_and_is_forgotten_with_the_last() {
+        let peers = Arc::new(Peers::default());
+        let (a1, a2, b) = (peers.watch("a"), peers.watch("a"), peers.watch("b"));
+        let mut nodes = peers.nodes();
+        nodes.sort();
+        assert_eq!(nodes, ["a", "b"]);
+        peers.dead("a");
+        assert!(a1.dead.is_cancelled() && a2.dead.is_cancelled());
+        assert!(!b.dead.is_cancelled());
+        // A new link to a node of the same id (restarted) is watched afresh.
+        let a3 = peers.watch("a");
+        drop((a1, a2));
+        assert!(!a3.dead.is_cancelled());
+        assert_eq!(peers.nodes().len(), 2);
+        drop((a3, b));
+        assert!(peers.nodes().is_empty());
+    }
 
     #[test]
     fn frames_start_with_the_prefix_and_round_trip() {

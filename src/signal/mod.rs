@@ -191,8 +191,10 @@ pub(crate) struct Rooms {
     clock: WallClock,
     /// Messages by type, errors by code, resumes.
     metrics: Arc<crate::metrics::Metrics>,
-    /// This node's id, once it is part of a cluster, and its links' heartbeat.
-    node: OnceLock<(Arc<str>, link::Timing)>,
+    /// This node's id, once it is part of a cluster.
+    node: OnceLock<Arc<str>>,
+    /// The nodes this node has links with.
+    peers: Arc<link::Peers>,
 }
 
 /// `/api/rooms` body.
@@ -226,13 +228,18 @@ impl Rooms {
             clock: WallClock::new(now(), unix_ms),
             metrics,
             node: OnceLock::new(),
+            peers: Arc::default(),
         })
     }
 
-    /// Joins a cluster as node `id`: room statuses name the node of each peer, and
-    /// links from other nodes are pinged and timed out by `timing`.
-    pub(crate) fn set_node(&self, id: &str, timing: link::Timing) {
-        let _ = self.node.set((id.into(), timing));
+    /// Joins a cluster as node `id`: room statuses name the node of each peer.
+    pub(crate) fn set_node(&self, id: &str) {
+        let _ = self.node.set(id.into());
+    }
+
+    /// The nodes this node has links with (the cluster's heartbeat checks them).
+    pub(crate) fn peers(&self) -> &Arc<link::Peers> {
+        &self.peers
     }
 
     /// Another node is the home of `name` now: its connections here are closed
@@ -336,7 +343,7 @@ impl Rooms {
 
     /// A room's status for `/api/rooms`, with each peer's node in a cluster.
     fn status(&self, room: &Room, conns: &HashMap<ConnId, OutQueue>) -> RoomStatus {
-        let home = self.node.get().map(|(n, _)| n.to_string());
+        let home = self.node.get().map(|n| n.to_string());
         let nodes = match &home {
             None => Vec::new(),
             Some(here) => room
@@ -625,19 +632,22 @@ impl Outbox {
 async fn run_conn(
     mut ws: HyperWebsocketStream,
     conn: ConnId,
-    link: Option<link::Timing>,
+    link: Option<link::Watch>,
     room: mpsc::Sender<RoomMsg>,
     mut out: Outbox,
     cfg: &signaling::Config,
     shutdown: CancellationToken,
 ) -> ConnEnd {
-    let (heartbeat, idle) = match link {
-        Some(t) => (t.heartbeat, t.idle),
-        None => (
-            Duration::from_millis(cfg.heartbeat_interval_ms),
-            Duration::from_millis(cfg.idle_timeout_ms),
-        ),
+    let heartbeat = Duration::from_millis(cfg.heartbeat_interval_ms);
+    let idle = Duration::from_millis(cfg.idle_timeout_ms);
+    // A link ends when the cluster finds its node dead.
+    let node_dead = async {
+        match &link {
+            Some(watch) => watch.dead.cancelled().await,
+            None => std::future::pending().await,
+        }
     };
+    tokio::pin!(node_dead);
     let write_timeout = Duration::from_millis(cfg.write_timeout_ms);
     let mut ping = tokio::time::interval_at(Instant::now() + heartbeat, heartbeat);
     let mut last_seen = Instant::now();
@@ -648,6 +658,10 @@ async fn run_conn(
         tokio::select! {
             biased;
             () = shutdown.cancelled() => break ConnEnd::Shutdown,
+            () = &mut node_dead => {
+                tracing::info!("the node of this link is dead (its cluster registration lapsed)");
+                break ConnEnd::Lost;
+            }
             msg = out.recv() => match msg {
                 Some(Outbound::Text(text)) => {
                     let mut batch = vec![text_frame(text)];
@@ -859,9 +873,9 @@ where
 #[derive(Debug)]
 pub(crate) struct Admitted {
     conn: ConnId,
-    /// A cluster link from another node (it may send internal frames), and its
-    /// heartbeat.
-    link: Option<link::Timing>,
+    /// A cluster link from another node (it may send internal frames), watched
+    /// for that node's death.
+    link: Option<link::Watch>,
     room: mpsc::Sender<RoomMsg>,
     outbox: Outbox,
     cfg: Arc<signaling::Config>,
@@ -889,9 +903,7 @@ impl Rooms {
         let conn = self.next_id.fetch_add(1, Ordering::Relaxed);
         let (out_tx, out_rx) = mpsc::channel(cfg.max_outbound_messages);
         let queued = Arc::new(AtomicUsize::new(0));
-        let link = via
-            .as_ref()
-            .and_then(|_| self.node.get().map(|(_, timing)| *timing));
+        let link = via.as_deref().map(|node| self.peers.watch(node));
         let out_queue = OutQueue {
             tx: out_tx,
             queued: queued.clone(),
