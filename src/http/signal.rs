@@ -52,7 +52,7 @@ async fn route(
     state: &AppState,
     name: &str,
     req: &Request<Incoming>,
-    http_conn: &ConnCtx,
+    (remote, http_conn): (SocketAddr, &ConnCtx),
 ) -> Result<Route, Response<Body>> {
     let Some(cluster) = &state.cluster else {
         return Ok(Route::Here {
@@ -67,7 +67,10 @@ async fn route(
             .ok()
             .and_then(|t| cluster.verify_link(name, t).ok())
             .ok_or_else(|| {
-                tracing::error!(room = %name, "refused a cluster link with a bad token: is cluster.secret the same on every node?");
+                let remote = remote.ip();
+                if let Some(suppressed) = crate::access::quiet::should_log(remote, "link_token") {
+                    tracing::error!(%remote, room = %name, suppressed, "refused a cluster link with a bad token: is cluster.secret the same on every node?");
+                }
                 super::text(StatusCode::UNAUTHORIZED, "bad cluster link token")
             })?;
         // A node carries many clients: its links are not one client's connections.
@@ -128,7 +131,7 @@ pub(crate) async fn upgrade(
         return res;
     }
     let rooms = state.rooms.clone();
-    let route = match route(state, &name, &req, http_conn).await {
+    let route = match route(state, &name, &req, (remote, http_conn)).await {
         Ok(route) => route,
         Err(res) => return res,
     };
