@@ -14,7 +14,8 @@
 //!    needs Redis gets `cluster-unavailable` (1013), and afterwards the room is one room;
 //! 7. bad input through a link closes only its sender, and links cannot be forged;
 //! 8. links do not count against the home's `max_connections_per_ip`;
-//! 9. a frozen node (`SIGSTOP`) is found dead when its registration lapses.
+//! 9. a frozen node (`SIGSTOP`) is found dead when its registration lapses;
+//! 10. a home that shuts down (SIGTERM) hands its rooms over, in one move.
 
 mod common;
 mod signal_client;
@@ -93,7 +94,14 @@ fn nodes_of(entry: &Value) -> Vec<(String, Value)> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_room_spans_nodes_with_every_rule_of_protocol_v1() {
     let _serial = SERIAL.lock().await;
-    let mut cl = start("roster", &["signal.max_peers_per_room=3"]).await;
+    let mut cl = start(
+        "roster",
+        &[
+            "signal.max_peers_per_room=3",
+            "admin_token=cluster-admin-token",
+        ],
+    )
+    .await;
     let room = "call";
     // alice joins first, on A: A is the room's home.
     let (mut alice, w) = join(&cl.a, room, "alice").await;
@@ -201,6 +209,19 @@ async fn a_room_spans_nodes_with_every_rule_of_protocol_v1() {
             node.label
         );
     }
+
+    // The room's detail (admin) on a node the room does not live on.
+    let auth = "Authorization: Bearer cluster-admin-token\r\n";
+    let (status, body) = signal_client::http(cl.c.http, "GET", "/api/rooms/call", auth).await;
+    assert_eq!(status, 200, "{body}");
+    let detail: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(detail["home"], cl.a.id.as_str(), "{detail}");
+    assert_eq!(detail["peers"], 3, "{detail}");
+    let (status, _) = signal_client::http(cl.c.http, "GET", "/api/rooms/call", "").await;
+    assert_eq!(
+        status, 401,
+        "the detail needs the admin token on every node"
+    );
 
     // leave: the others hear it at once, wherever they are.
     carol.send(json!({"type": "leave"})).await;
@@ -699,5 +720,51 @@ async fn a_frozen_node_is_found_dead_when_its_registration_lapses() {
     }
     let entry = room_entry(cl.a.http, room).await.unwrap();
     assert_eq!(entry["peer_ids"], json!(roster), "{entry}");
+    cl.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_home_that_shuts_down_hands_its_rooms_to_the_other_nodes() {
+    let _serial = SERIAL.lock().await;
+    let mut cl = start("homestop", &[]).await;
+    let room = "handover";
+    let (mut alice, _) = join(&cl.a, room, "alice").await;
+    let (mut bob, _) = join(&cl.b, room, "bob").await;
+    let (mut carol, _) = join(&cl.c, room, "carol").await;
+    alice.expect("peer-joined").await;
+    bob.expect("peer-joined").await;
+    cl.a.terminate().await;
+    // alice's own socket is closed as on a single node's shutdown.
+    let closed = loop {
+        match alice.try_recv(signal_client::WAIT).await {
+            Ok(_) => continue, // roster news sent before the shutdown
+            Err(e) => break e,
+        }
+    };
+    assert_eq!(closed, Closed::Frame(1001, "server shutting down".into()));
+    // bob and carol go on in a room that now lives on B or C.
+    bob.send(json!({"type": "message", "to": "carol", "data": 1}))
+        .await;
+    let (m, before) = until(&mut carol, "message").await;
+    assert_eq!(m, json!({"type": "message", "from": "bob", "data": 1}));
+    assert!(before.is_empty(), "{before:?}");
+    let entry = room_entry(cl.c.http, room).await.unwrap();
+    assert!(
+        entry["home"] == json!(cl.b.id) || entry["home"] == json!(cl.c.id),
+        "{entry}"
+    );
+    for c in [&mut bob, &mut carol] {
+        let (l, before) = until(c, "peer-left").await;
+        assert_eq!(
+            l,
+            json!({"type": "peer-left", "peer": "alice", "reason": "timeout"})
+        );
+        assert!(before.is_empty(), "{} saw {before:?}", c.peer);
+    }
+    // One move, no second one: no node lost the room's lease afterwards.
+    for node in [&cl.b, &cl.c] {
+        let lost = metric_sum(node.http, "wsrelay_cluster_leases_lost_total").await;
+        assert_eq!(lost, 0.0, "{}", node.label);
+    }
     cl.stop().await;
 }

@@ -66,16 +66,14 @@ end
 /// ([`STALE`]): a call is valid until `redis_timeout_ms` plus this after it was sent.
 const CLOCK_SKEW_MS: u64 = 2_000;
 
-/// Takes a lease unless another node holds it; refreshes it if this node already
-/// does. Returns the value now held, or nil when taken.
+/// Takes a lease unless another node holds it. A value of this node's that it no
+/// longer counts as held (its release is still on the way) is replaced by a new
+/// epoch, so that release finds nothing to delete. Returns the value now held, or
+/// nil when taken.
 const ACQUIRE: &str = r"
 if stale(ARGV[3]) then return false end
 local cur = redis.call('GET', KEYS[1])
-if cur then
-  if string.sub(cur, 1, string.len(ARGV[1]) + 1) == ARGV[1] .. '|' then
-    redis.call('PEXPIRE', KEYS[1], ARGV[2])
-    return cur
-  end
+if cur and string.sub(cur, 1, string.len(ARGV[1]) + 1) ~= ARGV[1] .. '|' then
   return false
 end
 local epoch = redis.call('INCR', KEYS[2])
@@ -213,6 +211,8 @@ pub struct Cluster {
     redis_ok: AtomicBool,
     /// Whether any Redis command ran yet.
     redis_tried: AtomicBool,
+    /// Source of [`Held::instance`]s.
+    next_instance: std::sync::atomic::AtomicU64,
     /// Nodes this node has signaling links with that were not registered at the
     /// last heartbeat: dead if they still are not at the next.
     suspects: Mutex<std::collections::HashSet<String>>,
@@ -245,6 +245,8 @@ pub(crate) fn unix_ms() -> u64 {
 struct Held {
     value: String,
     guards: usize,
+    /// Tells this holding apart from a later one of the same name (after a loss).
+    instance: u64,
 }
 
 /// A lease held for a local publisher or room; dropping the last guard of a
@@ -254,7 +256,9 @@ pub struct LeaseGuard {
     cluster: Arc<Cluster>,
     kind: LeaseKind,
     stream: String,
+    /// The value when the guard was made (for its epoch).
     value: String,
+    instance: u64,
 }
 
 impl LeaseGuard {
@@ -274,16 +278,20 @@ impl Drop for LeaseGuard {
                 .unwrap_or_else(|e| e.into_inner());
             let key = (self.kind, self.stream.clone());
             match leases.get_mut(&key) {
-                Some(held) if held.value == self.value => {
+                Some(held) if held.instance == self.instance => {
                     held.guards = held.guards.saturating_sub(1);
-                    held.guards == 0 && leases.remove(&key).is_some()
+                    if held.guards == 0 {
+                        leases.remove(&key).map(|held| held.value)
+                    } else {
+                        None
+                    }
                 }
-                _ => false,
+                _ => None,
             }
         };
-        if removed {
+        if let Some(value) = removed {
             let cluster = self.cluster.clone();
-            let (stream, value, kind) = (self.stream.clone(), self.value.clone(), self.kind);
+            let (stream, kind) = (self.stream.clone(), self.kind);
             self.cluster.tasks.spawn(async move {
                 let key = lease_key(kind, &stream);
                 let released = cluster
@@ -339,6 +347,7 @@ impl Cluster {
             leases: Mutex::new(HashMap::new()),
             redis_ok: AtomicBool::new(false),
             redis_tried: AtomicBool::new(false),
+            next_instance: std::sync::atomic::AtomicU64::new(0),
             suspects: Mutex::default(),
             streams,
             rooms,
@@ -441,6 +450,7 @@ impl Cluster {
             kind,
             stream: name.to_owned(),
             value: held.value.clone(),
+            instance: held.instance,
         })
     }
 
@@ -530,25 +540,28 @@ impl Cluster {
     /// Records a lease value Redis gave this node; returns a guard for it.
     fn hold(self: &Arc<Self>, kind: LeaseKind, name: &str, value: String) -> LeaseGuard {
         tracing::info!(kind = kind.prefix(), name, lease = %value, "lease gained");
-        {
+        let instance = {
             let mut leases = self.leases.lock().unwrap_or_else(|e| e.into_inner());
             let held = leases
                 .entry((kind, name.to_owned()))
                 .or_insert_with(|| Held {
                     value: value.clone(),
                     guards: 0,
+                    instance: self.next_instance.fetch_add(1, Ordering::Relaxed),
                 });
-            // Two acquires raced past `share`: the Lua script gave both the same
-            // value, so they share it.
+            // Two acquires raced past `share`: the second replaced the first's value
+            // in Redis (a new epoch), and both share the newest.
             held.value = value.clone();
             held.guards += 1;
-        }
+            held.instance
+        };
         self.update_gauges();
         LeaseGuard {
             cluster: self.clone(),
             kind,
             stream: name.to_owned(),
             value,
+            instance,
         }
     }
 

@@ -85,6 +85,9 @@ impl Cluster {
         let mut failures: HashMap<String, u32> = HashMap::new();
         let mut backoff = Duration::from_millis(50);
         let directory = |e: super::ClusterError| HomeError::Directory(Box::new(e));
+        // A lease taken over here, kept until the link to this node is open (the
+        // next round shares it; dropping it at once would release it).
+        let mut taken = None;
         loop {
             if Instant::now() > deadline {
                 return Err(HomeError::Unreachable);
@@ -103,10 +106,11 @@ impl Cluster {
                     None => {
                         // Its node is not registered any more: dead.
                         tracing::info!(room, lease = %value, "room's home node is gone; taking the room over");
-                        let _ = self
+                        taken = self
                             .take_over(LeaseKind::Room, room, &value)
                             .await
-                            .map_err(directory)?;
+                            .map_err(directory)?
+                            .ok();
                         continue;
                     }
                 },
@@ -118,6 +122,7 @@ impl Cluster {
             };
             match attempt {
                 Ok(link) => {
+                    drop(taken);
                     let home = holder
                         .as_deref()
                         .and_then(|v| v.split('|').next())
@@ -133,10 +138,11 @@ impl Cluster {
                         *n += 1;
                         if *n >= DEAD_AFTER_FAILURES {
                             tracing::info!(room, lease = %value, "room's home node does not answer; taking the room over");
-                            let _ = self
+                            taken = self
                                 .take_over(LeaseKind::Room, room, &value)
                                 .await
-                                .map_err(directory)?;
+                                .map_err(directory)?
+                                .ok();
                             continue;
                         }
                     }
