@@ -504,6 +504,11 @@ async fn killing_the_home_node_moves_the_room_for_the_peers_still_connected() {
     let rehomes = metric_sum(cl.b.http, "wsrelay_signal_rehomes_total").await
         + metric_sum(cl.c.http, "wsrelay_signal_rehomes_total").await;
     assert!(rehomes >= 1.0, "re-homes counted: {rehomes}");
+    // One move, no second one: no node lost the room's lease afterwards.
+    for node in [&cl.b, &cl.c] {
+        let lost = metric_sum(node.http, "wsrelay_cluster_leases_lost_total").await;
+        assert_eq!(lost, 0.0, "{}", node.label);
+    }
     cl.stop().await;
 }
 
