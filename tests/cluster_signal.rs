@@ -241,6 +241,27 @@ async fn a_room_spans_nodes_with_every_rule_of_protocol_v1() {
     cl.stop().await;
 }
 
+/// alice joins on A (the room's home), bob on B; alice has heard of bob.
+async fn alice_on_a_bob_on_b(cl: &Cluster, room: &str) -> (Client, Client) {
+    let (mut alice, _) = join(&cl.a, room, "alice").await;
+    let (bob, _) = join(&cl.b, room, "bob").await;
+    alice.expect("peer-joined").await;
+    (alice, bob)
+}
+
+/// After A went away, its room moved once: neither B nor C lost the room's lease
+/// to the other afterwards.
+async fn assert_moved_once(cl: &Cluster) {
+    for node in [&cl.b, &cl.c] {
+        let lost = metric_sum(node.http, "wsrelay_cluster_leases_lost_total").await;
+        assert_eq!(
+            lost, 0.0,
+            "{} lost a lease: the room moved twice",
+            node.label
+        );
+    }
+}
+
 /// The sum of a metric's samples on a node.
 async fn metric_sum(addr: SocketAddr, name: &str) -> f64 {
     let text = common::http_get(addr, "/metrics").await.unwrap_or_default();
@@ -321,9 +342,7 @@ async fn a_dropped_peer_resumes_on_a_third_node_with_its_queue() {
     let _serial = SERIAL.lock().await;
     let mut cl = start("resume", &[]).await;
     let room = "resume";
-    let (mut alice, _) = join(&cl.a, room, "alice").await;
-    let (bob, _) = join(&cl.b, room, "bob").await;
-    alice.expect("peer-joined").await;
+    let (mut alice, bob) = alice_on_a_bob_on_b(&cl, room).await;
     let session = bob.session.clone();
     // bob's socket drops without a close (the page lost its network).
     drop(bob);
@@ -504,11 +523,7 @@ async fn killing_the_home_node_moves_the_room_for_the_peers_still_connected() {
     let rehomes = metric_sum(cl.b.http, "wsrelay_signal_rehomes_total").await
         + metric_sum(cl.c.http, "wsrelay_signal_rehomes_total").await;
     assert!(rehomes >= 1.0, "re-homes counted: {rehomes}");
-    // One move, no second one: no node lost the room's lease afterwards.
-    for node in [&cl.b, &cl.c] {
-        let lost = metric_sum(node.http, "wsrelay_cluster_leases_lost_total").await;
-        assert_eq!(lost, 0.0, "{}", node.label);
-    }
+    assert_moved_once(&cl).await;
     cl.stop().await;
 }
 
@@ -517,9 +532,7 @@ async fn a_redis_stall_and_restart_keep_rooms_relaying_and_consistent() {
     let _serial = SERIAL.lock().await;
     let mut cl = start("redis", &[]).await;
     let room = "steady";
-    let (mut alice, _) = join(&cl.a, room, "alice").await;
-    let (mut bob, _) = join(&cl.b, room, "bob").await;
-    alice.expect("peer-joined").await;
+    let (mut alice, mut bob) = alice_on_a_bob_on_b(&cl, room).await;
     let mut next = 0u64;
     // Every message is numbered: receivers check exactly-once, in order (roster
     // news in between is skipped).
@@ -607,9 +620,7 @@ async fn bad_input_through_a_link_closes_only_its_sender_and_links_cannot_be_for
     let _serial = SERIAL.lock().await;
     let mut cl = start("badinput", &[]).await;
     let room = "rough";
-    let (mut alice, _) = join(&cl.a, room, "alice").await;
-    let (mut bob, _) = join(&cl.b, room, "bob").await;
-    alice.expect("peer-joined").await;
+    let (mut alice, mut bob) = alice_on_a_bob_on_b(&cl, room).await;
 
     // Each refusal comes from the home, through C's link, with its close code.
     let mut binary = Client::join(cl.c.http, room, "bin").await;
@@ -690,9 +701,7 @@ async fn a_frozen_node_is_found_dead_when_its_registration_lapses() {
     let _serial = SERIAL.lock().await;
     let mut cl = start("freeze", &[]).await;
     let room = "cold";
-    let (mut alice, _) = join(&cl.a, room, "alice").await;
-    let (_bob, _) = join(&cl.b, room, "bob").await;
-    alice.expect("peer-joined").await;
+    let (mut alice, _bob) = alice_on_a_bob_on_b(&cl, room).await;
     // B stops answering without closing anything (a machine that vanished).
     let t = Instant::now();
     signal(cl.b.pid, "STOP");
@@ -766,10 +775,6 @@ async fn a_home_that_shuts_down_hands_its_rooms_to_the_other_nodes() {
         );
         assert!(before.is_empty(), "{} saw {before:?}", c.peer);
     }
-    // One move, no second one: no node lost the room's lease afterwards.
-    for node in [&cl.b, &cl.c] {
-        let lost = metric_sum(node.http, "wsrelay_cluster_leases_lost_total").await;
-        assert_eq!(lost, 0.0, "{}", node.label);
-    }
+    assert_moved_once(&cl).await;
     cl.stop().await;
 }
