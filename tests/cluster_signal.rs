@@ -15,7 +15,8 @@
 //! 7. bad input through a link closes only its sender, and links cannot be forged;
 //! 8. links do not count against the home's `max_connections_per_ip`;
 //! 9. a frozen node (`SIGSTOP`) is found dead when its registration lapses;
-//! 10. a home that shuts down (SIGTERM) hands its rooms over, in one move.
+//! 10. a home that shuts down (SIGTERM) hands its rooms over, in one move;
+//! 11. first joins racing on one node share one lease (none is lost later).
 
 mod common;
 mod signal_client;
@@ -776,5 +777,35 @@ async fn a_home_that_shuts_down_hands_its_rooms_to_the_other_nodes() {
         assert!(before.is_empty(), "{} saw {before:?}", c.peer);
     }
     assert_moved_once(&cl).await;
+    cl.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_first_joins_on_one_node_share_one_lease() {
+    let _serial = SERIAL.lock().await;
+    let mut cl = start("racejoin", &[]).await;
+    // 20 rooms, 4 peers each joining at once on A: each room's lease is taken by
+    // several joins racing on A.
+    let joins = (0..20).flat_map(|r| (0..4).map(move |p| (format!("race{r}"), format!("p{p}"))));
+    let a = &cl.a;
+    let clients: Vec<Client> = futures_util::future::join_all(
+        joins.map(|(room, peer)| async move { join(a, &room, &peer).await.0 }),
+    )
+    .await;
+    // A few heartbeats later every lease is still A's and every peer still there.
+    tokio::time::sleep(3 * SECOND).await;
+    let lost = metric_sum(cl.a.http, "wsrelay_cluster_leases_lost_total").await;
+    assert_eq!(lost, 0.0, "A lost leases it holds");
+    let rooms = json(cl.b.http, "/api/rooms").await;
+    for r in 0..20 {
+        let name = format!("race{r}");
+        let entry = rooms["rooms"]
+            .as_array()
+            .and_then(|a| a.iter().find(|e| e["room"] == name.as_str()))
+            .unwrap_or_else(|| panic!("{name} listed: {rooms}"));
+        assert_eq!(entry["home"], cl.a.id.as_str(), "{entry}");
+        assert_eq!(entry["peers"], 4, "{entry}");
+    }
+    drop(clients);
     cl.stop().await;
 }

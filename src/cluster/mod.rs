@@ -549,9 +549,12 @@ impl Cluster {
                     guards: 0,
                     instance: self.next_instance.fetch_add(1, Ordering::Relaxed),
                 });
-            // Two acquires raced past `share`: the second replaced the first's value
-            // in Redis (a new epoch), and both share the newest.
-            held.value = value.clone();
+            // Two acquires raced past `share`: the later one replaced the earlier's
+            // value in Redis with a new epoch, and both share the newest, whichever
+            // order they get here in.
+            if lease_epoch(&value) >= lease_epoch(&held.value) {
+                held.value = value.clone();
+            }
             held.guards += 1;
             held.instance
         };
