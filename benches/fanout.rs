@@ -138,16 +138,16 @@ fn benches(c: &mut Criterion) {
                 for (sub, sink) in &mut raw {
                     let mut batch = Vec::new();
                     while let Ok(Entry::Tag(frame)) = sub.rx.try_recv() {
-                        batch.push(frame.parts());
+                        batch.push(frame.wire().clone());
                     }
                     let heads: Vec<([u8; 10], usize)> = batch
                         .iter()
-                        .map(|m| egress::binary_frame_header(m.iter().map(Bytes::len).sum()))
+                        .map(|m| egress::binary_frame_header(m.len()))
                         .collect();
-                    let mut slices = Vec::with_capacity(batch.len() * 4);
+                    let mut slices = Vec::with_capacity(batch.len() * 2);
                     for (message, (head, n)) in batch.iter().zip(&heads) {
                         slices.push(IoSlice::new(&head[..*n]));
-                        slices.extend(message.iter().map(|p| IoSlice::new(p)));
+                        slices.push(IoSlice::new(message));
                     }
                     let n = sink.write_vectored(&slices).expect("write");
                     black_box(n);
@@ -192,9 +192,8 @@ fn benches(c: &mut Criterion) {
                 publisher.push(next()).expect("push");
                 for (sub, tx, rx) in &mut subs {
                     while let Ok(Entry::Tag(frame)) = sub.rx.try_recv() {
-                        for part in frame.parts() {
-                            tx.try_send(part).expect("room in the body channel");
-                        }
+                        tx.try_send(frame.to_bytes())
+                            .expect("room in the body channel");
                     }
                     while let Ok(chunk) = rx.try_recv() {
                         black_box(chunk);

@@ -13,7 +13,10 @@
 //! write stalls for `live.player_write_timeout_ms`, is disconnected with a logged
 //! reason. The publisher and the other players never wait for it.
 
+use std::collections::VecDeque;
+use std::future::Future;
 use std::io::IoSlice;
+use std::task::Poll;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -161,6 +164,9 @@ pub(crate) struct WsSink {
     /// timeout cancelled it): the byte stream may end inside a frame, so no further
     /// frame, not even a close, may be written.
     mid_frame: bool,
+    /// A message was read since the last flush: tungstenite may hold a pong (or the
+    /// tail of one) to send before the next data frame.
+    control_pending: bool,
     /// Frame headers of the batch being written, reused from write to write.
     heads: Vec<([u8; 10], usize)>,
     /// The iovec array's allocation, reused from write to write (always empty here).
@@ -177,8 +183,7 @@ fn recycle<'b>(mut v: Vec<IoSlice<'_>>) -> Vec<IoSlice<'b>> {
 
 /// Most iovecs handed to one `writev` (Linux's IOV_MAX is 1024). A batch of tags
 /// (at most `live.player_write_batch_bytes` plus one tag, or a join preamble) needs
-/// four per tag (frame header, tag header, body, PreviousTagSize); longer batches
-/// take several calls.
+/// two per tag (frame header, tag); longer batches take several calls.
 const MAX_IOVECS: usize = 512;
 
 /// The header of an unmasked, final binary frame of `len` bytes (RFC 6455 §5.2).
@@ -220,6 +225,7 @@ impl WsSink {
         WsSink {
             ws,
             mid_frame: false,
+            control_pending: false,
             heads: Vec::new(),
             iov: Vec::new(),
         }
@@ -229,31 +235,26 @@ impl WsSink {
 impl PlayerSink for WsSink {
     fn shrink(&mut self, messages: usize) {
         self.heads.shrink_to(messages);
-        self.iov.shrink_to(messages * 4);
+        self.iov.shrink_to(messages * 2);
     }
 
     async fn write(&mut self, messages: &[Msg]) -> std::io::Result<()> {
         // One binary message per tag: its frame header, then the tag's parts.
         self.heads.clear();
-        self.heads.extend(
-            messages
-                .iter()
-                .map(|m| binary_frame_header(m.iter().map(Bytes::len).sum())),
-        );
+        self.heads
+            .extend(messages.iter().map(|m| binary_frame_header(m.len())));
         let mut slices = recycle(std::mem::take(&mut self.iov));
-        slices.reserve(messages.len() * 4);
+        slices.reserve(messages.len() * 2);
         for (message, (head, len)) in messages.iter().zip(&self.heads) {
             slices.push(IoSlice::new(&head[..*len]));
-            slices.extend(
-                message
-                    .iter()
-                    .filter(|p| !p.is_empty())
-                    .map(|p| IoSlice::new(p)),
-            );
+            slices.push(IoSlice::new(message));
         }
-        // tungstenite may hold the tail of a control frame (a pong queued while we read,
+        // tungstenite may hold a control frame (a pong queued while we read, perhaps
         // half written to a full socket): finish it before our frames go out.
-        self.ws.flush().await.map_err(std::io::Error::other)?;
+        if self.control_pending {
+            self.ws.flush().await.map_err(std::io::Error::other)?;
+            self.control_pending = false;
+        }
         self.mid_frame = true;
         write_all_vectored(self.ws.get_mut(), &mut slices).await?;
         self.mid_frame = false;
@@ -267,6 +268,7 @@ impl PlayerSink for WsSink {
             if msg.is_close() {
                 return;
             }
+            self.control_pending = true;
         }
     }
 
@@ -304,14 +306,8 @@ pub(crate) struct HttpSink {
 
 impl PlayerSink for HttpSink {
     async fn write(&mut self, messages: &[Msg]) -> std::io::Result<()> {
-        let parts: Vec<Bytes> = messages
-            .iter()
-            .flatten()
-            .filter(|p| !p.is_empty())
-            .cloned()
-            .collect();
         self.tx
-            .send(parts)
+            .send(messages.to_vec())
             .await
             .map_err(|_| std::io::Error::new(std::io::ErrorKind::BrokenPipe, "client went away"))
     }
@@ -322,6 +318,21 @@ impl PlayerSink for HttpSink {
 
     async fn finish(self, _end: &PlayerEnd) {
         // Dropping the sender ends the chunked body with its terminator.
+    }
+}
+
+/// Writes `batch`, giving up after `limit`. The timer is armed only when the write
+/// does not complete at once: a player at the live edge writes into a socket with
+/// room, and its writes then cost no timer.
+async fn write_within<S: PlayerSink>(
+    sink: &mut S,
+    batch: &[Msg],
+    limit: Duration,
+) -> Result<std::io::Result<()>, tokio::time::error::Elapsed> {
+    let mut write = std::pin::pin!(sink.write(batch));
+    match std::future::poll_fn(|cx| Poll::Ready(write.as_mut().poll(cx))).await {
+        Poll::Ready(done) => Ok(done),
+        Poll::Pending => tokio::time::timeout(limit, write).await,
     }
 }
 
@@ -361,19 +372,16 @@ pub(crate) async fn run_player<S: PlayerSink>(
         gate = gate.until_keyframe();
     }
     let mut batch: Vec<Msg> = Vec::with_capacity(sub.preamble.len() + 1);
-    let empty = Bytes::new();
-    batch.push([
-        Bytes::copy_from_slice(&sub.header.encode()),
-        empty.clone(),
-        empty,
-    ]);
+    batch.push(Bytes::copy_from_slice(&sub.header.encode()));
     // Taken, not drained: the preamble's allocation (a GOP's worth) is freed now.
     batch.extend(
         std::mem::take(&mut sub.preamble)
             .into_iter()
-            .map(|f| f.parts()),
+            .map(|f| f.wire().clone()),
     );
 
+    // Entries taken from the ring and not looked at yet (reused from wakeup to wakeup).
+    let mut taken: VecDeque<Entry> = VecDeque::new();
     let mut behind_since: Option<Instant> = None;
     // Whether the last gather took everything queued (the player is at the live
     // edge). Tracked from `try_recv` instead of asking the ring (`Receiver::len`
@@ -390,7 +398,7 @@ pub(crate) async fn run_player<S: PlayerSink>(
         if !batch.is_empty() {
             let bytes = batch_len(&batch);
             stats.bytes += bytes;
-            match tokio::time::timeout(write_timeout, sink.write(&batch)).await {
+            match write_within(&mut sink, &batch, write_timeout).await {
                 Ok(Ok(())) => {}
                 Ok(Err(e)) => break PlayerEnd::WriteFailed(e),
                 Err(_) => break PlayerEnd::WriteStalled(config.player_write_timeout_ms),
@@ -408,6 +416,7 @@ pub(crate) async fn run_player<S: PlayerSink>(
             // A join preamble (a whole GOP) or a catch-up batch is much longer than
             // a live window: give that memory back rather than keep it per player.
             batch.shrink_to(KEPT_BATCH_CAPACITY);
+            taken.shrink_to(KEPT_BATCH_CAPACITY);
             sink.shrink(KEPT_BATCH_CAPACITY);
         }
         if caught_up {
@@ -419,11 +428,14 @@ pub(crate) async fn run_player<S: PlayerSink>(
             }
         }
 
+        // The ring first: a wakeup for new tags then polls nothing else. The client's
+        // side and the shutdown are polled (and their wakers registered) whenever
+        // the player waits, which is after every write.
         let first = tokio::select! {
             biased;
-            _ = &mut cancelled => break PlayerEnd::Stream(EndReason::Shutdown),
-            _ = sink.closed() => break PlayerEnd::ClientGone,
             event = sub.rx.recv() => event,
+            _ = sink.closed() => break PlayerEnd::ClientGone,
+            _ = &mut cancelled => break PlayerEnd::Stream(EndReason::Shutdown),
         };
         wakeups.inc();
         let mut pending = Some(first);
@@ -437,7 +449,7 @@ pub(crate) async fn run_player<S: PlayerSink>(
                     if gate.pass(&frame.tag) {
                         batch_has_media |= is_media(&frame.tag);
                         batch_bytes += frame.len();
-                        batch.push(frame.parts());
+                        batch.push(frame.wire().clone());
                     } else {
                         stats.skipped += 1;
                         metrics.tags_skipped.inc();
@@ -456,13 +468,23 @@ pub(crate) async fn run_player<S: PlayerSink>(
                 }
                 Err(TryRecvError::Empty) => {}
             }
-            if batch_bytes < config.player_write_batch_bytes {
-                pending = match sub.rx.try_recv() {
+            if let Some(entry) = taken.pop_front() {
+                pending = Some(Ok(entry));
+            } else if caught_up {
+                // The last look took everything visible.
+            } else if batch_bytes < config.player_write_batch_bytes {
+                // The rest of what is visible, in one look at the ring.
+                let room = config.player_write_batch_bytes - batch_bytes;
+                pending = match sub.rx.try_recv_into(&mut taken, room) {
+                    Ok(at_edge) => {
+                        caught_up = at_edge;
+                        taken.pop_front().map(Ok)
+                    }
                     Err(TryRecvError::Empty) => {
                         caught_up = true;
                         None
                     }
-                    other => Some(other),
+                    Err(lagged) => Some(Err(lagged)),
                 };
             } else if ended.is_none() {
                 // The batch is full: did it take the last visible tag? (A window
@@ -470,9 +492,10 @@ pub(crate) async fn run_player<S: PlayerSink>(
                 caught_up = sub.rx.is_empty();
             }
         }
+        taken.clear();
         if let Some(end) = ended {
             if !batch.is_empty() {
-                let _ = tokio::time::timeout(write_timeout, sink.write(&batch)).await;
+                let _ = write_within(&mut sink, &batch, write_timeout).await;
                 let bytes = batch_len(&batch);
                 stats.bytes += bytes;
                 bytes_out.inc_by(bytes);
@@ -495,12 +518,12 @@ pub(crate) async fn run_player<S: PlayerSink>(
     (end, stats)
 }
 
-/// One WebSocket message / one FLV tag as written: its parts in order (empty parts
-/// are skipped). The FLV file header is a message of one part.
-pub(crate) type Msg = [Bytes; 3];
+/// One WebSocket message / one HTTP-FLV write unit as written: an encoded FLV tag
+/// ([`crate::live::WireTag::wire`]) or the FLV file header.
+pub(crate) type Msg = Bytes;
 
 fn batch_len(batch: &[Msg]) -> u64 {
-    batch.iter().flatten().map(|p| p.len() as u64).sum()
+    batch.iter().map(|p| p.len() as u64).sum()
 }
 
 /// An audio or video frame (not a sequence header): what a player waits for.

@@ -231,6 +231,36 @@ impl Reader {
         }
     }
 
+    /// Takes the visible entries, in order, onto `out` until `max_bytes` of tags are
+    /// taken (at least one entry; a tag is always taken whole): one lock of the ring
+    /// for a whole batch. Returns whether the reader is then at the live edge; a lag
+    /// is reported first, as by [`Reader::try_recv`].
+    pub fn try_recv_into(
+        &mut self,
+        out: &mut VecDeque<Entry>,
+        max_bytes: usize,
+    ) -> Result<bool, TryRecvError> {
+        let inner = self.ring.lock();
+        if self.next < inner.first {
+            let missed = inner.first - self.next;
+            self.next = inner.first;
+            return Err(TryRecvError::Lagged(missed));
+        }
+        if self.next >= inner.visible {
+            return Err(TryRecvError::Empty);
+        }
+        let mut bytes = 0;
+        while self.next < inner.visible && (bytes < max_bytes || bytes == 0) {
+            let Some((event, size)) = inner.items.get((self.next - inner.first) as usize) else {
+                break;
+            };
+            out.push_back(event.clone());
+            bytes += (*size).max(1);
+            self.next += 1;
+        }
+        Ok(self.next >= inner.visible)
+    }
+
     /// Whether every visible entry was taken (the reader is at the live edge).
     pub fn is_empty(&self) -> bool {
         self.next >= self.ring.lock().visible
@@ -335,6 +365,46 @@ mod tests {
             .await
             .expect("the ticker ends with the stream")
             .unwrap();
+    }
+
+    #[test]
+    fn a_batch_take_is_bounded_in_bytes_reports_the_edge_and_lags_first() {
+        let ring = Arc::new(Ring::new(
+            4,
+            1 << 20,
+            MediaBudget::new(1 << 30),
+            Duration::ZERO,
+        ));
+        let mut reader = ring.subscribe();
+        let mut out = VecDeque::new();
+        assert_eq!(reader.try_recv_into(&mut out, 1), Err(TryRecvError::Empty));
+        for ts in 1..=3 {
+            ring.push(tag(ts));
+        }
+        // A budget smaller than a tag still takes one whole tag.
+        assert_eq!(reader.try_recv_into(&mut out, 1), Ok(false));
+        assert_eq!(out.len(), 1);
+        // The rest, and the reader is at the edge.
+        assert_eq!(reader.try_recv_into(&mut out, usize::MAX), Ok(true));
+        let ts: Vec<u32> = out
+            .drain(..)
+            .map(|e| match e {
+                Entry::Tag(t) => t.tag.timestamp,
+                Entry::End(_) => panic!("no end pushed"),
+            })
+            .collect();
+        assert_eq!(ts, [1, 2, 3]);
+        // Six more into a ring of four: the reader missed two, told before any entry.
+        for ts in 4..=9 {
+            ring.push(tag(ts));
+        }
+        assert_eq!(
+            reader.try_recv_into(&mut out, usize::MAX),
+            Err(TryRecvError::Lagged(2))
+        );
+        assert!(out.is_empty());
+        assert_eq!(reader.try_recv_into(&mut out, usize::MAX), Ok(true));
+        assert_eq!(out.len(), 4);
     }
 
     #[tokio::test(start_paused = true)]

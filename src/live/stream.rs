@@ -355,8 +355,8 @@ mod tests {
         let ts: Vec<u32> = p.iter().map(|f| f.tag.timestamp).collect();
         assert_eq!(ts, [0, 90_000, 90_000, 90_000, 90_010]);
         // The header bytes say the same as the tag.
-        assert_eq!(p[1].parts()[0][4..7], [0x01, 0x5F, 0x90]);
-        assert_eq!(p[0].parts()[0][4..8], [0, 0, 0, 0]);
+        assert_eq!(p[1].wire()[4..7], [0x01, 0x5F, 0x90]);
+        assert_eq!(p[0].wire()[4..8], [0, 0, 0, 0]);
 
         // No GOP cached: the headers share the earliest timestamp.
         let mut p = vec![
