@@ -152,7 +152,7 @@ pub(crate) trait PlayerSink {
 ///
 /// Data frames bypass tungstenite's write buffer: [`WsSink::write`] frames each chunk
 /// as one binary message itself and hands the frame headers and the shared payloads to
-/// the socket with vectored writes, so no payload byte is copied in user space and no
+/// the socket with vectored writes, so no player copies a payload byte and no
 /// per-player buffer grows to the size of a keyframe or a GOP (tungstenite copies
 /// every message into its write buffer, which keeps its largest capacity for the
 /// connection's life). tungstenite still reads (pings, the close) and writes its
