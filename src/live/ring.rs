@@ -209,19 +209,26 @@ impl Drop for Ring {
     }
 }
 
+/// The index in `inner.items` of a reader's next entry, if it is visible; a reader
+/// that fell behind the ring learns how many entries it missed and moves to the
+/// oldest one held.
+fn position(next: &mut u64, inner: &Inner) -> Result<usize, TryRecvError> {
+    if *next < inner.first {
+        let missed = inner.first - *next;
+        *next = inner.first;
+        return Err(TryRecvError::Lagged(missed));
+    }
+    if *next >= inner.visible {
+        return Err(TryRecvError::Empty);
+    }
+    Ok((*next - inner.first) as usize)
+}
+
 impl Reader {
     /// The next entry if one is queued.
     pub fn try_recv(&mut self) -> Result<Entry, TryRecvError> {
         let inner = self.ring.lock();
-        if self.next < inner.first {
-            let missed = inner.first - self.next;
-            self.next = inner.first;
-            return Err(TryRecvError::Lagged(missed));
-        }
-        if self.next >= inner.visible {
-            return Err(TryRecvError::Empty);
-        }
-        let index = (self.next - inner.first) as usize;
+        let index = position(&mut self.next, &inner)?;
         match inner.items.get(index) {
             Some((event, _)) => {
                 self.next += 1;
@@ -241,14 +248,7 @@ impl Reader {
         max_bytes: usize,
     ) -> Result<bool, TryRecvError> {
         let inner = self.ring.lock();
-        if self.next < inner.first {
-            let missed = inner.first - self.next;
-            self.next = inner.first;
-            return Err(TryRecvError::Lagged(missed));
-        }
-        if self.next >= inner.visible {
-            return Err(TryRecvError::Empty);
-        }
+        position(&mut self.next, &inner)?;
         let mut bytes = 0;
         while self.next < inner.visible && (bytes < max_bytes || bytes == 0) {
             let Some((event, size)) = inner.items.get((self.next - inner.first) as usize) else {
