@@ -692,12 +692,12 @@ impl Room {
                 self.send_all(conn, queued);
             }
             Some(_) => {
-                return self.reject(conn, None, SignalError::PeerIdTaken(peer_id));
+                return self.refuse_restore(conn, SignalError::PeerIdTaken(peer_id));
             }
             None => {
                 if self.peers.len() >= self.config.max_peers_per_room {
                     let max = self.config.max_peers_per_room;
-                    return self.reject(conn, None, SignalError::RoomFull { max });
+                    return self.refuse_restore(conn, SignalError::RoomFull { max });
                 }
                 self.sessions.insert(r.session.clone(), peer_id.clone());
                 self.peers.insert(
@@ -907,6 +907,14 @@ impl Room {
         if let Some(reason) = error.close() {
             self.close(conn, reason, LeaveReason::Closed);
         }
+    }
+
+    /// A restore this home cannot take. Its client believes it is still in the room,
+    /// so an error alone would leave it connected but outside it: it gets the error,
+    /// then the close `moved`, and joins again as a client whose room moved does.
+    fn refuse_restore(&mut self, conn: ConnId, error: SignalError) {
+        self.reject(conn, None, error);
+        self.close(conn, CloseReason::Moved, LeaveReason::Closed);
     }
 
     /// Close `conn`; its peer, if any, leaves the room at once with `why`.
@@ -1204,8 +1212,27 @@ mod tests {
         let mut other = bob.clone();
         other.session = "forged".into();
         restore(&mut room, t0, 12, "bob", &other, &[]);
-        let out = sends(&mut room);
-        assert!(out[0].1.contains("peer-id-taken"), "{out:?}");
+        let out: Vec<Output> = room.drain_outputs().collect();
+        assert!(
+            matches!(&out[0], Output::Send { conn: 12, text } if text.contains("peer-id-taken")),
+            "{out:?}"
+        );
+        // …and closed `moved`, so its client joins again instead of staying outside.
+        assert!(
+            out.iter().any(|o| matches!(
+                o,
+                Output::Close {
+                    conn: 12,
+                    reason: CloseReason::Moved
+                }
+            )),
+            "{out:?}"
+        );
+        // The room is unchanged: bob's own connection is still bob.
+        assert_eq!(
+            room.peer_conns(),
+            vec![("alice", Some(10)), ("bob", Some(11))]
+        );
         room.check();
     }
 

@@ -77,6 +77,10 @@ pub(crate) trait Homes: Send + Sync + std::fmt::Debug {
 struct Carried {
     /// The peer's record, once the home sent it (after `join`).
     peer: Option<(String, u64, String, Option<String>)>,
+    /// The current link's home sent the record: the peer is in the room there. A
+    /// restore link is unconfirmed until then, and a `moved` close before that is
+    /// the home refusing the restore (the client must join again), not a home lost.
+    confirmed: bool,
     /// Peers the client was told about.
     known: BTreeSet<String>,
 }
@@ -191,6 +195,7 @@ pub(crate) async fn serve(
             }
         };
         if restore.take().is_some() {
+            carried.confirmed = false;
             metrics
                 .signal_rehomes
                 .get_or_create(&[("outcome", "restored")])
@@ -298,12 +303,14 @@ async fn relay(
                             {
                                 tracing::Span::current().record("peer", peer.as_str());
                                 carried.peer = Some((peer, seq, session, meta));
+                                carried.confirmed = true;
                             }
                         }
                         Some(Ok(Message::Close(frame))) => {
                             // A home shutting down or losing the room: move on.
                             let code = frame.as_ref().map(|f| u16::from(f.code));
-                            end = Some(if matches!(code, Some(1001 | 4012)) {
+                            let refused = code == Some(4012) && !carried.confirmed;
+                            end = Some(if matches!(code, Some(1001 | 4012)) && !refused {
                                 End::HomeLost(format!("home closed the link ({})", code.unwrap_or(0)))
                             } else {
                                 End::Closed(frame)
