@@ -31,7 +31,7 @@ use serde::Serialize;
 
 use crate::cluster::{self, Started, sched_cpu_secs};
 use crate::procfs::{self, Proc};
-use crate::report::f;
+use crate::report::{f, three};
 use crate::signal::{self, JoinSpec, Rate, Talker};
 
 /// Node names (log files `OUT_DIR/signal-cluster-{a,b,c}.log`); A is every room's home.
@@ -544,12 +544,7 @@ fn print_run(r: &Run) {
             f(r.latency_ms[1], 2),
             f(r.latency_ms[2], 1)
         ),
-        format!(
-            "{}/{}/{}",
-            f(r.node_cpu_pct[0], 1),
-            f(r.node_cpu_pct[1], 1),
-            f(r.node_cpu_pct[2], 1)
-        ),
+        three(&r.node_cpu_pct, 1),
         f(r.cpu_pct_sum, 1),
         f(r.cpu_us_per_msg, 1),
         f(r.redis_cmds_per_s, 0),

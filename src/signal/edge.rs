@@ -28,7 +28,7 @@ use tokio_tungstenite::WebSocketStream;
 use tokio_util::sync::CancellationToken;
 
 use super::link::{self, Frame};
-use super::{WRITE_BATCH, close, close_with, drain, error_json, write};
+use super::{IdleTimer, WRITE_BATCH, close, close_with, drain, error_json, write};
 use crate::metrics::Metrics;
 
 /// A link to a room's home node.
@@ -273,6 +273,7 @@ async fn relay(
     };
     tokio::pin!(home_dead);
     let (mut client_seen, mut home_seen) = (Instant::now(), Instant::now());
+    let (mut client_idle, mut home_idle) = (IdleTimer::new(idle), IdleTimer::new(idle));
     let to_home = metrics
         .signal_cluster_frames
         .get_or_create_owned(&[("direction", "to_home")]);
@@ -368,8 +369,8 @@ async fn relay(
                     return End::ClientGone;
                 }
             }
-            () = tokio::time::sleep_until(client_seen + idle) => return End::Idle,
-            () = tokio::time::sleep_until(home_seen + idle) => {
+            () = client_idle.expired(client_seen) => return End::Idle,
+            () = home_idle.expired(home_seen) => {
                 return End::HomeLost("home node silent".into());
             }
             _ = ping.tick() => {

@@ -651,6 +651,7 @@ async fn run_conn(
     let write_timeout = Duration::from_millis(cfg.write_timeout_ms);
     let mut ping = tokio::time::interval_at(Instant::now() + heartbeat, heartbeat);
     let mut last_seen = Instant::now();
+    let mut idle_timer = IdleTimer::new(idle);
     // Cleared after an oversized or broken frame: tungstenite must not read on.
     let mut reading = true;
     let to_room = |input| RoomMsg::Input(input);
@@ -715,7 +716,7 @@ async fn run_conn(
                     break ConnEnd::Shutdown;
                 }
             }
-            () = tokio::time::sleep_until(last_seen + idle) => break ConnEnd::Idle,
+            () = idle_timer.expired(last_seen) => break ConnEnd::Idle,
             _ = ping.tick() => {
                 if !write(&mut ws, vec![Message::Ping(Default::default())], write_timeout).await {
                     break ConnEnd::Slow;
@@ -745,6 +746,35 @@ async fn run_conn(
         ConnEnd::Lost => {}
     }
     end
+}
+
+/// A connection's idle deadline: `idle` after the last frame seen. One timer for
+/// the connection's life: a frame only moves the time it was seen, and the timer
+/// is set again when it fires early, instead of a new timer per frame.
+pub(super) struct IdleTimer {
+    sleep: std::pin::Pin<Box<tokio::time::Sleep>>,
+    idle: Duration,
+}
+
+impl IdleTimer {
+    pub(super) fn new(idle: Duration) -> IdleTimer {
+        IdleTimer {
+            sleep: Box::pin(tokio::time::sleep(idle)),
+            idle,
+        }
+    }
+
+    /// Resolves once nothing was seen for `idle` since `seen`. Cancel-safe.
+    pub(super) async fn expired(&mut self, seen: Instant) {
+        loop {
+            self.sleep.as_mut().await;
+            let due = seen + self.idle;
+            if due <= Instant::now() {
+                return;
+            }
+            self.sleep.as_mut().reset(due);
+        }
+    }
 }
 
 /// An `error` message about no client message in particular, as JSON text.
@@ -955,5 +985,28 @@ impl Admitted {
             .room
             .send(RoomMsg::Input(Input::Disconnect { conn: self.conn }))
             .await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn the_idle_timer_fires_idle_after_the_last_frame_seen() {
+        let idle = Duration::from_millis(100);
+        let start = Instant::now();
+        let mut timer = IdleTimer::new(idle);
+        // Frames seen at 60 and 130 ms: each moves the deadline, the timer is the same.
+        let mut seen = start;
+        for at in [60, 130] {
+            let frame = tokio::time::sleep_until(start + Duration::from_millis(at));
+            tokio::select! {
+                () = timer.expired(seen) => panic!("fired at {:?}", start.elapsed()),
+                () = frame => seen = Instant::now(),
+            }
+        }
+        timer.expired(seen).await;
+        assert_eq!(start.elapsed(), Duration::from_millis(230));
     }
 }
