@@ -830,9 +830,13 @@ impl Cluster {
     /// The address an origin URL points at (for the edge stream's publisher
     /// info); `0.0.0.0:0` when it is a host name.
     pub(crate) fn url_addr(url: &str) -> SocketAddr {
-        url.trim_start_matches("http://")
-            .trim_end_matches('/')
+        url_host(url)
             .parse()
             .unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)))
     }
+}
+
+/// The `host:port` of a node URL (`http://host:port`, as `--node-url` requires).
+pub(crate) fn url_host(url: &str) -> &str {
+    url.trim_start_matches("http://").trim_end_matches('/')
 }

@@ -163,10 +163,7 @@ impl Cluster {
         room: &str,
         restore: Option<&Frame>,
     ) -> Result<Link, Attempt> {
-        let host = url
-            .trim_start_matches("http://")
-            .trim_end_matches('/')
-            .to_owned();
+        let host = super::url_host(url);
         let mut request = format!("ws://{host}/signal/{room}")
             .into_client_request()
             .map_err(|e| Attempt::Unreachable(e.to_string()))?;
