@@ -219,7 +219,8 @@ impl Metrics {
         );
         r.register(
             "player_wakeups",
-            "Times a player task woke up to take tags from its stream",
+            "Times a player task woke up to take tags from its stream (not counted: \
+             the writes of a stream's writer shard to players at the live edge)",
             m.player_wakeups.clone(),
         );
         r.register(

@@ -1,7 +1,8 @@
 //! The coalescing window (`live.write_coalesce_ms`) with real clients: ffmpeg
 //! publishes over HTTP POST, WebSocket-FLV and HTTP-FLV players note when each piece
 //! arrives. A joining player's preamble goes out at once; live tags then arrive in
-//! one burst per window, one write each.
+//! one burst per window, one write each (for a WebSocket player at the live edge,
+//! written by the stream's writer shard without waking the player's task).
 
 mod common;
 
@@ -80,8 +81,13 @@ fn http_chunks(data: &[u8]) -> usize {
 
 /// `wsrelay_player_writes_total{protocol}` now.
 async fn writes(addr: std::net::SocketAddr, protocol: &str) -> f64 {
+    counter(addr, "wsrelay_player_writes_total", protocol).await
+}
+
+/// The counter `name{protocol}` now.
+async fn counter(addr: std::net::SocketAddr, name: &str, protocol: &str) -> f64 {
     let metrics = http_get(addr, "/metrics").await.unwrap();
-    let series = format!("wsrelay_player_writes_total{{protocol=\"{protocol}\"}} ");
+    let series = format!("{name}{{protocol=\"{protocol}\"}} ");
     metrics
         .lines()
         .find_map(|l| l.strip_prefix(&series))
@@ -167,6 +173,18 @@ async fn the_window_batches_live_tags_and_never_delays_a_join() {
     );
     // One write per window for this player (plus its preamble).
     check_writes("WS-FLV", writes(addr, "ws").await, started);
+    // At the live edge the stream's writer shard writes it: its own task was not
+    // woken once per window, only for its join (and at most one hand-back).
+    let wakeups = counter(addr, "wsrelay_player_wakeups_total", "ws").await;
+    println!(
+        "WS-FLV: {wakeups} player task wakeups for {} bursts",
+        starts.len()
+    );
+    assert!(
+        wakeups <= 2.0,
+        "WS-FLV: the player's task woke {wakeups} times for {} windows",
+        starts.len()
+    );
     drop(ws);
 
     // HTTP-FLV: one HTTP chunk per write, so chunk arrivals show the window too.

@@ -11,13 +11,17 @@ use std::time::Instant;
 use bytes::Bytes;
 use hyper::body::Incoming;
 use hyper::header::{self, HeaderValue};
+use hyper::upgrade::Upgraded;
 use hyper::{Method, Request, Response, StatusCode};
-use hyper_tungstenite::tungstenite::protocol::WebSocketConfig;
+use hyper_tungstenite::WebSocketStream;
+use hyper_tungstenite::tungstenite::handshake::derive_accept_key;
+use hyper_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
+use hyper_util::rt::TokioIo;
 use tracing::Instrument;
 
 use super::{Body, ChannelBody, ConnCtx, has_query_key, method_not_allowed, parse_live_path};
 use crate::cluster::LeaseGuard;
-use crate::live::egress::{self, HttpSink, WsSink};
+use crate::live::egress::{self, HttpSink, PlayerIo, WsSink};
 use crate::live::ingest;
 use crate::live::{PlayError, PlayerInfo, PublishError, PublisherInfo};
 use crate::state::AppState;
@@ -237,13 +241,23 @@ fn ws_player(
     );
     let span = tracing::info_span!("player", stream = %name, proto = "ws");
     let st = state.clone();
-    upgrade_and_spawn(&state, &mut req, config, span, conn, move |ws| async move {
-        tracing::info!(%remote, "player joined");
-        let started = Instant::now();
-        let (end, stats) =
-            egress::run_player(WsSink::new(ws), sub, &st.config.live, st.shutdown.clone()).await;
-        log_player_end(&end, &stats, started);
-    })
+    let io = PlayerIo::new;
+    upgrade_and_spawn(
+        &state,
+        &mut req,
+        config,
+        span,
+        conn,
+        io,
+        move |ws| async move {
+            tracing::info!(%remote, "player joined");
+            let started = Instant::now();
+            let (end, stats) =
+                egress::run_player(WsSink::new(ws), sub, &st.config.live, st.shutdown.clone())
+                    .await;
+            log_player_end(&end, &stats, started);
+        },
+    )
 }
 
 fn http_player(
@@ -337,54 +351,82 @@ fn ws_publisher(
     let query = req.uri().query().map(str::to_owned);
     let span = tracing::info_span!("publisher", stream = %name, proto = "ws");
     let st = state.clone();
-    upgrade_and_spawn(&state, &mut req, config, span, conn, move |ws| async move {
-        tracing::info!(%remote, "publisher started");
-        // The cluster lease is held as long as the publisher (released after it).
-        let _lease = lease;
-        let result = ingest::ws_publish(ws, publisher, &st.config.live, st.shutdown.clone()).await;
-        log_publisher_end(&result);
-        let policy = st.policy.get();
-        let query = query.as_deref();
-        crate::access::policy::notify_unpublished(
-            &policy,
-            &name,
-            remote,
-            query,
-            Protocol::Ws,
-            &st.tasks,
-        );
-    })
+    let io = TokioIo::new;
+    upgrade_and_spawn(
+        &state,
+        &mut req,
+        config,
+        span,
+        conn,
+        io,
+        move |ws| async move {
+            tracing::info!(%remote, "publisher started");
+            // The cluster lease is held as long as the publisher (released after it).
+            let _lease = lease;
+            let result =
+                ingest::ws_publish(ws, publisher, &st.config.live, st.shutdown.clone()).await;
+            log_publisher_end(&result);
+            let policy = st.policy.get();
+            let query = query.as_deref();
+            crate::access::policy::notify_unpublished(
+                &policy,
+                &name,
+                remote,
+                query,
+                Protocol::Ws,
+                &st.tasks,
+            );
+        },
+    )
 }
 
 /// Answers a WebSocket upgrade and runs `serve` on the socket in its own task, within
-/// `span`. A failed upgrade is a `400` (before) or a log line (after the `101`).
-fn upgrade_and_spawn<F, Fut>(
+/// `span`; `io` makes the upgraded connection the socket `serve` reads and writes. A
+/// failed upgrade is a `400` (before) or a log line (after the `101`).
+fn upgrade_and_spawn<Io, F, Fut>(
     state: &AppState,
     req: &mut Request<Incoming>,
     config: WebSocketConfig,
     span: tracing::Span,
     conn: ConnCtx,
+    io: fn(Upgraded) -> Io,
     serve: F,
 ) -> Response<Body>
 where
-    F: FnOnce(egress::Ws) -> Fut + Send + 'static,
+    Io: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    F: FnOnce(WebSocketStream<Io>) -> Fut + Send + 'static,
     Fut: std::future::Future<Output = ()> + Send,
 {
-    let (res, websocket) = match hyper_tungstenite::upgrade(req, Some(config)) {
-        Ok(up) => up,
-        Err(e) => {
-            return super::text(
-                StatusCode::BAD_REQUEST,
-                format!("bad WebSocket upgrade: {e}"),
-            );
-        }
+    // hyper_tungstenite::upgrade's checks and answer, keeping the upgrade itself so
+    // that a player's plain TCP socket can be taken out of it.
+    let Some(key) = req.headers().get(header::SEC_WEBSOCKET_KEY) else {
+        return super::text(
+            StatusCode::BAD_REQUEST,
+            "bad WebSocket upgrade: no Sec-WebSocket-Key header",
+        );
     };
+    if req
+        .headers()
+        .get(header::SEC_WEBSOCKET_VERSION)
+        .map(|v| v.as_bytes())
+        != Some(b"13")
+    {
+        return super::text(
+            StatusCode::BAD_REQUEST,
+            "bad WebSocket upgrade: Sec-WebSocket-Version must be 13",
+        );
+    }
+    let accept = derive_accept_key(key.as_bytes());
+    let upgrade = hyper::upgrade::on(req);
     state.tasks.spawn(
         async move {
             // Held for the socket's whole life (see `ConnCtx::admission`).
             let _admission = conn.admission;
-            match websocket.await {
-                Ok(ws) => {
+            match upgrade.await {
+                Ok(upgraded) => {
+                    let ws =
+                        WebSocketStream::from_raw_socket(io(upgraded), Role::Server, Some(config))
+                            .await;
                     if let Err(panic) = crate::access::admission::catch_panic(serve(ws)).await {
                         tracing::error!(reason = %panic, "WebSocket task panicked (a bug)");
                     }
@@ -394,7 +436,18 @@ where
         }
         .instrument(span),
     );
-    super::boxed(res)
+    let mut res = Response::new(super::full(Bytes::new()));
+    *res.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+    let h = res.headers_mut();
+    h.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+    h.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+    match HeaderValue::from_str(&accept) {
+        Ok(v) => {
+            h.insert(header::SEC_WEBSOCKET_ACCEPT, v);
+        }
+        Err(_) => unreachable!("a base64 digest is a valid header value"),
+    }
+    res
 }
 
 async fn http_publisher(

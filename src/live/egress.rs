@@ -16,7 +16,9 @@
 use std::collections::VecDeque;
 use std::future::Future;
 use std::io::IoSlice;
-use std::task::Poll;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll, ready};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -28,16 +30,129 @@ use hyper_tungstenite::tungstenite::Message;
 use hyper_tungstenite::tungstenite::protocol::CloseFrame;
 use hyper_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use hyper_util::rt::TokioIo;
-use tokio::io::{AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::LiveConfig;
 use crate::live::ring::TryRecvError;
+use crate::live::writer::{Back, Edge, MAX_IOVECS, WriteCounters, recycle};
 use crate::live::{EndReason, Entry, Subscription};
+
+pub use crate::live::writer::binary_frame_header;
 
 /// The WebSocket type after an upgrade.
 pub type Ws = WebSocketStream<TokioIo<Upgraded>>;
+
+/// A WebSocket-FLV player's connection.
+pub type PlayerWs = WebSocketStream<PlayerIo>;
+
+/// A player's upgraded connection: plain TCP, shared with the stream's writer shards
+/// ([`crate::live::writer`]) once the player is at the live edge, or anything else
+/// hyper upgraded (TLS), which its own task always writes.
+#[derive(Debug)]
+pub enum PlayerIo {
+    /// A plain TCP connection, and what hyper had read past the request.
+    Tcp {
+        /// The socket; the writer shards hold clones while they write it.
+        socket: Arc<TcpStream>,
+        /// Bytes the client sent after its request, read before the socket.
+        read_first: Bytes,
+    },
+    /// Another upgraded connection.
+    Other(TokioIo<Upgraded>),
+}
+
+impl PlayerIo {
+    /// The plain TCP socket under `upgraded`, when it is one.
+    pub fn new(upgraded: Upgraded) -> PlayerIo {
+        match upgraded.downcast::<TokioIo<TcpStream>>() {
+            Ok(parts) => PlayerIo::Tcp {
+                socket: Arc::new(parts.io.into_inner()),
+                read_first: parts.read_buf,
+            },
+            Err(upgraded) => PlayerIo::Other(TokioIo::new(upgraded)),
+        }
+    }
+}
+
+impl AsyncRead for PlayerIo {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            PlayerIo::Tcp { socket, read_first } => {
+                if !read_first.is_empty() {
+                    let n = read_first.len().min(buf.remaining());
+                    buf.put_slice(&read_first.split_to(n));
+                    return Poll::Ready(Ok(()));
+                }
+                loop {
+                    ready!(socket.poll_read_ready(cx))?;
+                    match socket.try_read(buf.initialize_unfilled()) {
+                        Ok(n) => {
+                            buf.advance(n);
+                            return Poll::Ready(Ok(()));
+                        }
+                        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                        Err(e) => return Poll::Ready(Err(e)),
+                    }
+                }
+            }
+            PlayerIo::Other(io) => Pin::new(io).poll_read(cx, buf),
+        }
+    }
+}
+
+impl AsyncWrite for PlayerIo {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        self.poll_write_vectored(cx, &[IoSlice::new(buf)])
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        match self.get_mut() {
+            PlayerIo::Tcp { socket, .. } => loop {
+                ready!(socket.poll_write_ready(cx))?;
+                match socket.try_write_vectored(bufs) {
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                    done => return Poll::Ready(done),
+                }
+            },
+            PlayerIo::Other(io) => Pin::new(io).poll_write_vectored(cx, bufs),
+        }
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        true
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            PlayerIo::Tcp { .. } => Poll::Ready(Ok(())),
+            PlayerIo::Other(io) => Pin::new(io).poll_flush(cx),
+        }
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            PlayerIo::Tcp { socket, .. } => Poll::Ready(
+                socket2::SockRef::from(socket.as_ref()).shutdown(std::net::Shutdown::Write),
+            ),
+            PlayerIo::Other(io) => Pin::new(io).poll_shutdown(cx),
+        }
+    }
+}
 
 /// Why a player's connection ended.
 #[derive(Debug, thiserror::Error)]
@@ -146,6 +261,22 @@ pub(crate) trait PlayerSink {
     async fn closed(&mut self);
     /// Ends the connection cleanly for `end`.
     async fn finish(self, end: &PlayerEnd);
+    /// The socket, when the stream's writer shards may write it now: a plain TCP
+    /// connection with nothing of ours half written or queued.
+    fn shared_socket(&self) -> Option<Arc<TcpStream>> {
+        None
+    }
+    /// While a shard writes: resolves with the client's next message (true: it
+    /// closed or went away), reading nothing more, so nothing is written meanwhile
+    /// (a pong waits until the writes are taken back). Cancel-safe.
+    async fn next_from_client(&mut self) -> bool {
+        self.closed().await;
+        true
+    }
+    /// Writes the rest of a write a shard began (frame headers included).
+    async fn write_rest(&mut self, _rest: &[Bytes]) -> std::io::Result<()> {
+        Err(std::io::ErrorKind::Unsupported.into())
+    }
 }
 
 /// A WebSocket-FLV player connection.
@@ -159,7 +290,7 @@ pub(crate) trait PlayerSink {
 /// control frames (pongs, the close); both only ever write whole frames, so the
 /// byte stream stays a valid sequence of frames.
 pub(crate) struct WsSink {
-    ws: Ws,
+    ws: PlayerWs,
     /// A vectored write was started and did not finish (an error, or the write
     /// timeout cancelled it): the byte stream may end inside a frame, so no further
     /// frame, not even a close, may be written.
@@ -171,37 +302,6 @@ pub(crate) struct WsSink {
     heads: Vec<([u8; 10], usize)>,
     /// The iovec array's allocation, reused from write to write (always empty here).
     iov: Vec<IoSlice<'static>>,
-}
-
-/// An emptied vector of iovecs with another lifetime. std's in-place collect keeps
-/// the source's allocation (same element layout, no element survives), so the
-/// iovec array is not reallocated per write.
-fn recycle<'b>(mut v: Vec<IoSlice<'_>>) -> Vec<IoSlice<'b>> {
-    v.clear();
-    v.into_iter().map(|_| IoSlice::new(&[])).collect()
-}
-
-/// Most iovecs handed to one `writev` (Linux's IOV_MAX is 1024). A batch of tags
-/// (at most `live.player_write_batch_bytes` plus one tag, or a join preamble) needs
-/// two per tag (frame header, tag); longer batches take several calls.
-const MAX_IOVECS: usize = 512;
-
-/// The header of an unmasked, final binary frame of `len` bytes (RFC 6455 §5.2).
-pub fn binary_frame_header(len: usize) -> ([u8; 10], usize) {
-    let mut h = [0u8; 10];
-    h[0] = 0x82; // FIN + binary
-    if len < 126 {
-        h[1] = len as u8;
-        (h, 2)
-    } else if let Ok(len) = u16::try_from(len) {
-        h[1] = 126;
-        h[2..4].copy_from_slice(&len.to_be_bytes());
-        (h, 4)
-    } else {
-        h[1] = 127;
-        h[2..10].copy_from_slice(&(len as u64).to_be_bytes());
-        (h, 10)
-    }
 }
 
 /// Writes all of `bufs`, `MAX_IOVECS` at a time.
@@ -221,7 +321,7 @@ async fn write_all_vectored<W: AsyncWrite + Unpin>(
 }
 
 impl WsSink {
-    pub(crate) fn new(ws: Ws) -> WsSink {
+    pub(crate) fn new(ws: PlayerWs) -> WsSink {
         WsSink {
             ws,
             mid_frame: false,
@@ -264,12 +364,35 @@ impl PlayerSink for WsSink {
 
     async fn closed(&mut self) {
         // Players send nothing we need; read to see pings answered and the close.
-        while let Some(Ok(msg)) = self.ws.next().await {
-            if msg.is_close() {
-                return;
+        while !self.next_from_client().await {}
+    }
+
+    fn shared_socket(&self) -> Option<Arc<TcpStream>> {
+        match self.ws.get_ref() {
+            PlayerIo::Tcp { socket, .. } if !self.mid_frame && !self.control_pending => {
+                Some(socket.clone())
             }
-            self.control_pending = true;
+            _ => None,
         }
+    }
+
+    async fn next_from_client(&mut self) -> bool {
+        match self.ws.next().await {
+            Some(Ok(msg)) if !msg.is_close() => {
+                // A ping's pong is queued in tungstenite: flushed before our next frame.
+                self.control_pending = true;
+                false
+            }
+            _ => true,
+        }
+    }
+
+    async fn write_rest(&mut self, rest: &[Bytes]) -> std::io::Result<()> {
+        let mut slices: Vec<IoSlice<'_>> = rest.iter().map(|b| IoSlice::new(b)).collect();
+        self.mid_frame = true;
+        write_all_vectored(self.ws.get_mut(), &mut slices).await?;
+        self.mid_frame = false;
+        Ok(())
     }
 
     async fn finish(mut self, end: &PlayerEnd) {
@@ -360,6 +483,10 @@ pub(crate) async fn run_player<S: PlayerSink>(
     let bytes_out = metrics.bytes_out.get_or_create_owned(&label);
     let writes = metrics.player_writes.get_or_create_owned(&label);
     let wakeups = metrics.player_wakeups.get_or_create_owned(&label);
+    let counters = WriteCounters {
+        bytes_out: bytes_out.clone(),
+        writes: writes.clone(),
+    };
     // Time to first frame: from the play request to the first written media tag.
     let mut first_frame_pending = true;
     let mut batch_has_media = sub.preamble.iter().any(|f| is_media(&f.tag));
@@ -426,6 +553,54 @@ pub(crate) async fn run_player<S: PlayerSink>(
             if since.elapsed() > max_behind {
                 break PlayerEnd::TooSlow(config.player_max_behind_ms);
             }
+        }
+
+        // At the live edge, the gate open and the last write gone out whole: the
+        // stream's writer shards write this player from here on, and this task only
+        // waits for the client, the shutdown, or the shard giving the writes back.
+        if caught_up
+            && !gate.is_skipping()
+            && !first_frame_pending
+            && let Some(socket) = sink.shared_socket()
+        {
+            let edge = Edge {
+                socket,
+                next: sub.rx.position(),
+                bytes: 0,
+            };
+            let slot = sub.stream.writers.hand_over(edge, counters.clone());
+            let end = tokio::select! {
+                biased;
+                _ = slot.given_back() => None,
+                closed = sink.next_from_client() => closed.then_some(PlayerEnd::ClientGone),
+                _ = &mut cancelled => Some(PlayerEnd::Stream(EndReason::Shutdown)),
+            };
+            wakeups.inc();
+            let (edge, back) = slot.take();
+            sub.rx.seek(edge.next);
+            stats.bytes += edge.bytes;
+            // Whatever the shard gave back, the ring is read here again from now on.
+            caught_up = false;
+            match back {
+                Back::Taken | Back::Behind => {}
+                Back::Failed(e) => break PlayerEnd::WriteFailed(e),
+                Back::Blocked(rest) => {
+                    // The socket was full: finish the frame it cut, within the timeout.
+                    let bytes = batch_len(&rest);
+                    stats.bytes += bytes;
+                    match tokio::time::timeout(write_timeout, sink.write_rest(&rest)).await {
+                        Ok(Ok(())) => {
+                            bytes_out.inc_by(bytes);
+                        }
+                        Ok(Err(e)) => break PlayerEnd::WriteFailed(e),
+                        Err(_) => break PlayerEnd::WriteStalled(config.player_write_timeout_ms),
+                    }
+                }
+            }
+            if let Some(end) = end {
+                break end;
+            }
+            continue;
         }
 
         // The ring first: a wakeup for new tags then polls nothing else. The client's

@@ -30,7 +30,8 @@
 //! - [`registry`]: the registry ([`Streams`]); [`stream`]: one stream, its
 //!   [`Publisher`] and a player's [`Subscription`]; [`frame`]: what players receive;
 //!   [`ring`]: the byte-bounded fan-out; [`timeline`]: timestamps; [`budget`]: the
-//!   media memory budget; [`status`]: what the API shows.
+//!   media memory budget; [`status`]: what the API shows; [`writer`]: the shards
+//!   that write a stream's players at the live edge.
 //! - [`ingest`]: FLV byte streams (HTTP bodies, WebSocket messages) into a
 //!   [`Publisher`]; [`egress`]: the player loop and its WebSocket and HTTP sinks.
 //! - [`directory`]: where a stream's publisher is (the seam a cluster fills in).
@@ -45,6 +46,7 @@ pub mod ring;
 pub mod status;
 pub mod stream;
 pub mod timeline;
+pub mod writer;
 
 use std::net::SocketAddr;
 

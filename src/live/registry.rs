@@ -21,6 +21,7 @@ use super::stream::{
     fix_preamble_timestamps,
 };
 use super::timeline::Timeline;
+use super::writer::Writers;
 use super::{PlayError, PlayerInfo, PublishError, PublisherInfo};
 use crate::config::LiveConfig;
 use crate::metrics::Metrics;
@@ -180,14 +181,20 @@ impl Streams {
 
     fn new_stream(&self, name: &str) -> Stream {
         let now = Instant::now();
+        let ring = Arc::new(Ring::new(
+            self.config.player_backlog_tags,
+            self.config.player_backlog_bytes,
+            self.budget.clone(),
+            std::time::Duration::from_millis(self.config.write_coalesce_ms),
+        ));
+        // One writer shard per worker thread: a stream's players are written on every core.
+        let shards = tokio::runtime::Handle::try_current()
+            .map(|rt| rt.metrics().num_workers())
+            .unwrap_or(1);
         Stream {
             name: name.to_owned(),
-            ring: Arc::new(Ring::new(
-                self.config.player_backlog_tags,
-                self.config.player_backlog_bytes,
-                self.budget.clone(),
-                std::time::Duration::from_millis(self.config.write_coalesce_ms),
-            )),
+            writers: Writers::new(ring.clone(), shards, self.config.player_write_batch_bytes),
+            ring,
             state: Mutex::new(StreamState {
                 cache: GopCache::new(GopCacheConfig {
                     max_bytes: self.config.gop_max_bytes,

@@ -266,6 +266,34 @@ impl Reader {
         self.next >= self.ring.lock().visible
     }
 
+    /// The sequence number of the next entry this reader takes.
+    pub fn position(&self) -> u64 {
+        self.next
+    }
+
+    /// Moves the reader to sequence number `next` (a position another reader of
+    /// this ring had); a position the ring no longer holds reads as a lag.
+    pub fn seek(&mut self, next: u64) {
+        self.next = next;
+    }
+
+    /// Waits until an entry is visible past this reader's position (or it fell
+    /// behind), taking nothing. Cancel-safe.
+    pub async fn wait(&self) {
+        loop {
+            let notified = self.ring.notify.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            {
+                let inner = self.ring.lock();
+                if self.next < inner.first || self.next < inner.visible {
+                    return;
+                }
+            }
+            notified.await;
+        }
+    }
+
     /// Waits for the next entry (or the news that entries were missed). Cancel-safe.
     pub async fn recv(&mut self) -> Result<Entry, TryRecvError> {
         let ring = self.ring.clone();

@@ -21,6 +21,7 @@ use super::registry::Streams;
 use super::ring::{Reader, Ring};
 use super::status::MetaSummary;
 use super::timeline::Timeline;
+use super::writer::Writers;
 use super::{PlayerInfo, PublisherInfo, PushError};
 use crate::metrics::{GaugeGuard, Metrics};
 use crate::vocab::Protocol;
@@ -84,6 +85,8 @@ pub(super) struct StreamState {
 pub struct Stream {
     pub(super) name: String,
     pub(super) ring: Arc<Ring>,
+    /// Writes the stream's players that are at the live edge.
+    pub(crate) writers: Writers,
     pub(super) state: Mutex<StreamState>,
     pub(super) players: AtomicUsize,
     /// Connected players by id, for `GET /api/streams/NAME`.

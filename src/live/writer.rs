@@ -1,0 +1,618 @@
+//! A stream's shared writers: WebSocket-FLV players at the live edge are written by
+//! a few tasks per stream instead of each by its own task.
+//!
+//! A player task ([`crate::live::egress`]) writes its join preamble and anything it
+//! has to catch up on itself. Once it is at the live edge, its last write went out
+//! whole and its socket is a plain TCP connection, it hands the socket's writes to
+//! one of the stream's writer shards ([`Writers::hand_over`]) and only waits for the
+//! client (pings, the close) and for the shard to give the writes back.
+//!
+//! A shard follows the stream's ring like a player, but for many players: when the
+//! ring shows new tags (once per coalescing window) it frames them once and writes
+//! the same frames to each of its players' sockets with one non-blocking vectored
+//! write each. No player task wakes. A player whose write does not go out whole (its
+//! socket is full), whose write fails, or who is behind the shard, is handed back to
+//! its own task at once with what is left to write: that task then applies the
+//! slow-player rules exactly as before (the write timeout, skipping to a keyframe,
+//! the cut-off), and never holds up the shard or the other players. The end of the
+//! stream is handed back too, so each player task closes its own connection.
+//!
+//! Shards: as many as the runtime has worker threads, so a stream with many players
+//! is written on every core. A player goes to the shards in turn. A shard's task
+//! runs while it has players and ends with its last one.
+
+use std::collections::VecDeque;
+use std::io::IoSlice;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use bytes::Bytes;
+use prometheus_client::metrics::counter::Counter;
+use tokio::net::TcpStream;
+use tokio::sync::Notify;
+
+use crate::live::Entry;
+use crate::live::ring::{Reader, Ring, TryRecvError};
+
+/// Most iovecs handed to one `writev` (Linux's IOV_MAX is 1024). A batch of tags
+/// needs two per tag (frame header, tag); longer batches take several calls.
+pub(crate) const MAX_IOVECS: usize = 512;
+
+/// The header of an unmasked, final binary frame of `len` bytes (RFC 6455 §5.2).
+pub fn binary_frame_header(len: usize) -> ([u8; 10], usize) {
+    let mut h = [0u8; 10];
+    h[0] = 0x82; // FIN + binary
+    if len < 126 {
+        h[1] = len as u8;
+        (h, 2)
+    } else if let Ok(len) = u16::try_from(len) {
+        h[1] = 126;
+        h[2..4].copy_from_slice(&len.to_be_bytes());
+        (h, 4)
+    } else {
+        h[1] = 127;
+        h[2..10].copy_from_slice(&(len as u64).to_be_bytes());
+        (h, 10)
+    }
+}
+
+/// An emptied vector of iovecs with another lifetime. std's in-place collect keeps
+/// the source's allocation (same element layout, no element survives), so the
+/// iovec array is not reallocated per write.
+pub(crate) fn recycle<'b>(mut v: Vec<IoSlice<'_>>) -> Vec<IoSlice<'b>> {
+    v.clear();
+    v.into_iter().map(|_| IoSlice::new(&[])).collect()
+}
+
+/// What a shard needs to write one player: its socket and its place in the ring.
+#[derive(Debug)]
+pub(crate) struct Edge {
+    /// The player's socket, shared with its task (which reads from it).
+    pub(crate) socket: Arc<TcpStream>,
+    /// The ring position of the player's next tag.
+    pub(crate) next: u64,
+    /// Bytes the shard wrote for this player.
+    pub(crate) bytes: u64,
+}
+
+/// Why a shard gave a player's writes back to its task.
+#[derive(Debug)]
+pub(crate) enum Back {
+    /// The task took them back itself (the client spoke or left, or shutdown).
+    Taken,
+    /// The player is not where the shard is (it joined behind it, the shard fell
+    /// behind the ring, or the stream ended): the task reads the ring itself.
+    Behind,
+    /// The socket did not take a whole write: these bytes (the rest of it, frame
+    /// headers included) go out first, from the task, within the write timeout.
+    Blocked(Vec<Bytes>),
+    /// The write failed (the connection was reset).
+    Failed(std::io::Error),
+}
+
+#[derive(Debug)]
+enum SlotState {
+    /// A shard writes this player.
+    Shard(Edge),
+    /// The shard gave the writes back; the task has not taken them yet.
+    Back(Edge, Back),
+    /// The task took them.
+    Done,
+}
+
+/// One player handed to a shard: shared by the shard and the player's task.
+#[derive(Debug)]
+pub(crate) struct Slot {
+    state: Mutex<SlotState>,
+    /// Notified when the shard gives the writes back.
+    back: Notify,
+}
+
+impl Slot {
+    fn lock(&self) -> MutexGuard<'_, SlotState> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Resolves once the shard gave the writes back. Cancel-safe.
+    pub(crate) async fn given_back(&self) {
+        self.back.notified().await;
+    }
+
+    /// Takes the writes back (from the shard, or as it gave them back): the player's
+    /// place and bytes, and why.
+    pub(crate) fn take(&self) -> (Edge, Back) {
+        match std::mem::replace(&mut *self.lock(), SlotState::Done) {
+            SlotState::Shard(edge) => (edge, Back::Taken),
+            SlotState::Back(edge, back) => (edge, back),
+            SlotState::Done => unreachable!("a slot is taken once, by its player"),
+        }
+    }
+}
+
+/// Counters a shard adds its writes to (the players' `protocol="ws"` series).
+#[derive(Clone, Debug)]
+pub(crate) struct WriteCounters {
+    pub(crate) bytes_out: Counter,
+    pub(crate) writes: Counter,
+}
+
+#[derive(Debug, Default)]
+struct Joining {
+    slots: Vec<(Arc<Slot>, WriteCounters)>,
+    /// The shard's task is running (it ends when it has no players).
+    running: bool,
+}
+
+#[derive(Debug)]
+struct Shard {
+    joining: Mutex<Joining>,
+    joined: Notify,
+}
+
+/// A stream's writer shards.
+#[derive(Debug)]
+pub(crate) struct Writers {
+    ring: Arc<Ring>,
+    shards: Box<[Arc<Shard>]>,
+    turn: AtomicUsize,
+    /// `live.player_write_batch_bytes`: the most bytes a shard writes per pass.
+    batch_bytes: usize,
+}
+
+impl Writers {
+    /// Writers for the stream of `ring`, `shards` of them (at least one).
+    pub(crate) fn new(ring: Arc<Ring>, shards: usize, batch_bytes: usize) -> Writers {
+        let shards = (0..shards.max(1))
+            .map(|_| {
+                Arc::new(Shard {
+                    joining: Mutex::new(Joining::default()),
+                    joined: Notify::new(),
+                })
+            })
+            .collect();
+        Writers {
+            ring,
+            shards,
+            turn: AtomicUsize::new(0),
+            batch_bytes,
+        }
+    }
+
+    /// Hands a player's writes to a shard, from ring position `edge.next` on.
+    pub(crate) fn hand_over(&self, edge: Edge, counters: WriteCounters) -> Arc<Slot> {
+        let slot = Arc::new(Slot {
+            state: Mutex::new(SlotState::Shard(edge)),
+            back: Notify::new(),
+        });
+        let shard = &self.shards[self.turn.fetch_add(1, Ordering::Relaxed) % self.shards.len()];
+        let mut joining = shard.joining.lock().unwrap_or_else(|e| e.into_inner());
+        joining.slots.push((slot.clone(), counters));
+        if !joining.running {
+            joining.running = true;
+            tokio::spawn(run_shard(
+                shard.clone(),
+                self.ring.clone(),
+                self.batch_bytes,
+            ));
+        }
+        drop(joining);
+        shard.joined.notify_one();
+        slot
+    }
+}
+
+/// A shard's players and their counters.
+type Players = Vec<(Arc<Slot>, WriteCounters)>;
+
+async fn run_shard(shard: Arc<Shard>, ring: Arc<Ring>, batch_bytes: usize) {
+    let mut players: Players = Vec::new();
+    let mut reader: Option<Reader> = None;
+    let mut entries: VecDeque<Entry> = VecDeque::new();
+    let mut heads: Vec<([u8; 10], usize)> = Vec::new();
+    let mut iov: Vec<IoSlice<'static>> = Vec::new();
+    loop {
+        // Take in the players handed over since the last pass.
+        let joined = {
+            let mut joining = shard.joining.lock().unwrap_or_else(|e| e.into_inner());
+            if joining.slots.is_empty() && players.is_empty() {
+                joining.running = false;
+                return;
+            }
+            std::mem::take(&mut joining.slots)
+        };
+        if !joined.is_empty() {
+            if players.is_empty() {
+                // Start at the first new player's place (nobody is behind it).
+                let start = joined.iter().filter_map(|(s, _)| position(s)).min();
+                if let Some(start) = start {
+                    let mut r = ring.subscribe();
+                    r.seek(start);
+                    reader = Some(r);
+                }
+            }
+            players.extend(joined);
+        }
+        let Some(reader) = reader.as_mut() else {
+            give_back_all(&mut players, |_| Back::Behind);
+            continue;
+        };
+        // Wait for the ring (or a new player).
+        if reader.is_empty() {
+            tokio::select! {
+                _ = reader.wait() => {}
+                _ = shard.joined.notified() => continue,
+            }
+        }
+        let start = reader.position();
+        entries.clear();
+        match reader.try_recv_into(&mut entries, batch_bytes) {
+            Ok(_) => {}
+            Err(TryRecvError::Empty) => continue,
+            Err(TryRecvError::Lagged(_)) => {
+                // The shard itself fell behind the ring: every player reads it itself.
+                give_back_all(&mut players, |_| Back::Behind);
+                continue;
+            }
+        }
+        let tags = entries
+            .iter()
+            .position(|e| matches!(e, Entry::End(_)))
+            .unwrap_or(entries.len());
+        heads.clear();
+        heads.extend(entries.iter().take(tags).map(|e| match e {
+            Entry::Tag(t) => binary_frame_header(t.len()),
+            Entry::End(_) => unreachable!("tags come before the end"),
+        }));
+        let mut slices = recycle(std::mem::take(&mut iov));
+        for (entry, (head, len)) in entries.iter().zip(&heads) {
+            if let Entry::Tag(t) = entry {
+                slices.push(IoSlice::new(&head[..*len]));
+                slices.push(IoSlice::new(t.wire()));
+            }
+        }
+        let pass = Pass {
+            start,
+            entries: &entries,
+            heads: &heads,
+            slices: &slices,
+            ended: tags < entries.len(),
+        };
+        let ended = pass.ended;
+        players.retain(|(slot, counters)| pass.write(slot, counters));
+        iov = recycle(slices);
+        if ended {
+            give_back_all(&mut players, |_| Back::Behind);
+        }
+    }
+}
+
+/// The ring position of a player still handed to the shard.
+fn position(slot: &Slot) -> Option<u64> {
+    match &*slot.lock() {
+        SlotState::Shard(edge) => Some(edge.next),
+        _ => None,
+    }
+}
+
+/// Gives every player's writes back to its task.
+fn give_back_all(players: &mut Players, why: impl Fn(&Edge) -> Back) {
+    for (slot, _) in players.drain(..) {
+        let mut state = slot.lock();
+        if let SlotState::Shard(edge) = std::mem::replace(&mut *state, SlotState::Done) {
+            let back = why(&edge);
+            *state = SlotState::Back(edge, back);
+            drop(state);
+            slot.back.notify_one();
+        } else {
+            *state = SlotState::Done;
+        }
+    }
+}
+
+/// One batch of tags, framed once, to write to each player.
+struct Pass<'a> {
+    /// Ring position of `entries[0]`.
+    start: u64,
+    entries: &'a VecDeque<Entry>,
+    heads: &'a [([u8; 10], usize)],
+    /// Two per tag: its frame header and the tag.
+    slices: &'a [IoSlice<'a>],
+    /// The batch ends with the stream's end (after its tags).
+    ended: bool,
+}
+
+impl Pass<'_> {
+    /// Writes the batch to one player; false when the player leaves the shard.
+    fn write(&self, slot: &Slot, counters: &WriteCounters) -> bool {
+        let mut state = slot.lock();
+        let SlotState::Shard(edge) = &mut *state else {
+            return false; // its task took it back
+        };
+        let tags = self.heads.len() as u64;
+        let back = if edge.next < self.start {
+            Some(Back::Behind)
+        } else if edge.next >= self.start + tags {
+            None // it has these already (it joined with them)
+        } else {
+            let from = (edge.next - self.start) as usize;
+            let want: usize = self.slices[from * 2..].iter().map(|s| s.len()).sum();
+            let written = write_now(&edge.socket, &self.slices[from * 2..]);
+            let n = match &written {
+                Ok(n) | Err((n, _)) => *n,
+            };
+            edge.bytes += n as u64;
+            counters.bytes_out.inc_by(n as u64);
+            counters.writes.inc();
+            match written {
+                Ok(n) if n == want => {
+                    edge.next = self.start + tags;
+                    None
+                }
+                Ok(n) => {
+                    let rest = self.rest(from, n);
+                    edge.next = self.start + tags;
+                    Some(Back::Blocked(rest))
+                }
+                Err((0, e)) => Some(Back::Failed(e)),
+                Err((n, _)) => {
+                    // Part went out before the error: the next write fails too.
+                    let rest = self.rest(from, n);
+                    edge.next = self.start + tags;
+                    Some(Back::Blocked(rest))
+                }
+            }
+        };
+        let back = match back {
+            None if self.ended => Back::Behind, // the task reads the end itself
+            None => return true,
+            Some(back) => back,
+        };
+        let SlotState::Shard(edge) = std::mem::replace(&mut *state, SlotState::Done) else {
+            unreachable!("checked above")
+        };
+        *state = SlotState::Back(edge, back);
+        drop(state);
+        slot.back.notify_one();
+        false
+    }
+
+    /// What is left of the batch from tag `from` on after `written` bytes: the rest
+    /// of the frame that was cut, then the whole frames after it.
+    fn rest(&self, from: usize, mut written: usize) -> Vec<Bytes> {
+        let mut rest = Vec::new();
+        for (entry, (head, len)) in self.entries.iter().zip(self.heads).skip(from) {
+            let Entry::Tag(tag) = entry else { break };
+            let wire = tag.wire();
+            let head = &head[..*len];
+            if written >= head.len() + wire.len() {
+                written -= head.len() + wire.len();
+                continue;
+            }
+            if written < head.len() {
+                rest.push(Bytes::copy_from_slice(&head[written..]));
+                rest.push(wire.clone());
+            } else {
+                rest.push(wire.slice(written - head.len()..));
+            }
+            written = 0;
+        }
+        rest
+    }
+}
+
+/// Writes `slices` without waiting, `MAX_IOVECS` at a time: the bytes written
+/// (fewer than all when the socket is full), or the error with what went out first.
+fn write_now(socket: &TcpStream, slices: &[IoSlice<'_>]) -> Result<usize, (usize, std::io::Error)> {
+    let mut written = 0;
+    for chunk in slices.chunks(MAX_IOVECS) {
+        let want: usize = chunk.iter().map(|s| s.len()).sum();
+        match socket.try_write_vectored(chunk) {
+            Ok(n) => {
+                written += n;
+                if n < want {
+                    return Ok(written);
+                }
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return Ok(written),
+            Err(e) => return Err((written, e)),
+        }
+    }
+    Ok(written)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use bytes::BytesMut;
+    use flv::{Tag, TagType};
+    use tokio::io::AsyncReadExt;
+    use tokio::net::TcpListener;
+
+    use super::*;
+    use crate::live::{EndReason, MediaBudget, WireTag};
+
+    fn tag(ts: u32, size: usize) -> Entry {
+        let mut body = vec![0x27, 1, 0, 0, 0];
+        body.resize(size, ts as u8);
+        let tag = Tag::new(TagType::Video, ts, Bytes::from(body));
+        Entry::Tag(WireTag::encode(&tag, ts))
+    }
+
+    /// Each tag as one binary frame, as a player receives it.
+    fn framed(entries: &[Entry]) -> Vec<u8> {
+        let mut out = Vec::new();
+        for e in entries {
+            if let Entry::Tag(t) = e {
+                let (head, len) = binary_frame_header(t.len());
+                out.extend_from_slice(&head[..len]);
+                out.extend_from_slice(t.wire());
+            }
+        }
+        out
+    }
+
+    /// A connected pair on loopback: (the server's side, the client's side).
+    async fn pair() -> (Arc<TcpStream>, TcpStream) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let client = TcpStream::connect(listener.local_addr().unwrap())
+            .await
+            .unwrap();
+        let (server, _) = listener.accept().await.unwrap();
+        (Arc::new(server), client)
+    }
+
+    fn counters() -> WriteCounters {
+        WriteCounters {
+            bytes_out: Counter::default(),
+            writes: Counter::default(),
+        }
+    }
+
+    /// Reads `n` bytes from `client`.
+    async fn read_exactly(client: &mut TcpStream, n: usize) -> Vec<u8> {
+        // (Byte vectors are compared with `==` below: a failing `assert_eq!` would
+        // print megabytes.)
+        let mut buf = vec![0; n];
+        tokio::time::timeout(Duration::from_secs(10), client.read_exact(&mut buf))
+            .await
+            .expect("the bytes arrive")
+            .unwrap();
+        buf
+    }
+
+    #[test]
+    fn the_rest_of_a_cut_write_starts_inside_the_frame_it_cut() {
+        let entries: VecDeque<Entry> = (0..3).map(|ts| tag(ts, 200)).collect();
+        let heads: Vec<_> = entries
+            .iter()
+            .map(|e| match e {
+                Entry::Tag(t) => binary_frame_header(t.len()),
+                Entry::End(_) => unreachable!(),
+            })
+            .collect();
+        let pass = Pass {
+            start: 0,
+            entries: &entries,
+            heads: &heads,
+            slices: &[],
+            ended: false,
+        };
+        let all = framed(Vec::from(entries.clone()).as_slice());
+        let one = all.len() / 3;
+        // Cut inside a header, inside a tag, at a frame's edge; from the first or the
+        // second tag on.
+        for (from, written) in [(0, 0), (0, 2), (0, 1), (0, 50), (0, one), (1, one + 7)] {
+            let rest: Vec<u8> = pass.rest(from, written).concat();
+            assert_eq!(
+                rest,
+                all[from * one + written..],
+                "from tag {from}, {written} bytes written"
+            );
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_shard_writes_its_players_and_gives_back_a_full_socket_with_the_rest() {
+        let ring = Arc::new(Ring::new(
+            4096,
+            256 << 20,
+            MediaBudget::new(1 << 30),
+            Duration::ZERO,
+        ));
+        let writers = Writers::new(ring.clone(), 2, 64 << 10);
+        let start = ring.subscribe().position();
+        let mut players = Vec::new();
+        for _ in 0..3 {
+            let (socket, client) = pair().await;
+            let edge = Edge {
+                socket,
+                next: start,
+                bytes: 0,
+            };
+            players.push((writers.hand_over(edge, counters()), client));
+        }
+        // Live tags reach every player, each as one frame, in order.
+        let first: Vec<Entry> = (0..5).map(|ts| tag(ts, 1000)).collect();
+        for e in &first {
+            ring.push(e.clone());
+        }
+        let want = framed(&first);
+        for (_, client) in &mut players {
+            assert!(read_exactly(client, want.len()).await == want);
+        }
+
+        // The third player stops reading: its socket fills, and the shard gives it
+        // back with exactly what is left of the cut write; the others keep getting
+        // every tag meanwhile.
+        let (stuck, mut stuck_client) = players.pop().unwrap();
+        let mut slots = Vec::new();
+        let mut readers = Vec::new();
+        for (slot, mut client) in players {
+            slots.push(slot);
+            readers.push(tokio::spawn(async move {
+                let mut got = BytesMut::new();
+                while client.read_buf(&mut got).await.unwrap() > 0 {}
+                got
+            }));
+        }
+        let mut pushed = first.clone();
+        let mut ts = 5;
+        let given_back = loop {
+            let e = tag(ts, 60_000);
+            pushed.push(e.clone());
+            ring.push(e);
+            ts += 1;
+            if tokio::time::timeout(Duration::from_millis(5), stuck.given_back())
+                .await
+                .is_ok()
+            {
+                break true;
+            }
+            if ts > 2_000 {
+                break false; // 120 MB did not fill a socket?
+            }
+        };
+        assert!(given_back, "a socket nobody reads fills up");
+        let (edge, back) = stuck.take();
+        let Back::Blocked(rest) = back else {
+            panic!("a full socket is given back with the rest, not {back:?}")
+        };
+        assert!(!rest.is_empty());
+        // What it would have received alone = what went out + the rest.
+        let upto = (edge.next - start) as usize;
+        let mut received = want.clone();
+        received.extend(read_exactly(&mut stuck_client, edge.bytes as usize - want.len()).await);
+        received.extend(rest.concat());
+        let alone = framed(&pushed[..upto]);
+        assert!(
+            received == alone,
+            "written + rest = {} bytes, alone it would get {}",
+            received.len(),
+            alone.len()
+        );
+
+        // The end is handed back to the players that are left, at its place, after
+        // every tag before it.
+        ring.push(Entry::End(EndReason::Unpublished));
+        let end_at = start + pushed.len() as u64;
+        let all = framed(&pushed);
+        for (slot, reader) in slots.into_iter().zip(readers) {
+            tokio::time::timeout(Duration::from_secs(10), slot.given_back())
+                .await
+                .expect("the end is given back");
+            let (edge, back) = slot.take();
+            assert!(matches!(back, Back::Behind), "{back:?}");
+            assert_eq!(edge.next, end_at);
+            assert_eq!(edge.bytes as usize, all.len());
+            drop(edge); // the socket closes: the reader sees its end
+            let got = reader.await.unwrap();
+            assert!(
+                got[..] == all[want.len()..],
+                "a reading player got {} bytes after the first tags, not the {} pushed",
+                got.len(),
+                all.len() - want.len()
+            );
+        }
+    }
+}
