@@ -1,8 +1,8 @@
 //! The coalescing window (`live.write_coalesce_ms`) with real clients: ffmpeg
 //! publishes over HTTP POST, WebSocket-FLV and HTTP-FLV players note when each piece
 //! arrives. A joining player's preamble goes out at once; live tags then arrive in
-//! one burst per window, one write each (for a WebSocket player at the live edge,
-//! written by the stream's writer shard without waking the player's task).
+//! one burst per window, one write each (for a player at the live edge, written by
+//! the stream's writer shard without waking the player's task).
 
 mod common;
 
@@ -220,6 +220,12 @@ async fn the_window_batches_live_tags_and_never_delays_a_join() {
     // One HTTP chunk per window (a tag used to be three chunks).
     check_writes("HTTP-FLV", writes(addr, "http").await, started);
     check_writes("HTTP-FLV chunks", http_chunks(&received) as f64, started);
+    let wakeups = counter(addr, "wsrelay_player_wakeups_total", "http").await;
+    println!("HTTP-FLV: {wakeups} player task wakeups");
+    assert!(
+        wakeups <= 2.0,
+        "HTTP-FLV: the player's task woke {wakeups} times: not written by the shard"
+    );
 
     server.shutdown().await;
 }

@@ -3,9 +3,13 @@
 //! A player task writes the FLV header and the stream's preamble (metadata, sequence
 //! headers, cached GOP) at once, then follows the stream's broadcast ring, gathering
 //! whatever is visible into one write. With a coalescing window
-//! (`live.write_coalesce_ms`) the ring shows new tags once per window, so a player
-//! at the live edge wakes and writes once per window ([`crate::live::ring`]). It owns
-//! no payload: every chunk it writes is a `Bytes` shared with all other players.
+//! (`live.write_coalesce_ms`) the ring shows new tags once per window
+//! ([`crate::live::ring`]). Once the player is at the live edge, it hands its writes
+//! to one of the stream's writer shards ([`crate::live::writer`]), which write every
+//! player at the edge once per window without waking their tasks; the task only
+//! waits for the client and takes the writes back when the shard gives them back
+//! (the player's socket was full, or the stream ended). It owns no payload: every
+//! chunk it writes is a `Bytes` shared with all other players.
 //!
 //! Slow players: a player that falls behind the ring's length is told how many tags
 //! it missed; it then skips to the next keyframe ([`SkipGate`]). A player that has not
@@ -37,7 +41,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::LiveConfig;
 use crate::live::ring::TryRecvError;
-use crate::live::writer::{Back, Edge, MAX_IOVECS, WriteCounters, recycle};
+use crate::live::writer::{Back, Edge, MAX_IOVECS, Target, WriteCounters, recycle};
 use crate::live::{EndReason, Entry, Subscription};
 
 pub use crate::live::writer::binary_frame_header;
@@ -70,7 +74,9 @@ impl PlayerIo {
         match upgraded.downcast::<TokioIo<TcpStream>>() {
             Ok(parts) => PlayerIo::Tcp {
                 socket: Arc::new(parts.io.into_inner()),
-                read_first: parts.read_buf,
+                // A copy: the buffer hyper read the request into (8 KiB and up) is
+                // freed now instead of staying with the player for its whole life.
+                read_first: Bytes::copy_from_slice(&parts.read_buf),
             },
             Err(upgraded) => PlayerIo::Other(TokioIo::new(upgraded)),
         }
@@ -88,6 +94,9 @@ impl AsyncRead for PlayerIo {
                 if !read_first.is_empty() {
                     let n = read_first.len().min(buf.remaining());
                     buf.put_slice(&read_first.split_to(n));
+                    if read_first.is_empty() {
+                        *read_first = Bytes::new(); // frees the copy
+                    }
                     return Poll::Ready(Ok(()));
                 }
                 loop {
@@ -261,9 +270,9 @@ pub(crate) trait PlayerSink {
     async fn closed(&mut self);
     /// Ends the connection cleanly for `end`.
     async fn finish(self, end: &PlayerEnd);
-    /// The socket, when the stream's writer shards may write it now: a plain TCP
-    /// connection with nothing of ours half written or queued.
-    fn shared_socket(&self) -> Option<Arc<TcpStream>> {
+    /// Where the stream's writer shards may write this player now: a plain TCP
+    /// connection with nothing of ours half written or queued, or an HTTP body.
+    fn shared(&self) -> Option<Target> {
         None
     }
     /// While a shard writes: resolves with the client's next message (true: it
@@ -367,10 +376,10 @@ impl PlayerSink for WsSink {
         while !self.next_from_client().await {}
     }
 
-    fn shared_socket(&self) -> Option<Arc<TcpStream>> {
+    fn shared(&self) -> Option<Target> {
         match self.ws.get_ref() {
             PlayerIo::Tcp { socket, .. } if !self.mid_frame && !self.control_pending => {
-                Some(socket.clone())
+                Some(Target::Ws(socket.clone()))
             }
             _ => None,
         }
@@ -437,6 +446,15 @@ impl PlayerSink for HttpSink {
 
     async fn closed(&mut self) {
         self.tx.closed().await;
+    }
+
+    fn shared(&self) -> Option<Target> {
+        Some(Target::Http(self.tx.clone()))
+    }
+
+    async fn write_rest(&mut self, rest: &[Bytes]) -> std::io::Result<()> {
+        // What did not fit in the body's queue: one chunk, as the shard made it.
+        self.write(rest).await
     }
 
     async fn finish(self, _end: &PlayerEnd) {
@@ -561,10 +579,10 @@ pub(crate) async fn run_player<S: PlayerSink>(
         if caught_up
             && !gate.is_skipping()
             && !first_frame_pending
-            && let Some(socket) = sink.shared_socket()
+            && let Some(target) = sink.shared()
         {
             let edge = Edge {
-                socket,
+                target,
                 next: sub.rx.position(),
                 bytes: 0,
             };

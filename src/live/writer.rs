@@ -1,25 +1,31 @@
-//! A stream's shared writers: WebSocket-FLV players at the live edge are written by
-//! a few tasks per stream instead of each by its own task.
+//! A stream's shared writers: players at the live edge are written by a few tasks
+//! per stream instead of each by its own task.
 //!
 //! A player task ([`crate::live::egress`]) writes its join preamble and anything it
-//! has to catch up on itself. Once it is at the live edge, its last write went out
-//! whole and its socket is a plain TCP connection, it hands the socket's writes to
-//! one of the stream's writer shards ([`Writers::hand_over`]) and only waits for the
-//! client (pings, the close) and for the shard to give the writes back.
+//! has to catch up on itself. Once it is at the live edge, with its gate open and its
+//! last write gone out whole, it hands its writes to one of the stream's writer
+//! shards ([`Writers::hand_over`]) and only waits for the client (pings, the close),
+//! the shutdown, and the shard giving the writes back.
 //!
 //! A shard follows the stream's ring like a player, but for many players: when the
-//! ring shows new tags (once per coalescing window) it frames them once and writes
-//! the same frames to each of its players' sockets with one non-blocking vectored
-//! write each. No player task wakes. A player whose write does not go out whole (its
-//! socket is full), whose write fails, or who is behind the shard, is handed back to
-//! its own task at once with what is left to write: that task then applies the
-//! slow-player rules exactly as before (the write timeout, skipping to a keyframe,
-//! the cut-off), and never holds up the shard or the other players. The end of the
+//! ring shows new tags (once per coalescing window) it takes them once and, for each
+//! of its players, writes them without waiting ([`Target`]): a WebSocket-FLV player
+//! on plain TCP gets the same binary frames, framed once per pass, with one
+//! non-blocking vectored write on its socket; an HTTP-FLV player gets them as one
+//! chunk handed to its response body (hyper writes it). No player task wakes.
+//!
+//! A player whose target does not take the whole write (the socket or the body's
+//! queue is full), whose write fails, or who is behind the shard, is handed back to
+//! its own task at once with what is left to write ([`Back`]). That task then applies
+//! the slow-player rules exactly as before (the write timeout, skipping to a keyframe,
+//! the cut-off); the shard and the other players never wait for it. The end of the
 //! stream is handed back too, so each player task closes its own connection.
+//! TLS WebSocket players are always written by their own task (the TLS stream
+//! cannot be shared).
 //!
 //! Shards: as many as the runtime has worker threads, so a stream with many players
-//! is written on every core. A player goes to the shards in turn. A shard's task
-//! runs while it has players and ends with its last one.
+//! is written on every core. Players go to the shards in turn. A shard's task runs
+//! while it has players and ends with its last one.
 
 use std::collections::VecDeque;
 use std::io::IoSlice;
@@ -30,6 +36,7 @@ use bytes::Bytes;
 use prometheus_client::metrics::counter::Counter;
 use tokio::net::TcpStream;
 use tokio::sync::Notify;
+use tokio::sync::mpsc::{self, error::TrySendError};
 
 use crate::live::Entry;
 use crate::live::ring::{Reader, Ring, TryRecvError};
@@ -64,11 +71,22 @@ pub(crate) fn recycle<'b>(mut v: Vec<IoSlice<'_>>) -> Vec<IoSlice<'b>> {
     v.into_iter().map(|_| IoSlice::new(&[])).collect()
 }
 
-/// What a shard needs to write one player: its socket and its place in the ring.
+/// Where a shard writes a player.
+#[derive(Clone, Debug)]
+pub(crate) enum Target {
+    /// A WebSocket-FLV player's socket, shared with its task (which reads from it):
+    /// each tag one binary frame, a batch one non-blocking vectored write.
+    Ws(Arc<TcpStream>),
+    /// An HTTP-FLV player's response body: a batch one HTTP chunk, handed to hyper
+    /// (which writes it) without waiting.
+    Http(mpsc::Sender<Vec<Bytes>>),
+}
+
+/// What a shard needs to write one player: where to, and its place in the ring.
 #[derive(Debug)]
 pub(crate) struct Edge {
-    /// The player's socket, shared with its task (which reads from it).
-    pub(crate) socket: Arc<TcpStream>,
+    /// Where its bytes go.
+    pub(crate) target: Target,
     /// The ring position of the player's next tag.
     pub(crate) next: u64,
     /// Bytes the shard wrote for this player.
@@ -83,8 +101,10 @@ pub(crate) enum Back {
     /// The player is not where the shard is (it joined behind it, the shard fell
     /// behind the ring, or the stream ended): the task reads the ring itself.
     Behind,
-    /// The socket did not take a whole write: these bytes (the rest of it, frame
-    /// headers included) go out first, from the task, within the write timeout.
+    /// The target did not take a whole write: what is left of it goes out first,
+    /// from the task, within the write timeout. For a WebSocket, the bytes left
+    /// (the rest of the frame that was cut, then whole frames, headers included);
+    /// for HTTP-FLV, the batch whose chunk did not fit in the body's queue.
     Blocked(Vec<Bytes>),
     /// The write failed (the connection was reset).
     Failed(std::io::Error),
@@ -230,18 +250,29 @@ async fn run_shard(shard: Arc<Shard>, ring: Arc<Ring>, batch_bytes: usize) {
                     reader = Some(r);
                 }
             }
-            players.extend(joined);
+            let at = reader.as_ref().map_or(0, Reader::position);
+            for (slot, counters) in joined {
+                if position(&slot).is_some_and(|next| next < at) {
+                    // It joined behind the shard (which wrote the others meanwhile):
+                    // its task catches up itself, now rather than at the next pass.
+                    give_back(&slot, |_| Back::Behind);
+                } else {
+                    players.push((slot, counters));
+                }
+            }
         }
         let Some(reader) = reader.as_mut() else {
             give_back_all(&mut players, |_| Back::Behind);
             continue;
         };
-        // Wait for the ring (or a new player).
+        // Wait for the ring (or a new player), then take the new players in before
+        // taking the tags, so that they get these tags from the shard too.
         if reader.is_empty() {
             tokio::select! {
                 _ = reader.wait() => {}
-                _ = shard.joined.notified() => continue,
+                _ = shard.joined.notified() => {}
             }
+            continue;
         }
         let start = reader.position();
         entries.clear();
@@ -297,15 +328,18 @@ fn position(slot: &Slot) -> Option<u64> {
 /// Gives every player's writes back to its task.
 fn give_back_all(players: &mut Players, why: impl Fn(&Edge) -> Back) {
     for (slot, _) in players.drain(..) {
-        let mut state = slot.lock();
-        if let SlotState::Shard(edge) = std::mem::replace(&mut *state, SlotState::Done) {
-            let back = why(&edge);
-            *state = SlotState::Back(edge, back);
-            drop(state);
-            slot.back.notify_one();
-        } else {
-            *state = SlotState::Done;
-        }
+        give_back(&slot, &why);
+    }
+}
+
+/// Gives a player's writes back to its task (unless the task took them already).
+fn give_back(slot: &Slot, why: impl Fn(&Edge) -> Back) {
+    let mut state = slot.lock();
+    if let SlotState::Shard(edge) = std::mem::replace(&mut *state, SlotState::Done) {
+        let back = why(&edge);
+        *state = SlotState::Back(edge, back);
+        drop(state);
+        slot.back.notify_one();
     }
 }
 
@@ -335,32 +369,12 @@ impl Pass<'_> {
             None // it has these already (it joined with them)
         } else {
             let from = (edge.next - self.start) as usize;
-            let want: usize = self.slices[from * 2..].iter().map(|s| s.len()).sum();
-            let written = write_now(&edge.socket, &self.slices[from * 2..]);
-            let n = match &written {
-                Ok(n) | Err((n, _)) => *n,
+            let back = match &edge.target {
+                Target::Ws(socket) => self.write_ws(socket, from, &mut edge.bytes, counters),
+                Target::Http(body) => self.send_http(body, from, &mut edge.bytes, counters),
             };
-            edge.bytes += n as u64;
-            counters.bytes_out.inc_by(n as u64);
-            counters.writes.inc();
-            match written {
-                Ok(n) if n == want => {
-                    edge.next = self.start + tags;
-                    None
-                }
-                Ok(n) => {
-                    let rest = self.rest(from, n);
-                    edge.next = self.start + tags;
-                    Some(Back::Blocked(rest))
-                }
-                Err((0, e)) => Some(Back::Failed(e)),
-                Err((n, _)) => {
-                    // Part went out before the error: the next write fails too.
-                    let rest = self.rest(from, n);
-                    edge.next = self.start + tags;
-                    Some(Back::Blocked(rest))
-                }
-            }
+            edge.next = self.start + tags;
+            back
         };
         let back = match back {
             None if self.ended => Back::Behind, // the task reads the end itself
@@ -374,6 +388,64 @@ impl Pass<'_> {
         drop(state);
         slot.back.notify_one();
         false
+    }
+
+    /// Writes the frames from tag `from` on to a WebSocket player's socket.
+    fn write_ws(
+        &self,
+        socket: &TcpStream,
+        from: usize,
+        bytes: &mut u64,
+        counters: &WriteCounters,
+    ) -> Option<Back> {
+        let slices = &self.slices[from * 2..];
+        let want: usize = slices.iter().map(|s| s.len()).sum();
+        let written = write_now(socket, slices);
+        let n = match &written {
+            Ok(n) | Err((n, _)) => *n,
+        };
+        *bytes += n as u64;
+        counters.bytes_out.inc_by(n as u64);
+        counters.writes.inc();
+        match written {
+            Ok(n) if n == want => None,
+            Err((0, e)) => Some(Back::Failed(e)),
+            // Full, or part went out before an error (the task's write then fails).
+            Ok(n) | Err((n, _)) => Some(Back::Blocked(self.rest(from, n))),
+        }
+    }
+
+    /// Hands the tags from `from` on to an HTTP-FLV player's body as one chunk.
+    fn send_http(
+        &self,
+        body: &mpsc::Sender<Vec<Bytes>>,
+        from: usize,
+        bytes: &mut u64,
+        counters: &WriteCounters,
+    ) -> Option<Back> {
+        let batch: Vec<Bytes> = self
+            .entries
+            .iter()
+            .skip(from)
+            .take(self.heads.len() - from)
+            .filter_map(|e| match e {
+                Entry::Tag(t) => Some(t.wire().clone()),
+                Entry::End(_) => None,
+            })
+            .collect();
+        let n: u64 = batch.iter().map(|b| b.len() as u64).sum();
+        match body.try_send(batch) {
+            Ok(()) => {
+                *bytes += n;
+                counters.bytes_out.inc_by(n);
+                counters.writes.inc();
+                None
+            }
+            Err(TrySendError::Full(batch)) => Some(Back::Blocked(batch)),
+            Err(TrySendError::Closed(_)) => {
+                Some(Back::Failed(std::io::ErrorKind::BrokenPipe.into()))
+            }
+        }
     }
 
     /// What is left of the batch from tag `from` on after `written` bytes: the rest
@@ -526,7 +598,7 @@ mod tests {
         for _ in 0..3 {
             let (socket, client) = pair().await;
             let edge = Edge {
-                socket,
+                target: Target::Ws(socket),
                 next: start,
                 bytes: 0,
             };
@@ -614,5 +686,51 @@ mod tests {
                 all.len() - want.len()
             );
         }
+    }
+
+    #[tokio::test]
+    async fn an_http_player_gets_a_chunk_per_pass_and_is_given_back_when_its_queue_is_full() {
+        let ring = Arc::new(Ring::new(
+            64,
+            1 << 20,
+            MediaBudget::new(1 << 30),
+            Duration::ZERO,
+        ));
+        let writers = Writers::new(ring.clone(), 1, 64 << 10);
+        let (tx, mut body) = mpsc::channel(1);
+        let edge = Edge {
+            target: Target::Http(tx),
+            next: ring.subscribe().position(),
+            bytes: 0,
+        };
+        let slot = writers.hand_over(edge, counters());
+        let wire = |e: &Entry| match e {
+            Entry::Tag(t) => t.wire().clone(),
+            Entry::End(_) => unreachable!(),
+        };
+        // One pass, one chunk of the pass's tags.
+        let first = tag(1, 100);
+        ring.push(first.clone());
+        let chunk = tokio::time::timeout(Duration::from_secs(5), body.recv())
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(chunk, [wire(&first)]);
+        // The body's queue (one chunk here) is full after the next pass; the one
+        // after is given back whole, for the task to send within its timeout.
+        let (second, third) = (tag(2, 100), tag(3, 100));
+        ring.push(second.clone());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        ring.push(third.clone());
+        tokio::time::timeout(Duration::from_secs(5), slot.given_back())
+            .await
+            .expect("a full body queue is given back");
+        let (edge, back) = slot.take();
+        let Back::Blocked(rest) = back else {
+            panic!("given back with the chunk, not {back:?}")
+        };
+        assert_eq!(rest, [wire(&third)]);
+        assert_eq!(body.recv().await.unwrap(), [wire(&second)]);
+        assert_eq!(edge.next, ring.subscribe().position());
     }
 }
