@@ -31,7 +31,10 @@
 //!    `live::egress::run_player`: it wrote the FLV header and the cached GOP at
 //!    join, then takes whatever the ring holds for it and writes it with one
 //!    vectored write (no payload copy), skipping to the next keyframe if it fell
-//!    behind.
+//!    behind. At the live edge it hands its writes to one of the stream's
+//!    [`live::writer`] shards, which writes the tag to every such player with one
+//!    non-blocking vectored write each, and gives a player whose socket is full
+//!    back to its task.
 //!
 //! # One signaling message, from sender to receiver
 //!

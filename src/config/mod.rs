@@ -272,13 +272,13 @@ pub struct LiveConfig {
     /// Default 50 ms. On loopback a write costs about 9 µs of CPU whatever its size
     /// (syscall, socket wakeup, task wakeup) and the bytes only ~0.3 ms per MB, so
     /// the number of writes sets the cost of fan-out. Measured with 500 WebSocket
-    /// players of a 2.5 Mbit/s stream (73 tags/s; benches/README.md): 0 ms = 75
-    /// writes per player per second, 0.30 CPU s per delivered Gbit, latency p50/p99
-    /// 4/10 ms; 20 ms = 48 writes, 0.22 CPU s/Gbit, 16/28 ms; 50 ms = 20 writes,
-    /// 0.11 CPU s/Gbit, 34/63 ms. 50 ms adds 25 ms on average, small beside a
-    /// browser player's playback buffer, and takes fan-out
-    /// CPU to 37 % of writing each tag; under CPU contention it also keeps players
-    /// nearer the live edge (fewer, larger writes).
+    /// players of a 2.5 Mbit/s stream (73 tags/s; benches/README.md, writer shards):
+    /// 0 ms = 71 writes per player per second, 0.27 CPU s per delivered Gbit,
+    /// latency p50/p99 4/13 ms; 20 ms = 45 writes, 0.20 CPU s/Gbit, 15/29 ms;
+    /// 50 ms = 19 writes, 0.10 CPU s/Gbit, 31/58 ms. 50 ms adds 25 ms on average,
+    /// small beside a browser player's playback buffer, and takes fan-out CPU to
+    /// 37 % of writing each tag; under CPU contention it also keeps players nearer
+    /// the live edge (fewer, larger writes).
     pub write_coalesce_ms: u64,
     /// `TCP_NOTSENT_LOWAT` on every accepted connection: the most bytes the kernel
     /// keeps queued but unsent on a socket before it reports the socket as not

@@ -282,7 +282,8 @@ pub(crate) trait PlayerSink {
         self.closed().await;
         true
     }
-    /// Writes the rest of a write a shard began (frame headers included).
+    /// Writes what a shard could not ([`Back::Blocked`]): the rest of a WebSocket
+    /// write it cut, or an HTTP chunk that did not fit in the body's queue.
     async fn write_rest(&mut self, _rest: &[Bytes]) -> std::io::Result<()> {
         Err(std::io::ErrorKind::Unsupported.into())
     }

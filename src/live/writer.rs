@@ -224,8 +224,38 @@ impl Writers {
 /// A shard's players and their counters.
 type Players = Vec<(Arc<Slot>, WriteCounters)>;
 
+/// A shard task's players. Should the task end any other way than by running
+/// out of players (a panic, which is a bug, or the runtime dropping it), its
+/// players are given back to their tasks, which go on writing them, and the next
+/// player handed to the shard starts a new task.
+struct Run {
+    shard: Arc<Shard>,
+    players: Players,
+    /// It ran out of players and said so under the joining lock.
+    done: bool,
+}
+
+impl Drop for Run {
+    fn drop(&mut self) {
+        if self.done {
+            return;
+        }
+        give_back_all(&mut self.players, |_| Back::Behind);
+        let mut joining = self.shard.joining.lock().unwrap_or_else(|e| e.into_inner());
+        for (slot, _) in joining.slots.drain(..) {
+            give_back(&slot, |_| Back::Behind);
+        }
+        joining.running = false;
+    }
+}
+
 async fn run_shard(shard: Arc<Shard>, ring: Arc<Ring>, batch_bytes: usize) {
-    let mut players: Players = Vec::new();
+    let mut run = Run {
+        shard: shard.clone(),
+        players: Vec::new(),
+        done: false,
+    };
+    let players = &mut run.players;
     let mut reader: Option<Reader> = None;
     let mut entries: VecDeque<Entry> = VecDeque::new();
     let mut heads: Vec<([u8; 10], usize)> = Vec::new();
@@ -236,6 +266,7 @@ async fn run_shard(shard: Arc<Shard>, ring: Arc<Ring>, batch_bytes: usize) {
             let mut joining = shard.joining.lock().unwrap_or_else(|e| e.into_inner());
             if joining.slots.is_empty() && players.is_empty() {
                 joining.running = false;
+                run.done = true;
                 return;
             }
             std::mem::take(&mut joining.slots)
@@ -262,7 +293,7 @@ async fn run_shard(shard: Arc<Shard>, ring: Arc<Ring>, batch_bytes: usize) {
             }
         }
         let Some(reader) = reader.as_mut() else {
-            give_back_all(&mut players, |_| Back::Behind);
+            give_back_all(players, |_| Back::Behind);
             continue;
         };
         // Wait for the ring (or a new player), then take the new players in before
@@ -281,7 +312,7 @@ async fn run_shard(shard: Arc<Shard>, ring: Arc<Ring>, batch_bytes: usize) {
             Err(TryRecvError::Empty) => continue,
             Err(TryRecvError::Lagged(_)) => {
                 // The shard itself fell behind the ring: every player reads it itself.
-                give_back_all(&mut players, |_| Back::Behind);
+                give_back_all(players, |_| Back::Behind);
                 continue;
             }
         }
@@ -309,10 +340,21 @@ async fn run_shard(shard: Arc<Shard>, ring: Arc<Ring>, batch_bytes: usize) {
             ended: tags < entries.len(),
         };
         let ended = pass.ended;
-        players.retain(|(slot, counters)| pass.write(slot, counters));
+        let mut i = 0;
+        while i < players.len() {
+            let (slot, counters) = &players[i];
+            if pass.write(slot, counters) {
+                i += 1;
+            } else {
+                players.swap_remove(i);
+            }
+            // A pass over thousands of players is long: let the publisher, joins and
+            // the other tasks of this worker run in between (every 128 writes).
+            tokio::task::consume_budget().await;
+        }
         iov = recycle(slices);
         if ended {
-            give_back_all(&mut players, |_| Back::Behind);
+            give_back_all(players, |_| Back::Behind);
         }
     }
 }
