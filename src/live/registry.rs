@@ -193,7 +193,7 @@ impl Streams {
             .unwrap_or(1);
         Stream {
             name: name.to_owned(),
-            writers: Writers::new(ring.clone(), shards, self.config.player_write_batch_bytes),
+            writers: Writers::new(ring.clone(), shards),
             ring,
             state: Mutex::new(StreamState {
                 cache: GopCache::new(GopCacheConfig {

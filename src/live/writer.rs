@@ -175,13 +175,11 @@ pub(crate) struct Writers {
     ring: Arc<Ring>,
     shards: Box<[Arc<Shard>]>,
     turn: AtomicUsize,
-    /// `live.player_write_batch_bytes`: the most bytes a shard writes per pass.
-    batch_bytes: usize,
 }
 
 impl Writers {
     /// Writers for the stream of `ring`, `shards` of them (at least one).
-    pub(crate) fn new(ring: Arc<Ring>, shards: usize, batch_bytes: usize) -> Writers {
+    pub(crate) fn new(ring: Arc<Ring>, shards: usize) -> Writers {
         let shards = (0..shards.max(1))
             .map(|_| {
                 Arc::new(Shard {
@@ -194,7 +192,6 @@ impl Writers {
             ring,
             shards,
             turn: AtomicUsize::new(0),
-            batch_bytes,
         }
     }
 
@@ -209,11 +206,7 @@ impl Writers {
         joining.slots.push((slot.clone(), counters));
         if !joining.running {
             joining.running = true;
-            tokio::spawn(run_shard(
-                shard.clone(),
-                self.ring.clone(),
-                self.batch_bytes,
-            ));
+            tokio::spawn(run_shard(shard.clone(), self.ring.clone()));
         }
         drop(joining);
         shard.joined.notify_one();
@@ -249,7 +242,7 @@ impl Drop for Run {
     }
 }
 
-async fn run_shard(shard: Arc<Shard>, ring: Arc<Ring>, batch_bytes: usize) {
+async fn run_shard(shard: Arc<Shard>, ring: Arc<Ring>) {
     let mut run = Run {
         shard: shard.clone(),
         players: Vec::new(),
@@ -307,7 +300,12 @@ async fn run_shard(shard: Arc<Shard>, ring: Arc<Ring>, batch_bytes: usize) {
         }
         let start = reader.position();
         entries.clear();
-        match reader.try_recv_into(&mut entries, batch_bytes) {
+        // Everything visible, in one pass. Under a load where a pass takes longer
+        // than a window, the next pass then writes more tags per write and the
+        // shard keeps up; a pass capped in bytes (as a player's own write is, at
+        // `player_write_batch_bytes`) would cap the stream at that many bytes per
+        // pass, and every player of the shard would fall behind together.
+        match reader.try_recv_into(&mut entries, usize::MAX) {
             Ok(_) => {}
             Err(TryRecvError::Empty) => continue,
             Err(TryRecvError::Lagged(_)) => {
@@ -634,7 +632,7 @@ mod tests {
             MediaBudget::new(1 << 30),
             Duration::ZERO,
         ));
-        let writers = Writers::new(ring.clone(), 2, 64 << 10);
+        let writers = Writers::new(ring.clone(), 2);
         let start = ring.subscribe().position();
         let mut players = Vec::new();
         for _ in 0..3 {
@@ -738,7 +736,7 @@ mod tests {
             MediaBudget::new(1 << 30),
             Duration::ZERO,
         ));
-        let writers = Writers::new(ring.clone(), 1, 64 << 10);
+        let writers = Writers::new(ring.clone(), 1);
         let (tx, mut body) = mpsc::channel(1);
         let edge = Edge {
             target: Target::Http(tx),
