@@ -149,7 +149,7 @@ impl Slot {
     }
 }
 
-/// Counters a shard adds its writes to (the players' `protocol="ws"` series).
+/// Counters a shard adds a player's writes to (the series of its protocol).
 #[derive(Clone, Debug)]
 pub(crate) struct WriteCounters {
     pub(crate) bytes_out: Counter,
