@@ -272,9 +272,7 @@ pub(crate) trait PlayerSink {
     async fn finish(self, end: &PlayerEnd);
     /// Where the stream's writer shards may write this player now: a plain TCP
     /// connection with nothing of ours half written or queued, or an HTTP body.
-    fn shared(&self) -> Option<Target> {
-        None
-    }
+    fn shared(&self) -> Option<Target>;
     /// While a shard writes: resolves with the client's next message (true: it
     /// closed or went away), reading nothing more, so nothing is written meanwhile
     /// (a pong waits until the writes are taken back). Cancel-safe.
@@ -284,9 +282,7 @@ pub(crate) trait PlayerSink {
     }
     /// Writes what a shard could not ([`Back::Blocked`]): the rest of a WebSocket
     /// write it cut, or an HTTP chunk that did not fit in the body's queue.
-    async fn write_rest(&mut self, _rest: &[Bytes]) -> std::io::Result<()> {
-        Err(std::io::ErrorKind::Unsupported.into())
-    }
+    async fn write_rest(&mut self, rest: &[Bytes]) -> std::io::Result<()>;
 }
 
 /// A WebSocket-FLV player connection.

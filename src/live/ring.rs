@@ -277,34 +277,29 @@ impl Reader {
         self.next = next;
     }
 
-    /// Waits until an entry is visible past this reader's position (or it fell
-    /// behind), taking nothing. Cancel-safe.
+    /// Waits until an entry may be visible past this reader's position (or it fell
+    /// behind), taking nothing: returns at once if one is, else at the next flush
+    /// of the ring (callers look again). Cancel-safe.
     pub async fn wait(&self) {
-        loop {
-            let notified = self.ring.notify.notified();
-            tokio::pin!(notified);
-            notified.as_mut().enable();
-            {
-                let inner = self.ring.lock();
-                if self.next < inner.first || self.next < inner.visible {
-                    return;
-                }
+        let notified = self.ring.notify.notified();
+        tokio::pin!(notified);
+        // Registered before looking, so a push between the look and the wait still
+        // wakes us.
+        notified.as_mut().enable();
+        {
+            let inner = self.ring.lock();
+            if self.next < inner.first || self.next < inner.visible {
+                return;
             }
-            notified.await;
         }
+        notified.await;
     }
 
     /// Waits for the next entry (or the news that entries were missed). Cancel-safe.
     pub async fn recv(&mut self) -> Result<Entry, TryRecvError> {
-        let ring = self.ring.clone();
         loop {
-            let notified = ring.notify.notified();
-            tokio::pin!(notified);
-            // Registered before looking, so a push between the look and the wait
-            // still wakes us.
-            notified.as_mut().enable();
             match self.try_recv() {
-                Err(TryRecvError::Empty) => notified.await,
+                Err(TryRecvError::Empty) => self.wait().await,
                 other => return other,
             }
         }

@@ -120,6 +120,22 @@ enum SlotState {
     Done,
 }
 
+impl SlotState {
+    /// Gives the writes back to the task with `back`, if a shard still has them.
+    fn give_back(&mut self, back: Back) -> bool {
+        match std::mem::replace(self, SlotState::Done) {
+            SlotState::Shard(edge) => {
+                *self = SlotState::Back(edge, back);
+                true
+            }
+            other => {
+                *self = other;
+                false
+            }
+        }
+    }
+}
+
 /// One player handed to a shard: shared by the shard and the player's task.
 #[derive(Debug)]
 pub(crate) struct Slot {
@@ -233,10 +249,10 @@ impl Drop for Run {
         if self.done {
             return;
         }
-        give_back_all(&mut self.players, |_| Back::Behind);
+        give_back_all(&mut self.players);
         let mut joining = self.shard.joining.lock().unwrap_or_else(|e| e.into_inner());
         for (slot, _) in joining.slots.drain(..) {
-            give_back(&slot, |_| Back::Behind);
+            give_back(&slot);
         }
         joining.running = false;
     }
@@ -279,14 +295,14 @@ async fn run_shard(shard: Arc<Shard>, ring: Arc<Ring>) {
                 if position(&slot).is_some_and(|next| next < at) {
                     // It joined behind the shard (which wrote the others meanwhile):
                     // its task catches up itself, now rather than at the next pass.
-                    give_back(&slot, |_| Back::Behind);
+                    give_back(&slot);
                 } else {
                     players.push((slot, counters));
                 }
             }
         }
         let Some(reader) = reader.as_mut() else {
-            give_back_all(players, |_| Back::Behind);
+            give_back_all(players);
             continue;
         };
         // Wait for the ring (or a new player), then take the new players in before
@@ -310,7 +326,7 @@ async fn run_shard(shard: Arc<Shard>, ring: Arc<Ring>) {
             Err(TryRecvError::Empty) => continue,
             Err(TryRecvError::Lagged(_)) => {
                 // The shard itself fell behind the ring: every player reads it itself.
-                give_back_all(players, |_| Back::Behind);
+                give_back_all(players);
                 continue;
             }
         }
@@ -352,7 +368,7 @@ async fn run_shard(shard: Arc<Shard>, ring: Arc<Ring>) {
         }
         iov = recycle(slices);
         if ended {
-            give_back_all(players, |_| Back::Behind);
+            give_back_all(players);
         }
     }
 }
@@ -365,20 +381,17 @@ fn position(slot: &Slot) -> Option<u64> {
     }
 }
 
-/// Gives every player's writes back to its task.
-fn give_back_all(players: &mut Players, why: impl Fn(&Edge) -> Back) {
+/// Gives every player's writes back to its task, to read the ring itself.
+fn give_back_all(players: &mut Players) {
     for (slot, _) in players.drain(..) {
-        give_back(&slot, &why);
+        give_back(&slot);
     }
 }
 
-/// Gives a player's writes back to its task (unless the task took them already).
-fn give_back(slot: &Slot, why: impl Fn(&Edge) -> Back) {
-    let mut state = slot.lock();
-    if let SlotState::Shard(edge) = std::mem::replace(&mut *state, SlotState::Done) {
-        let back = why(&edge);
-        *state = SlotState::Back(edge, back);
-        drop(state);
+/// Gives a player's writes back to its task, to read the ring itself (unless the
+/// task took them already).
+fn give_back(slot: &Slot) {
+    if slot.lock().give_back(Back::Behind) {
         slot.back.notify_one();
     }
 }
@@ -421,10 +434,8 @@ impl Pass<'_> {
             None => return true,
             Some(back) => back,
         };
-        let SlotState::Shard(edge) = std::mem::replace(&mut *state, SlotState::Done) else {
-            unreachable!("checked above")
-        };
-        *state = SlotState::Back(edge, back);
+        // Under the same lock as the write: the task never takes a half-done write.
+        state.give_back(back);
         drop(state);
         slot.back.notify_one();
         false
