@@ -369,7 +369,7 @@ async fn check_rooms(
     let mut seen = 0;
     let mut wrong_home = 0;
     let mut wrong_node = 0;
-    let mut missing_peer = 0;
+    let mut missing_peer = Vec::new();
     for room in v["rooms"].as_array().into_iter().flatten() {
         let Some(name) = room["room"].as_str() else {
             continue;
@@ -389,7 +389,7 @@ async fn check_rooms(
             .collect();
         for (peer, &node) in peers {
             match listed.get(peer.as_str()) {
-                None => missing_peer += 1,
+                None => missing_peer.push(format!("{peer} in {room}")),
                 Some(id) if *id != c.ids[node] => wrong_node += 1,
                 Some(_) => {}
             }
@@ -404,8 +404,12 @@ async fn check_rooms(
     if wrong_home > 0 {
         problems.push(format!("{wrong_home} rooms not homed on A"));
     }
-    if missing_peer > 0 {
-        problems.push(format!("{missing_peer} joined peers missing in /api/rooms"));
+    if !missing_peer.is_empty() {
+        problems.push(format!(
+            "{} joined peers missing in /api/rooms: {}",
+            missing_peer.len(),
+            missing_peer.join(", ")
+        ));
     }
     if wrong_node > 0 {
         problems.push(format!("{wrong_node} peers listed on another node"));

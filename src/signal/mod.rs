@@ -398,6 +398,8 @@ async fn run_room(
 ) {
     // Each connection's outbound queue.
     let mut conns: HashMap<ConnId, OutQueue> = HashMap::new();
+    // The room's outputs of one round, reused.
+    let mut batch: Vec<Output> = Vec::new();
     // Released (in Redis) when the room ends here.
     let _home = home;
     tracing::debug!("room opened");
@@ -413,7 +415,7 @@ async fn run_room(
         let Some(msg) = msg else { break };
         let t = now();
         // Connects and disconnects change `connections` of the summary.
-        let mut changed = matches!(
+        let changed = matches!(
             msg,
             RoomMsg::Connect { .. } | RoomMsg::Input(Input::Disconnect { .. })
         );
@@ -442,10 +444,9 @@ async fn run_room(
                 break;
             }
         }
-        changed |= apply_outputs(&mut room, &mut conns, t, &hub.metrics);
-        if changed {
-            *summary.lock().unwrap_or_else(|e| e.into_inner()) = hub.status(&room, &conns);
-        }
+        apply_outputs(
+            &hub, &mut room, &mut conns, t, &summary, &mut batch, changed,
+        );
         if room.is_empty() && hub.retire(room.name(), generation, &inbox) {
             break;
         }
@@ -478,81 +479,113 @@ async fn sleep_until_opt(deadline: Option<std::time::Instant>) {
     }
 }
 
-/// Carry out the room's outputs. Returns whether the roster or connections changed.
+/// Carries out the room's outputs and keeps its `/api/rooms` summary current.
+/// `changed`: the input itself changed the connections.
+///
+/// A round that changes the roster is published before any of its messages is
+/// handed to a connection: a client that got its `welcome` (or a `peer-joined`)
+/// finds the roster in `/api/rooms` already, even if this thread is preempted
+/// between the two. Sends that drop a connection (queue full, task gone) make
+/// another round; the summary is published again at the end if they changed it.
 fn apply_outputs(
+    hub: &Rooms,
     room: &mut Room,
     conns: &mut HashMap<ConnId, OutQueue>,
     t: std::time::Instant,
-    metrics: &crate::metrics::Metrics,
-) -> bool {
-    let mut changed = false;
-    while let Some(out) = room.poll_output() {
-        match out {
-            Output::Send { conn, text } => {
-                let Some(tx) = conns.get(&conn) else { continue };
-                if let Err(e) = tx.send_text(text) {
-                    // Full: the client reads too slowly. Closed: its task is gone
-                    // and a Disconnect is on the way. Either way the room forgets it;
-                    // dropping the sender tells the task to close with 4006.
-                    if matches!(e, mpsc::error::TrySendError::Full(_)) {
-                        tracing::info!(conn, "signaling client too slow: outbound queue full");
+    summary: &Mutex<RoomStatus>,
+    batch: &mut Vec<Output>,
+    mut changed: bool,
+) {
+    let metrics = &hub.metrics;
+    loop {
+        batch.extend(room.drain_outputs());
+        if batch.is_empty() {
+            break;
+        }
+        if changed || batch.iter().any(changes_roster) {
+            *summary.lock().unwrap_or_else(|e| e.into_inner()) = hub.status(room, conns);
+            changed = false;
+        }
+        for out in batch.drain(..) {
+            match out {
+                Output::Send { conn, text } => {
+                    let Some(tx) = conns.get(&conn) else { continue };
+                    if let Err(e) = tx.send_text(text) {
+                        // Full: the client reads too slowly. Closed: its task is gone
+                        // and a Disconnect is on the way. Either way the room forgets it;
+                        // dropping the sender tells the task to close with 4006.
+                        if matches!(e, mpsc::error::TrySendError::Full(_)) {
+                            tracing::info!(conn, "signaling client too slow: outbound queue full");
+                        }
+                        forget(conns, conn, metrics);
+                        changed = true;
+                        room.handle(t, Input::Disconnect { conn });
                     }
-                    forget(conns, conn, metrics);
+                }
+                Output::Close { conn, reason } => {
                     changed = true;
-                    room.handle(t, Input::Disconnect { conn });
-                }
-            }
-            Output::Close { conn, reason } => {
-                changed = true;
-                if let Some(q) = forget(conns, conn, metrics) {
-                    let _ = q.tx.try_send(Outbound::Close(reason));
-                }
-            }
-            Output::Event(event) => {
-                changed |= !matches!(event, Event::Rejected { .. } | Event::Received { .. });
-                if !matches!(event, Event::Received { .. }) {
-                    log_event(&event);
-                }
-                match &event {
-                    Event::Rejected { code, .. } => {
-                        let errors = &metrics.signal_errors;
-                        errors.get_or_create(&[("code", code.as_str())]).inc();
+                    if let Some(q) = forget(conns, conn, metrics) {
+                        let _ = q.tx.try_send(Outbound::Close(reason));
                     }
-                    Event::Resumed { .. } => {
-                        metrics.signal_resumes.inc();
-                    }
-                    Event::Received { kind } => {
-                        metrics
-                            .signal_messages
-                            .get_or_create(&[("type", *kind)])
-                            .inc();
-                    }
-                    _ => {}
                 }
-                if let Event::Joined { conn, peer }
-                | Event::Resumed { conn, peer }
-                | Event::Restored { conn, peer } = event
-                    && let Some(q) = conns.get(&conn)
-                {
-                    if q.via.is_some()
-                        && let Some(rec) = room.peer_record(&peer)
+                // Published above, before the round's sends.
+                Output::Event(event) => {
+                    if !matches!(event, Event::Received { .. }) {
+                        log_event(&event);
+                    }
+                    match &event {
+                        Event::Rejected { code, .. } => {
+                            let errors = &metrics.signal_errors;
+                            errors.get_or_create(&[("code", code.as_str())]).inc();
+                        }
+                        Event::Resumed { .. } => {
+                            metrics.signal_resumes.inc();
+                        }
+                        Event::Received { kind } => {
+                            metrics
+                                .signal_messages
+                                .get_or_create(&[("type", *kind)])
+                                .inc();
+                        }
+                        _ => {}
+                    }
+                    if let Event::Joined { conn, peer }
+                    | Event::Resumed { conn, peer }
+                    | Event::Restored { conn, peer } = event
+                        && let Some(q) = conns.get(&conn)
                     {
-                        // What the link's node keeps to restore the peer elsewhere.
-                        let frame = link::Frame::Peer {
-                            peer: peer.clone(),
-                            seq: rec.seq,
-                            session: rec.session,
-                            meta: rec.meta,
-                        };
-                        let _ = q.send_text(frame.to_json().into());
+                        if q.via.is_some()
+                            && let Some(rec) = room.peer_record(&peer)
+                        {
+                            // What the link's node keeps to restore the peer elsewhere.
+                            let frame = link::Frame::Peer {
+                                peer: peer.clone(),
+                                seq: rec.seq,
+                                session: rec.session,
+                                meta: rec.meta,
+                            };
+                            let _ = q.send_text(frame.to_json().into());
+                        }
+                        let _ = q.tx.try_send(Outbound::Peer(peer));
                     }
-                    let _ = q.tx.try_send(Outbound::Peer(peer));
                 }
+                _ => {}
             }
-            _ => {}
         }
     }
-    changed
+    if changed {
+        *summary.lock().unwrap_or_else(|e| e.into_inner()) = hub.status(room, conns);
+    }
+}
+
+/// An output after which `/api/rooms` must show a different roster or connections.
+fn changes_roster(out: &Output) -> bool {
+    match out {
+        Output::Send { .. } => false,
+        Output::Event(event) => !matches!(event, Event::Rejected { .. } | Event::Received { .. }),
+        // A close, or an output this code does not know yet.
+        _ => true,
+    }
 }
 
 fn log_event(event: &Event) {
@@ -991,6 +1024,57 @@ impl Admitted {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A client that got its `welcome` finds itself in `/api/rooms`: the room
+    /// publishes the roster before it hands the `welcome` to the connection. The
+    /// test holds the room's summary lock while the join is handled, so a room
+    /// that sent first and published second would deliver the `welcome` here.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_joined_peer_is_in_the_report_before_its_welcome_is_sent() {
+        let hub = Rooms::with_metrics(
+            signaling::Config::default(),
+            Arc::new(crate::metrics::Metrics::new()),
+        );
+        let (tasks, shutdown) = (TaskTracker::new(), CancellationToken::new());
+        let admitted = hub
+            .admit_connection("r", None, None, &tasks, &shutdown)
+            .expect("admitted");
+        let (conn, room, mut outbox) = (admitted.conn, admitted.room.clone(), admitted.outbox);
+        let summary = hub.lock_rooms()["r"].summary.clone();
+        // The connect is published first (connections 1), with no peer yet.
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while hub.report().rooms[0].summary.connections != 1 {
+            assert!(Instant::now() < deadline, "the connect was never published");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        assert_eq!(hub.report().rooms[0].summary.peers, 0);
+
+        let held = summary.lock().unwrap();
+        let text = r#"{"type":"join","peer":"alice"}"#.to_owned();
+        room.try_send(RoomMsg::Input(Input::Text { conn, text }))
+            .expect("room inbox has room");
+        // The room task is now blocked publishing; nothing may have been sent.
+        std::thread::sleep(Duration::from_millis(200));
+        assert!(
+            outbox.rx.try_recv().is_err(),
+            "the welcome went out before the roster was published"
+        );
+        drop(held);
+
+        let first = tokio::time::timeout(Duration::from_secs(5), outbox.rx.recv())
+            .await
+            .expect("a welcome in time")
+            .expect("the queue open");
+        let Outbound::Text(welcome) = first else {
+            panic!("expected the welcome text, got {first:?}");
+        };
+        assert!(welcome.starts_with(r#"{"type":"welcome""#), "{welcome}");
+        let report = hub.report();
+        assert_eq!(report.rooms[0].summary.peers, 1);
+        shutdown.cancel();
+        tasks.close();
+        tasks.wait().await;
+    }
 
     #[tokio::test(start_paused = true)]
     async fn the_idle_timer_fires_idle_after_the_last_frame_seen() {
