@@ -229,3 +229,143 @@ async fn the_window_batches_live_tags_and_never_delays_a_join() {
 
     server.shutdown().await;
 }
+
+/// The FLV tags of `flv` (header included), checked strictly: each tag's previous
+/// tag size matches, nothing is left over. Returns (type, timestamp, keyframe).
+fn flv_tags(flv: &[u8]) -> Vec<(u8, u32, bool)> {
+    assert!(flv.len() >= 13 && &flv[..3] == b"FLV", "an FLV header");
+    let mut at = 13;
+    let mut tags = Vec::new();
+    while at < flv.len() {
+        assert!(at + 11 <= flv.len(), "a tag header cut at {at}");
+        let size = u32::from_be_bytes([0, flv[at + 1], flv[at + 2], flv[at + 3]]) as usize;
+        let ts = u32::from_be_bytes([flv[at + 7], flv[at + 4], flv[at + 5], flv[at + 6]]);
+        let end = at + 11 + size;
+        assert!(end + 4 <= flv.len(), "a tag cut at {at} ({size} bytes)");
+        let prev = u32::from_be_bytes(flv[end..end + 4].try_into().unwrap()) as usize;
+        assert_eq!(prev, 11 + size, "previous tag size after the tag at {at}");
+        let key = flv[at] == 9 && size > 0 && flv[at + 11] >> 4 == 1;
+        tags.push((flv[at], ts, key));
+        at = end + 4;
+    }
+    tags
+}
+
+/// A chunked body (after the head), decoded strictly: every size line, every CRLF
+/// after a chunk's data, the last chunk. Returns the data and what followed.
+fn dechunk(mut body: &[u8]) -> (Vec<u8>, Vec<u8>) {
+    let mut data = Vec::new();
+    loop {
+        let eol = body
+            .windows(2)
+            .position(|w| w == b"\r\n")
+            .expect("a chunk size line");
+        let size = usize::from_str_radix(std::str::from_utf8(&body[..eol]).unwrap(), 16)
+            .expect("a hex chunk size");
+        body = &body[eol + 2..];
+        if size == 0 {
+            assert_eq!(&body[..2], b"\r\n", "the last chunk has no trailers");
+            return (data, body[2..].to_vec());
+        }
+        data.extend_from_slice(&body[..size]);
+        assert_eq!(&body[size..size + 2], b"\r\n", "CRLF after a chunk's data");
+        body = &body[size + 2..];
+    }
+}
+
+/// Reads from `s` until `done(read so far)`, within 15 s.
+async fn read_until(s: &mut tokio::net::TcpStream, done: impl Fn(&[u8]) -> bool) -> Vec<u8> {
+    let mut out = Vec::new();
+    let mut buf = vec![0u8; 64 * 1024];
+    tokio::time::timeout(Duration::from_secs(15), async {
+        while !done(&out) {
+            let n = s.read(&mut buf).await.unwrap();
+            assert!(n > 0, "the connection closed early");
+            out.extend_from_slice(&buf[..n]);
+        }
+    })
+    .await
+    .expect("the response in time");
+    out
+}
+
+/// HTTP-FLV players on plain TCP get their chunks written by the player's task and
+/// the writer shards, not hyper. The body must still be well-formed HTTP/1.1: whole
+/// chunks of whole tags, then hyper's last chunk when the stream ends, and nothing
+/// after it. An HTTP/1.0 client (no chunks) gets a close-delimited body from hyper.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_http_flv_body_is_whole_chunks_and_ends_with_the_last_chunk() {
+    let server = server(|c| {
+        c.live.write_coalesce_ms = 50;
+        c.live.publisher_grace_ms = 200;
+    })
+    .await;
+    let addr = server.http_addr().unwrap();
+    let short = make_media("h264-aac-4s.flv", 4, &[]);
+    let mut publisher = publish_http(addr, "chunks", &short);
+    wait_live(addr, "chunks").await;
+
+    let mut keep = tokio::net::TcpStream::connect(addr).await.unwrap();
+    keep.write_all(format!("GET /live/chunks.flv HTTP/1.1\r\nHost: {addr}\r\n\r\n").as_bytes())
+        .await
+        .unwrap();
+    let mut old = tokio::net::TcpStream::connect(addr).await.unwrap();
+    old.write_all(format!("GET /live/chunks.flv HTTP/1.0\r\nHost: {addr}\r\n\r\n").as_bytes())
+        .await
+        .unwrap();
+    let old = tokio::spawn(async move {
+        let mut response = Vec::new();
+        tokio::time::timeout(Duration::from_secs(15), old.read_to_end(&mut response))
+            .await
+            .expect("the HTTP/1.0 body ends")
+            .unwrap();
+        response
+    });
+
+    // HTTP/1.1: read to the last chunk (the stream ends after the publisher's file).
+    let response = read_until(&mut keep, |r| r.ends_with(b"\r\n0\r\n\r\n")).await;
+    let split = response.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
+    let head = String::from_utf8_lossy(&response[..split]).to_lowercase();
+    assert!(head.starts_with("http/1.1 200"), "{head}");
+    assert!(head.contains("transfer-encoding: chunked"), "{head}");
+    let (flv, after) = dechunk(&response[split..]);
+    assert!(
+        after.is_empty(),
+        "{} bytes after the last chunk",
+        after.len()
+    );
+    let tags = flv_tags(&flv);
+    let video: Vec<_> = tags.iter().filter(|t| t.0 == 9).collect();
+    println!(
+        "HTTP/1.1: {} bytes, {} tags, {} video",
+        flv.len(),
+        tags.len(),
+        video.len()
+    );
+    assert!(
+        video.len() >= 25,
+        "at least a second of video: {}",
+        video.len()
+    );
+    assert!(video.iter().any(|t| t.2), "a keyframe");
+    assert!(
+        video.windows(2).all(|w| w[0].1 <= w[1].1),
+        "video timestamps in order"
+    );
+
+    // HTTP/1.0: the whole FLV, then the close.
+    let response = old.await.unwrap();
+    let split = response.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
+    let head = String::from_utf8_lossy(&response[..split]).to_lowercase();
+    assert!(head.starts_with("http/1.0 200"), "{head}");
+    assert!(!head.contains("chunked"), "{head}");
+    let old_tags = flv_tags(&response[split..]);
+    println!("HTTP/1.0: {} tags", old_tags.len());
+    assert!(
+        old_tags.len() >= video.len(),
+        "the HTTP/1.0 player got the stream"
+    );
+
+    let _ = publisher.wait().await;
+    server.shutdown().await;
+}

@@ -6,7 +6,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use hyper::body::Incoming;
@@ -131,7 +131,7 @@ pub(crate) async fn serve(
             "?publish needs a WebSocket upgrade; to publish over HTTP use POST or PUT",
         ),
         Method::GET if upgrade => ws_player(state, req, name, remote, conn),
-        Method::GET => http_player(state, name, remote, conn, None),
+        Method::GET => http_player(state, req.version(), name, remote, conn, None),
         // What a GET would answer, without starting a player.
         Method::HEAD => match state.streams.is_live(&name) {
             true => flv_response(super::full(Bytes::new())),
@@ -192,7 +192,7 @@ fn pull_play(
     // One node pulls many streams: its pulls are not one client's connections.
     conn.admission.release_ip_slot();
     tracing::info!(%remote, stream = %name, edge, "edge pull served");
-    http_player(state, name, remote, conn, Some(edge))
+    http_player(state, req.version(), name, remote, conn, Some(edge))
 }
 
 fn publish_refused(e: &PublishError, remote: SocketAddr) -> Response<Body> {
@@ -262,6 +262,7 @@ fn ws_player(
 
 fn http_player(
     state: Arc<AppState>,
+    version: hyper::Version,
     name: String,
     remote: SocketAddr,
     conn: ConnCtx,
@@ -277,22 +278,53 @@ fn http_player(
         Err(e) => return play_refused(&e),
     };
     let (tx, body) = ChannelBody::channel(HTTP_PLAYER_QUEUE);
+    // HTTP/1.1 on plain TCP: the player writes its chunks to the socket itself once
+    // hyper has written the head. (HTTP/1.0 has no chunks; TLS cannot be shared.)
+    let direct = conn
+        .socket
+        .clone()
+        .filter(|_| version == hyper::Version::HTTP_11);
+    let body = match &direct {
+        Some(shared) => body.handing_off(shared.handoff().clone()),
+        None => body,
+    };
     let span = tracing::info_span!("player", stream = %name, proto = "http");
     let st = state.clone();
     state.tasks.spawn(
         async move {
             tracing::info!(%remote, "player joined");
             let started = Instant::now();
+            let live = &st.config.live;
+            let sink = match direct {
+                None => HttpSink::channel(tx),
+                Some(shared) => {
+                    let wait = Duration::from_millis(live.player_write_timeout_ms);
+                    tokio::select! {
+                        () = shared.handoff().taken() => {}
+                        () = tx.closed() => {
+                            tracing::info!("player left before its response head went out");
+                            return;
+                        }
+                        () = tokio::time::sleep(wait) => {
+                            tracing::warn!(timeout_ms = live.player_write_timeout_ms, "player disconnected: the response head was not written in time");
+                            conn.kill.cancel();
+                            return;
+                        }
+                    }
+                    let (socket, handoff) = (shared.socket().clone(), shared.handoff().clone());
+                    HttpSink::direct(tx, socket, handoff, conn.kill.clone())
+                }
+            };
             let (end, stats) =
-                egress::run_player(HttpSink { tx }, sub, &st.config.live, st.shutdown.clone())
-                    .await;
+                egress::run_player(sink, sub, live, st.shutdown.clone()).await;
             log_player_end(&end, &stats, started);
             if matches!(
                 end,
                 egress::PlayerEnd::WriteStalled(_) | egress::PlayerEnd::TooSlow(_)
             ) {
-                // hyper is blocked writing to a client that does not read: close the
-                // socket (and free its permit and per-IP slot) instead of waiting.
+                // hyper is blocked writing to a client that does not read, or the
+                // player's own write stalled: close the socket (and free its permit
+                // and per-IP slot) instead of waiting.
                 conn.kill.cancel();
             }
         }

@@ -34,6 +34,9 @@ pub(crate) struct ConnCtx {
     /// Cancelled to close the connection at once (an HTTP-FLV player whose writes
     /// stalled: hyper would otherwise keep the socket until the client leaves).
     pub(crate) kill: CancellationToken,
+    /// A plain TCP connection's socket, which an HTTP-FLV player may take from
+    /// hyper ([`crate::live::socket`]); `None` under TLS.
+    pub(crate) socket: Option<crate::live::socket::SharedTcp>,
 }
 
 /// The router.

@@ -4,6 +4,7 @@ use std::collections::VecDeque;
 use std::convert::Infallible;
 use std::io::IoSlice;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use bytes::{Buf, Bytes};
@@ -12,6 +13,8 @@ use hyper::header::{self, HeaderValue};
 use hyper::{Response, StatusCode};
 use serde::Serialize;
 use tokio::sync::mpsc;
+
+use crate::live::socket::Handoff;
 
 /// Every response body the server sends.
 pub(crate) type Body = BoxBody<Chunk, Infallible>;
@@ -142,6 +145,8 @@ pub(crate) fn boxed(res: Response<Full<Bytes>>) -> Response<Body> {
 #[derive(Debug)]
 pub(crate) struct ChannelBody {
     rx: mpsc::Receiver<Vec<Bytes>>,
+    /// Asks hyper for the socket: the sender's side writes the chunks itself.
+    handoff: Option<Arc<Handoff>>,
 }
 
 impl ChannelBody {
@@ -149,7 +154,16 @@ impl ChannelBody {
     /// message's buffers become one chunk).
     pub(crate) fn channel(capacity: usize) -> (mpsc::Sender<Vec<Bytes>>, ChannelBody) {
         let (tx, rx) = mpsc::channel(capacity);
-        (tx, ChannelBody { rx })
+        (tx, ChannelBody { rx, handoff: None })
+    }
+
+    /// The same body, asking hyper for the connection's socket through `handoff`
+    /// ([`crate::live::socket`]): whenever the body has nothing for hyper, it says
+    /// so, and once hyper has flushed, the sender's side writes to the socket.
+    pub(crate) fn handing_off(mut self, handoff: Arc<Handoff>) -> ChannelBody {
+        handoff.want();
+        self.handoff = Some(handoff);
+        self
     }
 }
 
@@ -161,9 +175,13 @@ impl http_body::Body for ChannelBody {
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<http_body::Frame<Chunk>, Infallible>>> {
-        self.rx
-            .poll_recv(cx)
-            .map(|parts| parts.map(|p| Ok(http_body::Frame::data(Chunk::from(p)))))
+        let polled = self.rx.poll_recv(cx);
+        if polled.is_pending()
+            && let Some(handoff) = &self.handoff
+        {
+            handoff.body_idle();
+        }
+        polled.map(|parts| parts.map(|p| Ok(http_body::Frame::data(Chunk::from(p)))))
     }
 }
 

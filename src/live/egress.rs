@@ -22,7 +22,7 @@ use std::future::Future;
 use std::io::IoSlice;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll, ready};
+use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -41,7 +41,12 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::LiveConfig;
 use crate::live::ring::TryRecvError;
-use crate::live::writer::{Back, Edge, MAX_IOVECS, Target, WriteCounters, recycle};
+use crate::live::socket::{
+    Handoff, SharedTcp, read_shared, shutdown_write, write_all_shared, write_shared,
+};
+use crate::live::writer::{
+    Back, CHUNK_END, Edge, MAX_IOVECS, Target, WriteCounters, chunk_header, recycle,
+};
 use crate::live::{EndReason, Entry, Subscription};
 
 pub use crate::live::writer::binary_frame_header;
@@ -71,9 +76,9 @@ pub enum PlayerIo {
 impl PlayerIo {
     /// The plain TCP socket under `upgraded`, when it is one.
     pub fn new(upgraded: Upgraded) -> PlayerIo {
-        match upgraded.downcast::<TokioIo<TcpStream>>() {
+        match upgraded.downcast::<TokioIo<SharedTcp>>() {
             Ok(parts) => PlayerIo::Tcp {
-                socket: Arc::new(parts.io.into_inner()),
+                socket: parts.io.into_inner().socket().clone(),
                 // A copy: the buffer hyper read the request into (8 KiB and up) is
                 // freed now instead of staying with the player for its whole life.
                 read_first: Bytes::copy_from_slice(&parts.read_buf),
@@ -99,17 +104,7 @@ impl AsyncRead for PlayerIo {
                     }
                     return Poll::Ready(Ok(()));
                 }
-                loop {
-                    ready!(socket.poll_read_ready(cx))?;
-                    match socket.try_read(buf.initialize_unfilled()) {
-                        Ok(n) => {
-                            buf.advance(n);
-                            return Poll::Ready(Ok(()));
-                        }
-                        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
-                        Err(e) => return Poll::Ready(Err(e)),
-                    }
-                }
+                read_shared(socket, cx, buf)
             }
             PlayerIo::Other(io) => Pin::new(io).poll_read(cx, buf),
         }
@@ -131,13 +126,7 @@ impl AsyncWrite for PlayerIo {
         bufs: &[IoSlice<'_>],
     ) -> Poll<std::io::Result<usize>> {
         match self.get_mut() {
-            PlayerIo::Tcp { socket, .. } => loop {
-                ready!(socket.poll_write_ready(cx))?;
-                match socket.try_write_vectored(bufs) {
-                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
-                    done => return Poll::Ready(done),
-                }
-            },
+            PlayerIo::Tcp { socket, .. } => write_shared(socket, cx, bufs),
             PlayerIo::Other(io) => Pin::new(io).poll_write_vectored(cx, bufs),
         }
     }
@@ -155,9 +144,7 @@ impl AsyncWrite for PlayerIo {
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
         match self.get_mut() {
-            PlayerIo::Tcp { socket, .. } => Poll::Ready(
-                socket2::SockRef::from(socket.as_ref()).shutdown(std::net::Shutdown::Write),
-            ),
+            PlayerIo::Tcp { socket, .. } => Poll::Ready(shutdown_write(socket)),
             PlayerIo::Other(io) => Pin::new(io).poll_shutdown(cx),
         }
     }
@@ -427,35 +414,126 @@ impl PlayerSink for WsSink {
     }
 }
 
-/// An HTTP-FLV player: the response body's channel, which takes one batch of
-/// buffers per write; hyper writes each as one HTTP chunk with one vectored write.
+/// An HTTP-FLV player.
+///
+/// On a plain TCP connection the player's task and the writer shards write the
+/// response's chunks to the socket themselves, once hyper has written the head
+/// ([`crate::live::socket`]): each batch one chunk (`SIZE\r\n`, the tags, `\r\n`) in
+/// one vectored write, so hyper's connection task does not wake per batch.
+/// Otherwise (TLS, an HTTP/1.0 client) the response body's channel takes one batch
+/// per write and hyper writes it as one chunk. Either way dropping the sender ends
+/// the body: hyper writes the last chunk.
 pub(crate) struct HttpSink {
-    pub(crate) tx: mpsc::Sender<Vec<Bytes>>,
+    tx: mpsc::Sender<Vec<Bytes>>,
+    direct: Option<Direct>,
+}
+
+/// An HTTP-FLV player's socket, taken from hyper.
+struct Direct {
+    socket: Arc<TcpStream>,
+    handoff: Arc<Handoff>,
+    /// Closes the connection at once (hyper's side too).
+    kill: CancellationToken,
+    /// A chunk was started and did not finish (an error, or the write timeout
+    /// cancelled it): the body can only be cut off, not ended.
+    mid_chunk: bool,
+    /// The iovec array's allocation, reused from write to write (always empty here).
+    iov: Vec<IoSlice<'static>>,
+}
+
+impl HttpSink {
+    /// A player whose batches hyper writes, from the response body's channel.
+    pub(crate) fn channel(tx: mpsc::Sender<Vec<Bytes>>) -> HttpSink {
+        HttpSink { tx, direct: None }
+    }
+
+    /// A player that writes its chunks to `socket` itself: `handoff` says hyper is
+    /// done writing ([`Handoff::taken`] resolved). `kill` closes the connection.
+    pub(crate) fn direct(
+        tx: mpsc::Sender<Vec<Bytes>>,
+        socket: Arc<TcpStream>,
+        handoff: Arc<Handoff>,
+        kill: CancellationToken,
+    ) -> HttpSink {
+        HttpSink {
+            tx,
+            direct: Some(Direct {
+                socket,
+                handoff,
+                kill,
+                mid_chunk: false,
+                iov: Vec::new(),
+            }),
+        }
+    }
 }
 
 impl PlayerSink for HttpSink {
+    fn shrink(&mut self, messages: usize) {
+        if let Some(d) = &mut self.direct {
+            d.iov.shrink_to(messages + 2);
+        }
+    }
+
     async fn write(&mut self, messages: &[Msg]) -> std::io::Result<()> {
-        self.tx
-            .send(messages.to_vec())
-            .await
-            .map_err(|_| std::io::Error::new(std::io::ErrorKind::BrokenPipe, "client went away"))
+        let Some(d) = &mut self.direct else {
+            return self.tx.send(messages.to_vec()).await.map_err(|_| {
+                std::io::Error::new(std::io::ErrorKind::BrokenPipe, "client went away")
+            });
+        };
+        let len: usize = messages.iter().map(|m| m.len()).sum();
+        if len == 0 {
+            return Ok(()); // an empty chunk would end the body
+        }
+        let (head, head_len) = chunk_header(len);
+        let mut slices = recycle(std::mem::take(&mut d.iov));
+        slices.reserve(messages.len() + 2);
+        slices.push(IoSlice::new(&head[..head_len]));
+        slices.extend(messages.iter().map(|m| IoSlice::new(m)));
+        slices.push(IoSlice::new(CHUNK_END));
+        d.mid_chunk = true;
+        write_all_shared(&d.socket, &mut slices).await?;
+        d.mid_chunk = false;
+        d.iov = recycle(slices);
+        Ok(())
     }
 
     async fn closed(&mut self) {
+        // hyper drops the body when the connection ends.
         self.tx.closed().await;
     }
 
     fn shared(&self) -> Option<Target> {
-        Some(Target::Http(self.tx.clone()))
+        match &self.direct {
+            None => Some(Target::Http(self.tx.clone())),
+            Some(d) if !d.mid_chunk => Some(Target::Chunked(d.socket.clone())),
+            Some(_) => None,
+        }
     }
 
     async fn write_rest(&mut self, rest: &[Bytes]) -> std::io::Result<()> {
-        // What did not fit in the body's queue: one chunk, as the shard made it.
-        self.write(rest).await
+        let Some(d) = &mut self.direct else {
+            // What did not fit in the body's queue: one chunk, as the shard made it.
+            return self.write(rest).await;
+        };
+        // The rest of a chunk the shard cut, then its whole chunks.
+        let mut slices: Vec<IoSlice<'_>> = rest.iter().map(|b| IoSlice::new(b)).collect();
+        d.mid_chunk = true;
+        write_all_shared(&d.socket, &mut slices).await?;
+        d.mid_chunk = false;
+        Ok(())
     }
 
     async fn finish(self, _end: &PlayerEnd) {
-        // Dropping the sender ends the chunked body with its terminator.
+        if let Some(d) = self.direct {
+            if d.mid_chunk {
+                // hyper's last chunk would land inside ours: cut the connection.
+                d.kill.cancel();
+            } else {
+                d.handoff.give_back();
+            }
+        }
+        // Dropping the sender ends the body; hyper writes the last chunk.
     }
 }
 

@@ -32,6 +32,7 @@
 //!   [`ring`]: the byte-bounded fan-out; [`timeline`]: timestamps; [`budget`]: the
 //!   media memory budget; [`status`]: what the API shows; [`writer`]: the shards
 //!   that write a stream's players at the live edge.
+//! - [`socket`]: a plain TCP socket hyper shares with an HTTP-FLV player's writers.
 //! - [`ingest`]: FLV byte streams (HTTP bodies, WebSocket messages) into a
 //!   [`Publisher`]; [`egress`]: the player loop and its WebSocket and HTTP sinks.
 //! - [`directory`]: where a stream's publisher is (the seam a cluster fills in).
@@ -43,6 +44,7 @@ pub mod frame;
 pub mod ingest;
 pub mod registry;
 pub mod ring;
+pub mod socket;
 pub mod status;
 pub mod stream;
 pub mod timeline;

@@ -63,6 +63,21 @@ pub fn binary_frame_header(len: usize) -> ([u8; 10], usize) {
     }
 }
 
+/// The size line of an HTTP/1.1 chunk of `len` bytes: `len` in hex, then CRLF.
+pub(crate) fn chunk_header(len: usize) -> ([u8; 18], usize) {
+    let mut h = [0u8; 18];
+    let digits = (usize::BITS - len.leading_zeros()).div_ceil(4).max(1) as usize;
+    for (i, b) in h[..digits].iter_mut().enumerate() {
+        let nibble = (len >> (4 * (digits - 1 - i))) & 0xf;
+        *b = b"0123456789abcdef"[nibble];
+    }
+    h[digits..digits + 2].copy_from_slice(b"\r\n");
+    (h, digits + 2)
+}
+
+/// What follows an HTTP/1.1 chunk's data.
+pub(crate) const CHUNK_END: &[u8] = b"\r\n";
+
 /// An emptied vector of iovecs with another lifetime. std's in-place collect keeps
 /// the source's allocation (same element layout, no element survives), so the
 /// iovec array is not reallocated per write.
@@ -80,6 +95,9 @@ pub(crate) enum Target {
     /// An HTTP-FLV player's response body: a batch one HTTP chunk, handed to hyper
     /// (which writes it) without waiting.
     Http(mpsc::Sender<Vec<Bytes>>),
+    /// An HTTP-FLV player's socket, taken from hyper ([`crate::live::socket`]): a
+    /// batch one HTTP chunk, one non-blocking vectored write.
+    Chunked(Arc<TcpStream>),
 }
 
 /// What a shard needs to write one player: where to, and its place in the ring.
@@ -425,6 +443,9 @@ impl Pass<'_> {
             let back = match &edge.target {
                 Target::Ws(socket) => self.write_ws(socket, from, &mut edge.bytes, counters),
                 Target::Http(body) => self.send_http(body, from, &mut edge.bytes, counters),
+                Target::Chunked(socket) => {
+                    self.write_chunked(socket, from, &mut edge.bytes, counters)
+                }
             };
             edge.next = self.start + tags;
             back
@@ -450,20 +471,44 @@ impl Pass<'_> {
         counters: &WriteCounters,
     ) -> Option<Back> {
         let slices = &self.slices[from * 2..];
-        let want: usize = slices.iter().map(|s| s.len()).sum();
-        let written = write_now(socket, slices);
-        let n = match &written {
-            Ok(n) | Err((n, _)) => *n,
-        };
-        *bytes += n as u64;
-        counters.bytes_out.inc_by(n as u64);
-        counters.writes.inc();
-        match written {
-            Ok(n) if n == want => None,
-            Err((0, e)) => Some(Back::Failed(e)),
-            // Full, or part went out before an error (the task's write then fails).
-            Ok(n) | Err((n, _)) => Some(Back::Blocked(self.rest(from, n))),
-        }
+        let n = write_counted(socket, slices, bytes, counters)?;
+        Some(n.map_or_else(Back::Failed, |n| Back::Blocked(self.rest(from, n))))
+    }
+
+    /// Writes the tags from `from` on to an HTTP-FLV player's socket as one chunk.
+    fn write_chunked(
+        &self,
+        socket: &TcpStream,
+        from: usize,
+        bytes: &mut u64,
+        counters: &WriteCounters,
+    ) -> Option<Back> {
+        let tags = || self.slices[from * 2..].iter().skip(1).step_by(2);
+        let (head, len) = chunk_header(tags().map(|s| s.len()).sum());
+        let head = &head[..len];
+        let mut slices = Vec::with_capacity(self.heads.len() - from + 2);
+        slices.push(IoSlice::new(head));
+        slices.extend(tags().map(|s| IoSlice::new(s)));
+        slices.push(IoSlice::new(CHUNK_END));
+        let n = write_counted(socket, &slices, bytes, counters)?;
+        Some(n.map_or_else(Back::Failed, |n| {
+            let parts = std::iter::once(Part::Copy(head))
+                .chain(self.tags(from).map(Part::Shared))
+                .chain(std::iter::once(Part::Copy(CHUNK_END)));
+            Back::Blocked(rest_after(parts, n))
+        }))
+    }
+
+    /// The tags from `from` on.
+    fn tags(&self, from: usize) -> impl Iterator<Item = &Bytes> {
+        self.entries
+            .iter()
+            .skip(from)
+            .take(self.heads.len() - from)
+            .filter_map(|e| match e {
+                Entry::Tag(t) => Some(t.wire()),
+                Entry::End(_) => None,
+            })
     }
 
     /// Hands the tags from `from` on to an HTTP-FLV player's body as one chunk.
@@ -474,16 +519,7 @@ impl Pass<'_> {
         bytes: &mut u64,
         counters: &WriteCounters,
     ) -> Option<Back> {
-        let batch: Vec<Bytes> = self
-            .entries
-            .iter()
-            .skip(from)
-            .take(self.heads.len() - from)
-            .filter_map(|e| match e {
-                Entry::Tag(t) => Some(t.wire().clone()),
-                Entry::End(_) => None,
-            })
-            .collect();
+        let batch: Vec<Bytes> = self.tags(from).cloned().collect();
         let n: u64 = batch.iter().map(|b| b.len() as u64).sum();
         match body.try_send(batch) {
             Ok(()) => {
@@ -501,25 +537,66 @@ impl Pass<'_> {
 
     /// What is left of the batch from tag `from` on after `written` bytes: the rest
     /// of the frame that was cut, then the whole frames after it.
-    fn rest(&self, from: usize, mut written: usize) -> Vec<Bytes> {
-        let mut rest = Vec::new();
-        for (entry, (head, len)) in self.entries.iter().zip(self.heads).skip(from) {
-            let Entry::Tag(tag) = entry else { break };
-            let wire = tag.wire();
-            let head = &head[..*len];
-            if written >= head.len() + wire.len() {
-                written -= head.len() + wire.len();
-                continue;
-            }
-            if written < head.len() {
-                rest.push(Bytes::copy_from_slice(&head[written..]));
-                rest.push(wire.clone());
-            } else {
-                rest.push(wire.slice(written - head.len()..));
-            }
-            written = 0;
+    fn rest(&self, from: usize, written: usize) -> Vec<Bytes> {
+        let parts = self
+            .heads
+            .iter()
+            .skip(from)
+            .zip(self.tags(from))
+            .flat_map(|((head, len), tag)| [Part::Copy(&head[..*len]), Part::Shared(tag)]);
+        rest_after(parts, written)
+    }
+}
+
+/// A piece of a write: bytes of this pass (a header), or a shared tag.
+enum Part<'a> {
+    Copy(&'a [u8]),
+    Shared(&'a Bytes),
+}
+
+/// What is left of `parts` after `written` bytes: the rest of the part that was
+/// cut, then the whole parts after it.
+fn rest_after<'a>(parts: impl Iterator<Item = Part<'a>>, mut written: usize) -> Vec<Bytes> {
+    let mut rest = Vec::new();
+    for part in parts {
+        let len = match &part {
+            Part::Copy(b) => b.len(),
+            Part::Shared(b) => b.len(),
+        };
+        if written >= len {
+            written -= len;
+            continue;
         }
-        rest
+        rest.push(match part {
+            Part::Copy(b) => Bytes::copy_from_slice(&b[written..]),
+            Part::Shared(b) => b.slice(written..),
+        });
+        written = 0;
+    }
+    rest
+}
+
+/// Writes `slices` without waiting and counts what went out: `None` when all did,
+/// else `Ok(bytes written)` (the socket is full, or part went out before an error:
+/// the task's write then fails) or the error when nothing did.
+fn write_counted(
+    socket: &TcpStream,
+    slices: &[IoSlice<'_>],
+    bytes: &mut u64,
+    counters: &WriteCounters,
+) -> Option<Result<usize, std::io::Error>> {
+    let want: usize = slices.iter().map(|s| s.len()).sum();
+    let written = write_now(socket, slices);
+    let n = match &written {
+        Ok(n) | Err((n, _)) => *n,
+    };
+    *bytes += n as u64;
+    counters.bytes_out.inc_by(n as u64);
+    counters.writes.inc();
+    match written {
+        Ok(n) if n == want => None,
+        Err((0, e)) => Some(Err(e)),
+        Ok(n) | Err((n, _)) => Some(Ok(n)),
     }
 }
 
@@ -783,5 +860,109 @@ mod tests {
         assert_eq!(rest, [wire(&third)]);
         assert_eq!(body.recv().await.unwrap(), [wire(&second)]);
         assert_eq!(edge.next, ring.subscribe().position());
+    }
+
+    #[test]
+    fn a_chunk_header_is_the_size_in_hex_and_crlf() {
+        for (len, want) in [
+            (1, "1\r\n"),
+            (15, "f\r\n"),
+            (16, "10\r\n"),
+            (65_535, "ffff\r\n"),
+            (1 << 20, "100000\r\n"),
+            (usize::MAX, "ffffffffffffffff\r\n"),
+        ] {
+            let (head, n) = chunk_header(len);
+            assert_eq!(std::str::from_utf8(&head[..n]).unwrap(), want);
+        }
+    }
+
+    /// The data of a chunked body, checking its framing; `None` if it ends inside
+    /// a chunk.
+    fn dechunk(mut body: &[u8]) -> Option<Vec<u8>> {
+        let mut data = Vec::new();
+        while !body.is_empty() {
+            let eol = body.windows(2).position(|w| w == b"\r\n")?;
+            let size = usize::from_str_radix(std::str::from_utf8(&body[..eol]).ok()?, 16).ok()?;
+            assert!(size > 0, "a chunk of 0 bytes would end the body");
+            body = &body[eol + 2..];
+            data.extend_from_slice(body.get(..size)?);
+            assert_eq!(body.get(size..size + 2)?, b"\r\n");
+            body = &body[size + 2..];
+        }
+        Some(data)
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_http_socket_gets_a_chunk_per_pass_and_a_full_one_is_given_back_with_the_rest() {
+        let ring = Arc::new(Ring::new(
+            4096,
+            256 << 20,
+            MediaBudget::new(1 << 30),
+            Duration::ZERO,
+        ));
+        let writers = Writers::new(ring.clone(), 1);
+        let start = ring.subscribe().position();
+        let (socket, mut client) = pair().await;
+        let edge = Edge {
+            target: Target::Chunked(socket),
+            next: start,
+            bytes: 0,
+        };
+        let slot = writers.hand_over(edge, counters());
+        let wires = |entries: &[Entry]| -> Vec<u8> {
+            entries
+                .iter()
+                .flat_map(|e| match e {
+                    Entry::Tag(t) => t.wire().to_vec(),
+                    Entry::End(_) => unreachable!(),
+                })
+                .collect()
+        };
+        // A pass of one tag is one chunk: its size line, the tag, CRLF.
+        let first = tag(1, 300);
+        ring.push(first.clone());
+        let (head, n) = chunk_header(wires(std::slice::from_ref(&first)).len());
+        let mut want = head[..n].to_vec();
+        want.extend(wires(std::slice::from_ref(&first)));
+        want.extend_from_slice(b"\r\n");
+        assert!(read_exactly(&mut client, want.len()).await == want);
+
+        // The client stops reading: the shard gives the player back once its socket
+        // is full, with the rest of the cut chunk. What went out and the rest make
+        // whole chunks holding every tag up to where the shard stopped.
+        let mut pushed = vec![first];
+        let mut ts = 2;
+        let given_back = loop {
+            let e = tag(ts, 60_000);
+            pushed.push(e.clone());
+            ring.push(e);
+            ts += 1;
+            if tokio::time::timeout(Duration::from_millis(5), slot.given_back())
+                .await
+                .is_ok()
+            {
+                break true;
+            }
+            if ts > 2_000 {
+                break false;
+            }
+        };
+        assert!(given_back, "a socket nobody reads fills up");
+        let (edge, back) = slot.take();
+        let Back::Blocked(rest) = back else {
+            panic!("a full socket is given back with the rest, not {back:?}")
+        };
+        let mut received = want.clone();
+        received.extend(read_exactly(&mut client, edge.bytes as usize - want.len()).await);
+        received.extend(rest.concat());
+        let data = dechunk(&received).expect("whole chunks with the rest");
+        let upto = (edge.next - start) as usize;
+        assert!(
+            data == wires(&pushed[..upto]),
+            "{} bytes of tags, {} pushed up to the shard's place",
+            data.len(),
+            wires(&pushed[..upto]).len()
+        );
     }
 }

@@ -29,6 +29,7 @@ use tokio::net::TcpStream;
 use crate::access::admission::{self, OverCap};
 use crate::access::policy::Policy;
 use crate::http::{self, ConnCtx};
+use crate::live::socket::SharedTcp;
 use crate::state::AppState;
 
 /// What a listener serves.
@@ -145,12 +146,16 @@ async fn serve_http(
     policy: Arc<Policy>,
     tls: Option<tokio_rustls::TlsAcceptor>,
 ) {
-    let conn = ConnCtx {
+    let mut conn = ConnCtx {
         admission,
         kill: CancellationToken::new(),
+        socket: None,
     };
     let Some(acceptor) = tls else {
-        serve_connection(stream, remote, state, conn, policy).await;
+        // hyper serves it through a socket an HTTP-FLV player can take over.
+        let shared = SharedTcp::new(stream);
+        conn.socket = Some(shared.clone());
+        serve_connection(shared, remote, state, conn, policy).await;
         return;
     };
     match tokio::time::timeout(policy.header_read_timeout, acceptor.accept(stream)).await {
