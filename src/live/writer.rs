@@ -681,6 +681,23 @@ mod tests {
         buf
     }
 
+    /// Pushes 60 KB tags (added to `pushed`) until the shard gives `slot` back:
+    /// its client does not read, so its socket fills up.
+    async fn fill_until_given_back(ring: &Ring, slot: &Slot, pushed: &mut Vec<Entry>) {
+        for ts in pushed.len() as u32..2_000 {
+            let e = tag(ts, 60_000);
+            pushed.push(e.clone());
+            ring.push(e);
+            if tokio::time::timeout(Duration::from_millis(5), slot.given_back())
+                .await
+                .is_ok()
+            {
+                return;
+            }
+        }
+        panic!("120 MB did not fill a socket nobody reads");
+    }
+
     #[test]
     fn the_rest_of_a_cut_write_starts_inside_the_frame_it_cut() {
         let entries: VecDeque<Entry> = (0..3).map(|ts| tag(ts, 200)).collect();
@@ -757,23 +774,7 @@ mod tests {
             }));
         }
         let mut pushed = first.clone();
-        let mut ts = 5;
-        let given_back = loop {
-            let e = tag(ts, 60_000);
-            pushed.push(e.clone());
-            ring.push(e);
-            ts += 1;
-            if tokio::time::timeout(Duration::from_millis(5), stuck.given_back())
-                .await
-                .is_ok()
-            {
-                break true;
-            }
-            if ts > 2_000 {
-                break false; // 120 MB did not fill a socket?
-            }
-        };
-        assert!(given_back, "a socket nobody reads fills up");
+        fill_until_given_back(&ring, &stuck, &mut pushed).await;
         let (edge, back) = stuck.take();
         let Back::Blocked(rest) = back else {
             panic!("a full socket is given back with the rest, not {back:?}")
@@ -932,23 +933,7 @@ mod tests {
         // is full, with the rest of the cut chunk. What went out and the rest make
         // whole chunks holding every tag up to where the shard stopped.
         let mut pushed = vec![first];
-        let mut ts = 2;
-        let given_back = loop {
-            let e = tag(ts, 60_000);
-            pushed.push(e.clone());
-            ring.push(e);
-            ts += 1;
-            if tokio::time::timeout(Duration::from_millis(5), slot.given_back())
-                .await
-                .is_ok()
-            {
-                break true;
-            }
-            if ts > 2_000 {
-                break false;
-            }
-        };
-        assert!(given_back, "a socket nobody reads fills up");
+        fill_until_given_back(&ring, &slot, &mut pushed).await;
         let (edge, back) = slot.take();
         let Back::Blocked(rest) = back else {
             panic!("a full socket is given back with the rest, not {back:?}")
