@@ -11,8 +11,10 @@
 //! ring shows new tags (once per coalescing window) it takes them once and, for each
 //! of its players, writes them without waiting ([`Target`]): a WebSocket-FLV player
 //! on plain TCP gets the same binary frames, framed once per pass, with one
-//! non-blocking vectored write on its socket; an HTTP-FLV player gets them as one
-//! chunk handed to its response body (hyper writes it). No player task wakes.
+//! non-blocking vectored write on its socket; an HTTP-FLV player on plain TCP gets
+//! them as one HTTP chunk, written the same way on the socket hyper handed over
+//! ([`crate::live::socket`]); any other HTTP-FLV player gets the chunk handed to its
+//! response body (hyper writes it). No player task wakes.
 //!
 //! A player whose target does not take the whole write (the socket or the body's
 //! queue is full), whose write fails, or who is behind the shard, is handed back to
@@ -21,7 +23,7 @@
 //! the cut-off); the shard and the other players never wait for it. The end of the
 //! stream is handed back too, so each player task closes its own connection.
 //! TLS WebSocket players are always written by their own task (the TLS stream
-//! cannot be shared).
+//! cannot be shared), and TLS HTTP-FLV players by hyper.
 //!
 //! Shards: as many as the runtime has worker threads, so a stream with many players
 //! is written on every core. Players go to the shards in turn. A shard's task runs
