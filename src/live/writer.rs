@@ -43,6 +43,10 @@ use tokio::sync::mpsc::{self, error::TrySendError};
 use crate::live::Entry;
 use crate::live::ring::{Reader, Ring, TryRecvError};
 
+/// How many players a shard writes between two looks at whether the ring showed
+/// more tags since its pass began (each look locks the ring).
+const GROW_CHECK_EVERY: usize = 32;
+
 /// Most iovecs handed to one `writev` (Linux's IOV_MAX is 1024). A batch of tags
 /// needs two per tag (frame header, tag); longer batches take several calls.
 pub(crate) const MAX_IOVECS: usize = 512;
@@ -350,45 +354,79 @@ async fn run_shard(shard: Arc<Shard>, ring: Arc<Ring>) {
                 continue;
             }
         }
-        let tags = entries
-            .iter()
-            .position(|e| matches!(e, Entry::End(_)))
-            .unwrap_or(entries.len());
-        heads.clear();
-        heads.extend(entries.iter().take(tags).map(|e| match e {
-            Entry::Tag(t) => binary_frame_header(t.len()),
-            Entry::End(_) => unreachable!("tags come before the end"),
-        }));
-        let mut slices = recycle(std::mem::take(&mut iov));
-        for (entry, (head, len)) in entries.iter().zip(&heads) {
-            if let Entry::Tag(t) = entry {
-                slices.push(IoSlice::new(&head[..*len]));
-                slices.push(IoSlice::new(t.wire()));
+        // Players that left the shard during the pass (given back, or taken back by
+        // their task) are dropped from the list after it.
+        let mut gone = false;
+        // Where the batch grew in the middle of the pass: the players from there on
+        // get the old and the new tags in one write, then those before it the new.
+        let mut grew_at: Option<usize> = None;
+        let count = players.len();
+        let ended = loop {
+            let tags = entries
+                .iter()
+                .position(|e| matches!(e, Entry::End(_)))
+                .unwrap_or(entries.len());
+            heads.clear();
+            heads.extend(entries.iter().take(tags).map(|e| match e {
+                Entry::Tag(t) => binary_frame_header(t.len()),
+                Entry::End(_) => unreachable!("tags come before the end"),
+            }));
+            let mut slices = recycle(std::mem::take(&mut iov));
+            for (entry, (head, len)) in entries.iter().zip(&heads) {
+                if let Entry::Tag(t) = entry {
+                    slices.push(IoSlice::new(&head[..*len]));
+                    slices.push(IoSlice::new(t.wire()));
+                }
             }
-        }
-        let pass = Pass {
-            start,
-            entries: &entries,
-            heads: &heads,
-            slices: &slices,
-            ended: tags < entries.len(),
+            let pass = Pass {
+                start,
+                entries: &entries,
+                heads: &heads,
+                slices: &slices,
+                ended: tags < entries.len(),
+            };
+            let order = match grew_at {
+                None => (0..count).chain(0..0),
+                Some(at) => (at..count).chain(0..at),
+            };
+            let mut grows = None;
+            for (n, i) in order.enumerate() {
+                let (slot, counters) = &players[i];
+                gone |= !pass.write(slot, counters);
+                // A pass over thousands of players is long: let the publisher, joins
+                // and the other tasks of this worker run in between (every 128 writes).
+                tokio::task::consume_budget().await;
+                // The ring showed more while the pass ran (it is longer than the
+                // interval between tags): the players not written yet take the newer
+                // tags in the same write, as a player task that woke late would.
+                // Once per pass, looked at every few players.
+                if grew_at.is_none()
+                    && !pass.ended
+                    && (n + 1) % GROW_CHECK_EVERY == 0
+                    && n + 1 < count
+                    && !reader.is_empty()
+                {
+                    grows = Some(n + 1);
+                    break;
+                }
+            }
+            let ended = pass.ended;
+            iov = recycle(slices);
+            let Some(at) = grows else {
+                break ended;
+            };
+            match reader.try_recv_into(&mut entries, usize::MAX) {
+                Ok(_) | Err(TryRecvError::Empty) => grew_at = Some(at),
+                Err(TryRecvError::Lagged(_)) => {
+                    give_back_all(players);
+                    break false;
+                }
+            }
         };
-        let ended = pass.ended;
-        let mut i = 0;
-        while i < players.len() {
-            let (slot, counters) = &players[i];
-            if pass.write(slot, counters) {
-                i += 1;
-            } else {
-                players.swap_remove(i);
-            }
-            // A pass over thousands of players is long: let the publisher, joins and
-            // the other tasks of this worker run in between (every 128 writes).
-            tokio::task::consume_budget().await;
-        }
-        iov = recycle(slices);
         if ended {
             give_back_all(players);
+        } else if gone {
+            players.retain(|(slot, _)| position(slot).is_some());
         }
     }
 }
@@ -950,6 +988,55 @@ mod tests {
             "{} bytes of tags, {} pushed up to the shard's place",
             data.len(),
             wires(&pushed[..upto]).len()
+        );
+    }
+
+    /// A tag the ring shows while a pass is under way goes, in the same pass, to the
+    /// players not written yet together with the pass's tags (one write each), and
+    /// then to the players written before it. Every player gets both tags, in order.
+    /// (One thread: the pass yields every 128 writes, tokio's task budget, and the
+    /// test pushes the second tag then.)
+    #[tokio::test]
+    async fn a_tag_shown_during_a_pass_joins_the_write_of_the_players_after() {
+        const PLAYERS: usize = 200;
+        let ring = Arc::new(Ring::new(
+            4096,
+            256 << 20,
+            MediaBudget::new(1 << 30),
+            Duration::ZERO,
+        ));
+        let writers = Writers::new(ring.clone(), 1);
+        let start = ring.subscribe().position();
+        let writes = Counter::default();
+        let mut clients = Vec::new();
+        for _ in 0..PLAYERS {
+            let (socket, client) = pair().await;
+            let edge = Edge {
+                target: Target::Ws(socket),
+                next: start,
+                bytes: 0,
+            };
+            let counters = WriteCounters {
+                bytes_out: Counter::default(),
+                writes: writes.clone(),
+            };
+            let _slot = writers.hand_over(edge, counters);
+            clients.push(client);
+        }
+        let (a, b) = (tag(1, 1000), tag(2, 1000));
+        ring.push(a.clone());
+        // The shard runs its pass of `a` until it yields, then this pushes `b`.
+        tokio::task::yield_now().await;
+        ring.push(b.clone());
+        let want = framed(&[a, b]);
+        for client in &mut clients {
+            assert!(read_exactly(client, want.len()).await == want);
+        }
+        let writes = writes.get() as usize;
+        println!("{writes} writes for 2 tags to {PLAYERS} players");
+        assert!(
+            writes < 2 * PLAYERS,
+            "{writes} writes: no player got both tags in one write"
         );
     }
 }
