@@ -721,6 +721,16 @@ mod tests {
         buf
     }
 
+    /// A ring that holds everything these tests push, with no window.
+    fn big_ring() -> Arc<Ring> {
+        Arc::new(Ring::new(
+            4096,
+            256 << 20,
+            MediaBudget::new(1 << 30),
+            Duration::ZERO,
+        ))
+    }
+
     /// Pushes 60 KB tags (added to `pushed`) until the shard gives `slot` back:
     /// its client does not read, so its socket fills up.
     async fn fill_until_given_back(ring: &Ring, slot: &Slot, pushed: &mut Vec<Entry>) {
@@ -771,12 +781,7 @@ mod tests {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_shard_writes_its_players_and_gives_back_a_full_socket_with_the_rest() {
-        let ring = Arc::new(Ring::new(
-            4096,
-            256 << 20,
-            MediaBudget::new(1 << 30),
-            Duration::ZERO,
-        ));
+        let ring = big_ring();
         let writers = Writers::new(ring.clone(), 2);
         let start = ring.subscribe().position();
         let mut players = Vec::new();
@@ -936,12 +941,7 @@ mod tests {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn an_http_socket_gets_a_chunk_per_pass_and_a_full_one_is_given_back_with_the_rest() {
-        let ring = Arc::new(Ring::new(
-            4096,
-            256 << 20,
-            MediaBudget::new(1 << 30),
-            Duration::ZERO,
-        ));
+        let ring = big_ring();
         let writers = Writers::new(ring.clone(), 1);
         let start = ring.subscribe().position();
         let (socket, mut client) = pair().await;
@@ -999,12 +999,7 @@ mod tests {
     #[tokio::test]
     async fn a_tag_shown_during_a_pass_joins_the_write_of_the_players_after() {
         const PLAYERS: usize = 200;
-        let ring = Arc::new(Ring::new(
-            4096,
-            256 << 20,
-            MediaBudget::new(1 << 30),
-            Duration::ZERO,
-        ));
+        let ring = big_ring();
         let writers = Writers::new(ring.clone(), 1);
         let start = ring.subscribe().position();
         let writes = Counter::default();
