@@ -45,7 +45,7 @@ use crate::live::socket::{
     Handoff, SharedTcp, read_shared, shutdown_write, write_all_shared, write_shared,
 };
 use crate::live::writer::{
-    Back, CHUNK_END, Edge, MAX_IOVECS, Target, WriteCounters, chunk_header, recycle,
+    Back, Edge, MAX_IOVECS, Target, WriteCounters, chunk_header, chunk_iovecs, recycle,
 };
 use crate::live::{EndReason, Entry, Subscription};
 
@@ -487,10 +487,7 @@ impl PlayerSink for HttpSink {
         }
         let (head, head_len) = chunk_header(len);
         let mut slices = recycle(std::mem::take(&mut d.iov));
-        slices.reserve(messages.len() + 2);
-        slices.push(IoSlice::new(&head[..head_len]));
-        slices.extend(messages.iter().map(|m| IoSlice::new(m)));
-        slices.push(IoSlice::new(CHUNK_END));
+        chunk_iovecs(&head[..head_len], messages, &mut slices);
         d.mid_chunk = true;
         write_all_shared(&d.socket, &mut slices).await?;
         d.mid_chunk = false;

@@ -82,6 +82,16 @@ pub enum Entry {
     End(EndReason),
 }
 
+impl Entry {
+    /// The tag's bytes as players receive them; `None` for the end.
+    pub fn wire(&self) -> Option<&Bytes> {
+        match self {
+            Entry::Tag(t) => Some(t.wire()),
+            Entry::End(_) => None,
+        }
+    }
+}
+
 /// Why a stream ended for its players.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum EndReason {

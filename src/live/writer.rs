@@ -84,6 +84,18 @@ pub(crate) fn chunk_header(len: usize) -> ([u8; 18], usize) {
 /// What follows an HTTP/1.1 chunk's data.
 pub(crate) const CHUNK_END: &[u8] = b"\r\n";
 
+/// Appends one HTTP/1.1 chunk to `out`: its size line `head` ([`chunk_header`]),
+/// the parts, and [`CHUNK_END`].
+pub(crate) fn chunk_iovecs<'b>(
+    head: &'b [u8],
+    parts: impl IntoIterator<Item = &'b Bytes>,
+    out: &mut Vec<IoSlice<'b>>,
+) {
+    out.push(IoSlice::new(head));
+    out.extend(parts.into_iter().map(|p| IoSlice::new(p)));
+    out.push(IoSlice::new(CHUNK_END));
+}
+
 /// An emptied vector of iovecs with another lifetime. std's in-place collect keeps
 /// the source's allocation (same element layout, no element survives), so the
 /// iovec array is not reallocated per write.
@@ -293,6 +305,7 @@ async fn run_shard(shard: Arc<Shard>, ring: Arc<Ring>) {
     let mut entries: VecDeque<Entry> = VecDeque::new();
     let mut heads: Vec<([u8; 10], usize)> = Vec::new();
     let mut iov: Vec<IoSlice<'static>> = Vec::new();
+    let mut chunk_iov: Vec<IoSlice<'static>> = Vec::new();
     loop {
         // Take in the players handed over since the last pass.
         let joined = {
@@ -378,11 +391,17 @@ async fn run_shard(shard: Arc<Shard>, ring: Arc<Ring>) {
                     slices.push(IoSlice::new(t.wire()));
                 }
             }
+            // The same tags as one HTTP chunk, for HTTP-FLV players on a socket.
+            let wires = || entries.iter().take(tags).filter_map(Entry::wire);
+            let (chunk_head, chunk_head_len) = chunk_header(wires().map(Bytes::len).sum());
+            let mut chunk = recycle(std::mem::take(&mut chunk_iov));
+            chunk_iovecs(&chunk_head[..chunk_head_len], wires(), &mut chunk);
             let pass = Pass {
                 start,
                 entries: &entries,
                 heads: &heads,
                 slices: &slices,
+                chunk: &chunk,
                 ended: tags < entries.len(),
             };
             let order = match grew_at {
@@ -412,6 +431,7 @@ async fn run_shard(shard: Arc<Shard>, ring: Arc<Ring>) {
             }
             let ended = pass.ended;
             iov = recycle(slices);
+            chunk_iov = recycle(chunk);
             let Some(at) = grows else {
                 break ended;
             };
@@ -462,6 +482,8 @@ struct Pass<'a> {
     heads: &'a [([u8; 10], usize)],
     /// Two per tag: its frame header and the tag.
     slices: &'a [IoSlice<'a>],
+    /// The batch's tags as one HTTP chunk: size line, tags, CRLF.
+    chunk: &'a [IoSlice<'a>],
     /// The batch ends with the stream's end (after its tags).
     ended: bool,
 }
@@ -515,7 +537,9 @@ impl Pass<'_> {
         Some(n.map_or_else(Back::Failed, |n| Back::Blocked(self.rest(from, n))))
     }
 
-    /// Writes the tags from `from` on to an HTTP-FLV player's socket as one chunk.
+    /// Writes the tags from `from` on to an HTTP-FLV player's socket as one chunk:
+    /// the pass's chunk, or, for a player that joined with some of its tags, a
+    /// shorter one of its own.
     fn write_chunked(
         &self,
         socket: &TcpStream,
@@ -523,16 +547,18 @@ impl Pass<'_> {
         bytes: &mut u64,
         counters: &WriteCounters,
     ) -> Option<Back> {
-        let tags = || self.slices[from * 2..].iter().skip(1).step_by(2);
-        let (head, len) = chunk_header(tags().map(|s| s.len()).sum());
-        let head = &head[..len];
-        let mut slices = Vec::with_capacity(self.heads.len() - from + 2);
-        slices.push(IoSlice::new(head));
-        slices.extend(tags().map(|s| IoSlice::new(s)));
-        slices.push(IoSlice::new(CHUNK_END));
-        let n = write_counted(socket, &slices, bytes, counters)?;
+        let head;
+        let mut own = Vec::new();
+        let slices = if from == 0 {
+            self.chunk
+        } else {
+            head = chunk_header(self.tags(from).map(Bytes::len).sum());
+            chunk_iovecs(&head.0[..head.1], self.tags(from), &mut own);
+            &own[..]
+        };
+        let n = write_counted(socket, slices, bytes, counters)?;
         Some(n.map_or_else(Back::Failed, |n| {
-            let parts = std::iter::once(Part::Copy(head))
+            let parts = std::iter::once(Part::Copy(&slices[0]))
                 .chain(self.tags(from).map(Part::Shared))
                 .chain(std::iter::once(Part::Copy(CHUNK_END)));
             Back::Blocked(rest_after(parts, n))
@@ -545,10 +571,7 @@ impl Pass<'_> {
             .iter()
             .skip(from)
             .take(self.heads.len() - from)
-            .filter_map(|e| match e {
-                Entry::Tag(t) => Some(t.wire()),
-                Entry::End(_) => None,
-            })
+            .filter_map(Entry::wire)
     }
 
     /// Hands the tags from `from` on to an HTTP-FLV player's body as one chunk.
@@ -763,6 +786,7 @@ mod tests {
             entries: &entries,
             heads: &heads,
             slices: &[],
+            chunk: &[],
             ended: false,
         };
         let all = framed(Vec::from(entries.clone()).as_slice());
@@ -993,9 +1017,10 @@ mod tests {
 
     /// A tag the ring shows while a pass is under way goes, in the same pass, to the
     /// players not written yet together with the pass's tags (one write each), and
-    /// then to the players written before it. Every player gets both tags, in order.
-    /// (One thread: the pass yields every 128 writes, tokio's task budget, and the
-    /// test pushes the second tag then.)
+    /// then to the players written before it. Every player gets both tags, in order:
+    /// WebSocket players (even) as frames, HTTP-FLV players (odd) as chunks, the
+    /// early ones a second chunk of their own. (One thread: the pass yields every
+    /// 128 writes, tokio's task budget, and the test pushes the second tag then.)
     #[tokio::test]
     async fn a_tag_shown_during_a_pass_joins_the_write_of_the_players_after() {
         const PLAYERS: usize = 200;
@@ -1004,10 +1029,13 @@ mod tests {
         let start = ring.subscribe().position();
         let writes = Counter::default();
         let mut clients = Vec::new();
-        for _ in 0..PLAYERS {
+        for i in 0..PLAYERS {
             let (socket, client) = pair().await;
             let edge = Edge {
-                target: Target::Ws(socket),
+                target: match i % 2 {
+                    0 => Target::Ws(socket),
+                    _ => Target::Chunked(socket),
+                },
                 next: start,
                 bytes: 0,
             };
@@ -1023,9 +1051,30 @@ mod tests {
         // The shard runs its pass of `a` until it yields, then this pushes `b`.
         tokio::task::yield_now().await;
         ring.push(b.clone());
-        let want = framed(&[a, b]);
-        for client in &mut clients {
-            assert!(read_exactly(client, want.len()).await == want);
+        let want = framed(&[a.clone(), b.clone()]);
+        let data: Vec<u8> = [a, b]
+            .iter()
+            .flat_map(|e| e.wire().unwrap().to_vec())
+            .collect();
+        for (i, client) in clients.iter_mut().enumerate() {
+            if i % 2 == 0 {
+                assert!(read_exactly(client, want.len()).await == want);
+                continue;
+            }
+            // One chunk or two: read until the chunks hold both tags.
+            let mut got = BytesMut::new();
+            let body = tokio::time::timeout(Duration::from_secs(10), async {
+                loop {
+                    client.read_buf(&mut got).await.unwrap();
+                    match dechunk(&got) {
+                        Some(body) if body.len() >= data.len() => return body,
+                        _ => {}
+                    }
+                }
+            })
+            .await
+            .expect("both tags arrive");
+            assert!(body == data, "HTTP-FLV player {i}");
         }
         let writes = writes.get() as usize;
         println!("{writes} writes for 2 tags to {PLAYERS} players");
