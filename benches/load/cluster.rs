@@ -233,7 +233,6 @@ pub async fn main(a: ClusterArgs) -> Result<bool, String> {
         stream: a.stream.clone(),
         play_path: None,
         rtmp_url: None,
-        ws: a.play == crate::Play::Ws,
         publish: PublishMode::Http,
         pace: Pace::Realtime,
         ramp: Duration::from_millis(a.ramp_ms),
@@ -253,7 +252,14 @@ pub async fn main(a: ClusterArgs) -> Result<bool, String> {
         a.players,
         procfs::loadavg()
     );
-    let single = live::run(&Kind::Wsrelay(None), a.players, &settings, &media).await?;
+    let single = live::run(
+        &Kind::Wsrelay(None),
+        a.players,
+        a.play == crate::Play::Ws,
+        &settings,
+        &media,
+    )
+    .await?;
     let single_row = row_from_live(&single);
 
     // 2–4. The cluster: pull cost, N/2 players per edge, the hop.
@@ -661,6 +667,8 @@ struct PhasePlan<'a> {
     per_node: [usize; 3],
     table: &'a Arc<SendTable>,
     stream: &'a str,
+    /// WebSocket-FLV players (else HTTP-FLV).
+    ws: bool,
 }
 
 async fn run_phase(p: PhasePlan<'_>, s: &LiveSettings) -> Result<Phase, String> {
@@ -675,7 +683,7 @@ async fn run_phase(p: PhasePlan<'_>, s: &LiveSettings) -> Result<Phase, String> 
             Arc::new(PlayerConfig {
                 addr: n.target.http,
                 path: format!("/live/{}.flv", p.stream),
-                ws: s.ws,
+                ws: p.ws,
                 table: Some(p.table.clone()),
                 window: (w_from, w_to),
                 first_byte_timeout: Duration::from_secs(10),
@@ -1130,6 +1138,7 @@ async fn run_cluster(
         per_node: [0, edge_a, a.players - edge_a],
         table: &table,
         stream: &s.stream,
+        ws: a.play == crate::Play::Ws,
     };
     let ph = run_phase(plan, s).await?;
     if ph.pulls[0] != Some(2) || ph.pulls[1] != Some(1) || ph.pulls[2] != Some(1) {
@@ -1164,6 +1173,7 @@ async fn run_cluster(
             per_node: [a.hop_players; 3],
             table: &table,
             stream: &s.stream,
+            ws: a.play == crate::Play::Ws,
         };
         let ph = run_phase(plan, s).await?;
         let origin = summarize(&ph.results[0], ph.sent_bytes, s);

@@ -77,8 +77,6 @@ pub struct LiveSettings {
     pub play_path: Option<String>,
     /// RTMP URL for `--publish rtmp` (default: the started wsrelay's listener).
     pub rtmp_url: Option<String>,
-    /// WS-FLV players (else HTTP-FLV).
-    pub ws: bool,
     /// Publisher transport (the ceiling gets HTTP POST instead of WebSocket).
     pub publish: PublishMode,
     /// Replay speed.
@@ -182,6 +180,8 @@ pub struct LiveResult {
     pub loadavg: String,
     /// Window length, s.
     pub window_s: f64,
+    /// Which of `--rounds` this run was (1 for a single round and for --find-max).
+    pub round: usize,
 }
 
 impl LiveResult {
@@ -195,6 +195,7 @@ impl LiveResult {
 pub async fn run(
     kind: &Kind,
     n: usize,
+    ws: bool,
     s: &LiveSettings,
     media: &Arc<Media>,
 ) -> Result<LiveResult, String> {
@@ -267,7 +268,7 @@ pub async fn run(
             .play_path
             .clone()
             .unwrap_or_else(|| format!("/live/{}.flv", s.stream)),
-        ws: s.ws,
+        ws,
         table: table.clone(),
         window: (w_from, w_to),
         first_byte_timeout: Duration::from_secs(10),
@@ -400,7 +401,7 @@ pub async fn run(
         server: kind.server(),
         window_ms: kind.window_ms(),
         players: n,
-        play: if s.ws { "ws" } else { "http" },
+        play: if ws { "ws" } else { "http" },
         publish: publish_mode,
         pace: s.pace,
         stream_kbps: sent.map(|b| b as f64 * 8.0 / window_s / 1e3),
@@ -436,5 +437,6 @@ pub async fn run(
         spin_cores: s.spin_cores,
         loadavg,
         window_s,
+        round: 1,
     })
 }

@@ -171,9 +171,15 @@ struct LiveArgs {
     /// Upper bound for --find-max.
     #[arg(long, default_value_t = 8000)]
     max_players: usize,
-    /// Player protocol.
-    #[arg(long, value_enum, default_value = "ws")]
-    play: Play,
+    /// Runs of every server at each N, interleaved (server A, B, C, then A, B, C
+    /// again): the ratios are then also given as the median over the rounds of each
+    /// round's ratio, which a passing load on the machine moves less than one run.
+    #[arg(long, default_value_t = 1, conflicts_with = "find_max")]
+    rounds: usize,
+    /// Player protocols, one run each (`ws,http`: the HTTP-FLV runs are also given
+    /// as ratios to the WebSocket-FLV runs of the same server, N and round).
+    #[arg(long, value_enum, value_delimiter = ',', default_value = "ws")]
+    play: Vec<Play>,
     /// Publisher transport [default: rtmp with the nms peer (which takes only RTMP),
     /// else http]. The ceiling takes HTTP POST instead of WebSocket.
     #[arg(long, value_enum)]
@@ -447,7 +453,6 @@ async fn live_main(a: LiveArgs) -> Result<bool, String> {
         stream: a.stream.clone(),
         play_path: a.play_path.clone(),
         rtmp_url: a.rtmp_url.clone(),
-        ws: a.play == Play::Ws,
         publish,
         pace: a.pace,
         ramp: Duration::from_millis(a.ramp_ms),
@@ -467,26 +472,48 @@ async fn live_main(a: LiveArgs) -> Result<bool, String> {
         .clone()
         .unwrap_or_else(|| c.out_dir.join("live.jsonl"));
     let mut results: Vec<LiveResult> = Vec::new();
-    let run_one = async |kind: &Kind, n: usize, results: &mut Vec<LiveResult>| {
-        eprintln!(
-            "run: {} N={n} (load average {})",
-            kind.label(),
-            procfs::loadavg()
-        );
-        let r = live::run(kind, n, &settings, &media).await?;
-        eprintln!(
-            "  kept up {}/{}  {:.1} Mbit/s  server CPU {}%  latency p99 {} ms",
-            r.kept_up,
-            r.players,
-            r.mbit_s,
-            r.server_cpu_pct.map_or("-".into(), |v| format!("{v:.0}")),
-            r.latency_ms[1].map_or("-".into(), |v| format!("{v:.2}")),
-        );
-        report::json_lines(&json, std::slice::from_ref(&r))?;
-        let ok = r.all_kept_up();
-        results.push(r);
-        Ok::<bool, String>(ok)
-    };
+    let rounds = a.rounds.max(1);
+    let mut plays: Vec<Play> = Vec::new();
+    for &play in &a.play {
+        if !plays.contains(&play) {
+            plays.push(play);
+        }
+    }
+    let run_one =
+        async |kind: &Kind, n: usize, play: Play, round: usize, results: &mut Vec<LiveResult>| {
+            eprintln!(
+                "run: {} N={n}{}{} (load average {})",
+                kind.label(),
+                if plays.len() > 1 {
+                    format!(" {}", play_name(play))
+                } else {
+                    String::new()
+                },
+                if rounds > 1 {
+                    format!(" round {round}/{rounds}")
+                } else {
+                    String::new()
+                },
+                procfs::loadavg()
+            );
+            let mut r = live::run(kind, n, play == Play::Ws, &settings, &media).await?;
+            if plays.len() > 1 {
+                r.target = format!("{}:{}", r.target, r.play);
+            }
+            r.round = round;
+            eprintln!(
+                "  kept up {}/{}  {:.1} Mbit/s  server CPU {}%  latency p99 {} ms",
+                r.kept_up,
+                r.players,
+                r.mbit_s,
+                r.server_cpu_pct.map_or("-".into(), |v| format!("{v:.0}")),
+                r.latency_ms[1].map_or("-".into(), |v| format!("{v:.2}")),
+            );
+            report::json_lines(&json, std::slice::from_ref(&r))?;
+            let ok = r.all_kept_up();
+            results.push(r);
+            Ok::<bool, String>(ok)
+        };
     let limit = nofile_limit().saturating_sub(200).min(a.max_players);
     if a.find_max {
         let mut found = Vec::new();
@@ -495,7 +522,7 @@ async fn live_main(a: LiveArgs) -> Result<bool, String> {
             let mut hi: Option<usize> = None;
             let mut n = a.players.first().copied().unwrap_or(500).clamp(1, limit);
             loop {
-                if run_one(kind, n, &mut results).await? {
+                if run_one(kind, n, plays[0], 1, &mut results).await? {
                     lo = Some(n);
                 } else {
                     hi = Some(n);
@@ -542,8 +569,12 @@ async fn live_main(a: LiveArgs) -> Result<bool, String> {
                     nofile_limit()
                 ));
             }
-            for kind in &kinds {
-                run_one(kind, n, &mut results).await?;
+            for round in 1..=rounds {
+                for kind in &kinds {
+                    for &play in &plays {
+                        run_one(kind, n, play, round, &mut results).await?;
+                    }
+                }
             }
         }
         report::live_table(&results);
@@ -556,6 +587,13 @@ async fn live_main(a: LiveArgs) -> Result<bool, String> {
         .iter()
         .all(|r| r.failures.is_empty() && r.all_kept_up());
     Ok(clean || !c.strict)
+}
+
+fn play_name(play: Play) -> &'static str {
+    match play {
+        Play::Ws => "ws",
+        Play::Http => "http",
+    }
 }
 
 fn publish_label(mode: PublishMode) -> &'static str {

@@ -59,7 +59,7 @@ const SYSCALLS: [&str; 7] = [
 pub fn live_table(results: &[LiveResult]) {
     println!();
     println!(
-        "{:<11} {:>5} {:>6} {:>8} {:>7} {:>9} {:>7} {:>7} {:>17} {:>17} {:>17} {:>6} {:>6} {:>5}  failures",
+        "{:<16} {:>5} {:>6} {:>8} {:>7} {:>9} {:>7} {:>7} {:>17} {:>17} {:>17} {:>6} {:>6} {:>5}  failures",
         "target",
         "N",
         "keptup",
@@ -78,7 +78,7 @@ pub fn live_table(results: &[LiveResult]) {
     for r in results {
         let failures = problems(&r.failures, r.behind, r.late);
         println!(
-            "{:<11} {:>5} {:>6} {:>8.1} {:>7} {:>9} {:>7} {:>7} {:>17} {:>17} {:>17} {:>6} {:>6} {:>5}  {}",
+            "{:<16} {:>5} {:>6} {:>8.1} {:>7} {:>9} {:>7} {:>7} {:>17} {:>17} {:>17} {:>6} {:>6} {:>5}  {}",
             r.target,
             r.players,
             r.kept_up,
@@ -133,50 +133,103 @@ fn syscall_table(results: &[LiveResult]) {
     }
 }
 
-/// Ratios of the main server (wsrelay or `--url`) to the ceiling at the same window
-/// and to nms, per N.
-fn ratios(results: &[LiveResult]) {
-    let ratio = |a: Option<f64>, b: Option<f64>| match (a, b) {
-        (Some(a), Some(b)) if b > 0.0 => format!("{:.2}x", a / b),
-        _ => "-".to_owned(),
-    };
-    let mut lines = Vec::new();
+/// The runs each main-server run (wsrelay or `--url`) is compared with: the
+/// ceiling at the same window and nms, at the same N, player protocol and round.
+fn peer_pairs(results: &[LiveResult]) -> Vec<(&LiveResult, &LiveResult)> {
+    let mut pairs = Vec::new();
     for r in results
         .iter()
         .filter(|r| matches!(r.server, "wsrelay" | "url"))
     {
-        let others = results.iter().filter(|o| {
-            o.players == r.players
-                && (o.server == "nms"
-                    || (o.server == "ceiling"
-                        && (r.window_ms.is_none() || o.window_ms == r.window_ms)))
-        });
-        for o in others {
-            lines.push(format!(
-                "{:<11} {:<11} {:>5} {:>9} {:>8} {:>8} {:>9} {:>7} {:>6} {:>6}",
-                r.target,
-                o.target,
-                r.players,
-                ratio(r.cpu_s_per_gbit, o.cpu_s_per_gbit),
-                ratio(r.latency_ms[0], o.latency_ms[0]),
-                ratio(r.latency_ms[1], o.latency_ms[1]),
-                ratio(r.ttfk_ms[1], o.ttfk_ms[1]),
-                ratio(r.rss_per_player_kib, o.rss_per_player_kib),
-                r.kept_up,
-                o.kept_up,
-            ));
-        }
+        pairs.extend(
+            results
+                .iter()
+                .filter(|o| {
+                    o.players == r.players
+                        && o.round == r.round
+                        && o.play == r.play
+                        && (o.server == "nms"
+                            || (o.server == "ceiling"
+                                && (r.window_ms.is_none() || o.window_ms == r.window_ms)))
+                })
+                .map(|o| (r, o)),
+        );
     }
-    if lines.is_empty() {
+    pairs
+}
+
+/// Each HTTP-FLV run with the WebSocket-FLV run of the same server, window, N and
+/// round.
+fn play_pairs(results: &[LiveResult]) -> Vec<(&LiveResult, &LiveResult)> {
+    let mut pairs = Vec::new();
+    for r in results.iter().filter(|r| r.play == "http") {
+        pairs.extend(
+            results
+                .iter()
+                .filter(|o| {
+                    o.play == "ws"
+                        && o.server == r.server
+                        && o.window_ms == r.window_ms
+                        && o.players == r.players
+                        && o.round == r.round
+                })
+                .map(|o| (r, o)),
+        );
+    }
+    pairs
+}
+
+fn ratio_of(a: Option<f64>, b: Option<f64>) -> Option<f64> {
+    match (a, b) {
+        (Some(a), Some(b)) if b > 0.0 => Some(a / b),
+        _ => None,
+    }
+}
+
+fn times(v: Option<f64>) -> String {
+    v.map_or_else(|| "-".to_owned(), |v| format!("{v:.2}x"))
+}
+
+/// The ratios a pair of runs is reported by: CPU per Gbit, latency p50 and p99,
+/// TTFK p95, RSS per player.
+fn pair_ratios(r: &LiveResult, o: &LiveResult) -> [Option<f64>; 5] {
+    [
+        ratio_of(r.cpu_s_per_gbit, o.cpu_s_per_gbit),
+        ratio_of(r.latency_ms[0], o.latency_ms[0]),
+        ratio_of(r.latency_ms[1], o.latency_ms[1]),
+        ratio_of(r.ttfk_ms[1], o.ttfk_ms[1]),
+        ratio_of(r.rss_per_player_kib, o.rss_per_player_kib),
+    ]
+}
+
+/// Ratios of the main server (wsrelay or `--url`) to the ceiling at the same window
+/// and to nms, and of HTTP-FLV to WebSocket-FLV runs, per N (and per round).
+fn ratios(results: &[LiveResult]) {
+    ratio_section(
+        "ratios (same invocation; the ceiling at the same window)",
+        &peer_pairs(results),
+    );
+    ratio_section(
+        "HTTP-FLV / WebSocket-FLV (same server, window, N and round)",
+        &play_pairs(results),
+    );
+}
+
+/// One line per pair of runs; with several rounds, then the median of the rounds'
+/// ratios with their range.
+fn ratio_section(title: &str, pairs: &[(&LiveResult, &LiveResult)]) {
+    if pairs.is_empty() {
         return;
     }
+    let rounds = pairs.iter().map(|(r, _)| r.round).max().unwrap_or(1);
     println!();
-    println!("ratios (same invocation; the ceiling at the same window):");
+    println!("{title}:");
     println!(
-        "{:<11} {:<11} {:>5} {:>9} {:>8} {:>8} {:>9} {:>7} {:>6} {:>6}",
+        "{:<16} {:<16} {:>5} {:>5} {:>9} {:>8} {:>8} {:>9} {:>7} {:>6} {:>6}",
         "this",
         "/ that",
         "N",
+        "round",
         "CPU/Gbit",
         "lat p50",
         "lat p99",
@@ -185,9 +238,63 @@ fn ratios(results: &[LiveResult]) {
         "keptup",
         "that"
     );
-    for l in lines {
-        println!("{l}");
+    for &(r, o) in pairs {
+        let [cpu, p50, p99, ttfk, kib] = pair_ratios(r, o).map(times);
+        println!(
+            "{:<16} {:<16} {:>5} {:>5} {:>9} {:>8} {:>8} {:>9} {:>7} {:>6} {:>6}",
+            r.target, o.target, r.players, r.round, cpu, p50, p99, ttfk, kib, r.kept_up, o.kept_up,
+        );
     }
+    if rounds < 2 {
+        return;
+    }
+    println!();
+    println!("median over {rounds} interleaved rounds of each round's ratio (lowest-highest):");
+    println!(
+        "{:<16} {:<16} {:>5} {:>18} {:>18} {:>18}",
+        "this", "/ that", "N", "CPU/Gbit", "lat p99", "TTFK p95"
+    );
+    let mut keys: Vec<(&str, &str, usize)> = Vec::new();
+    for (r, o) in pairs {
+        let key = (r.target.as_str(), o.target.as_str(), r.players);
+        if !keys.contains(&key) {
+            keys.push(key);
+        }
+    }
+    for (this, that, n) in keys {
+        let of = |i: usize| {
+            let mut v: Vec<f64> = pairs
+                .iter()
+                .filter(|(r, o)| r.target == this && o.target == that && r.players == n)
+                .filter_map(|(r, o)| pair_ratios(r, o)[i])
+                .collect();
+            v.sort_by(f64::total_cmp);
+            median_range(&v)
+        };
+        println!(
+            "{:<16} {:<16} {:>5} {:>18} {:>18} {:>18}",
+            this,
+            that,
+            n,
+            of(0),
+            of(2),
+            of(3)
+        );
+    }
+}
+
+/// `median (lowest-highest)` of sorted ratios.
+fn median_range(sorted: &[f64]) -> String {
+    let (Some(lo), Some(hi)) = (sorted.first(), sorted.last()) else {
+        return "-".to_owned();
+    };
+    let mid = sorted.len() / 2;
+    let median = if sorted.len() % 2 == 1 {
+        sorted[mid]
+    } else {
+        (sorted[mid - 1] + sorted[mid]) / 2.0
+    };
+    format!("{median:.2}x ({lo:.2}-{hi:.2})")
 }
 
 /// Appends one JSON line per result.
@@ -305,10 +412,15 @@ pub fn plot(path: &Path, results: &[LiveResult]) -> Result<(), String> {
                     .iter()
                     .filter_map(|r| series(r, k).map(|v| (r.players as f64, v)))
                     .collect();
-                pts.sort_by(|a, b| a.0.total_cmp(&b.0));
+                pts.sort_by(|a, b| a.0.total_cmp(&b.0).then(a.1.total_cmp(&b.1)));
+                // A dot per run, the line through each N's median (several rounds).
+                let mut line_pts: Vec<(f64, f64)> = Vec::new();
+                for same_n in pts.chunk_by(|a, b| a.0 == b.0) {
+                    line_pts.push(same_n[same_n.len() / 2]);
+                }
                 let style = ShapeStyle::from(&c).stroke_width(if k == 3 { 1 } else { 2 });
                 let line = chart
-                    .draw_series(LineSeries::new(pts.clone(), style))
+                    .draw_series(LineSeries::new(line_pts, style))
                     .map_err(|e| err(&e))?;
                 if k != 3 {
                     line.label(*label).legend(move |(x, y)| {
