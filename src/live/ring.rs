@@ -160,6 +160,18 @@ impl Ring {
         ended
     }
 
+    /// Whether pushed entries wait for the window's end.
+    fn held_back(&self) -> Held {
+        let inner = self.lock();
+        if inner.ended {
+            Held::Ended
+        } else if inner.visible < inner.first + inner.items.len() as u64 {
+            Held::Tags
+        } else {
+            Held::Nothing
+        }
+    }
+
     /// Whether the ring has a window and its ticker is not running yet: the caller
     /// then spawns [`Ring::run_ticker`] (once; this returns true only once).
     pub fn needs_ticker(&self) -> bool {
@@ -190,9 +202,26 @@ impl Ring {
     }
 }
 
+/// What a ring holds back from its readers.
+enum Held {
+    /// Nothing: every entry is visible.
+    Nothing,
+    /// Tags, until the window ends.
+    Tags,
+    /// The stream ended (its end is visible at once).
+    Ended,
+}
+
 async fn ticker(ring: Weak<Ring>, arm: Arc<Notify>, window: Duration) {
     loop {
         arm.notified().await;
+        // Pushes during a window leave a permit that the window's flush answered
+        // already: the next window opens with the next push, not at once.
+        match ring.upgrade().map(|ring| ring.held_back()) {
+            None | Some(Held::Ended) => return,
+            Some(Held::Nothing) => continue,
+            Some(Held::Tags) => {}
+        }
         tokio::time::sleep(window).await;
         let Some(ring) = ring.upgrade() else { return };
         if ring.flush() {
@@ -363,6 +392,13 @@ mod tests {
         assert_eq!(start.elapsed(), Duration::from_millis(20));
         assert!(matches!(first, Ok(Entry::Tag(t)) if t.tag.timestamp == 1));
         assert_eq!(timestamps(&mut reader), [2]);
+        // The next push opens the next window, however soon after a flush it comes
+        // (tag 2 came during the first window: its flush answered it).
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        let opened = tokio::time::Instant::now();
+        ring.push(tag(22));
+        assert!(matches!(reader.recv().await, Ok(Entry::Tag(t)) if t.tag.timestamp == 22));
+        assert_eq!(opened.elapsed(), Duration::from_millis(20));
         // A quiet ring arms no timer; the next push opens the next window.
         tokio::time::sleep(Duration::from_millis(100)).await;
         let again = tokio::time::Instant::now();
