@@ -27,6 +27,7 @@ use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::Duration;
 
 use tokio::sync::Notify;
+use tokio::time::Instant;
 
 use crate::live::{Entry, MediaBudget};
 
@@ -50,6 +51,9 @@ struct Inner {
     bytes: usize,
     /// An end was pushed: the ticker stops after its last flush.
     ended: bool,
+    /// When the first tag held back for the current window was pushed (with a
+    /// window; none while every entry is visible).
+    opened: Option<Instant>,
 }
 
 /// The ring of one stream.
@@ -87,6 +91,7 @@ impl Ring {
                 visible: 0,
                 bytes: 0,
                 ended: false,
+                opened: None,
             }),
             notify: Notify::new(),
             max_items: max_items.max(1),
@@ -141,6 +146,7 @@ impl Ring {
                 self.arm.notify_one(); // the ticker exits
             }
         } else {
+            inner.opened.get_or_insert_with(Instant::now);
             drop(inner);
             self.arm.notify_one();
         }
@@ -152,6 +158,7 @@ impl Ring {
         let end = inner.first + inner.items.len() as u64;
         let fresh = inner.visible < end;
         inner.visible = end;
+        inner.opened = None;
         let ended = inner.ended;
         drop(inner);
         if fresh {
@@ -163,12 +170,10 @@ impl Ring {
     /// Whether pushed entries wait for the window's end.
     fn held_back(&self) -> Held {
         let inner = self.lock();
-        if inner.ended {
-            Held::Ended
-        } else if inner.visible < inner.first + inner.items.len() as u64 {
-            Held::Tags
-        } else {
-            Held::Nothing
+        match inner.opened {
+            _ if inner.ended => Held::Ended,
+            Some(since) => Held::Tags(since),
+            None => Held::Nothing,
         }
     }
 
@@ -202,12 +207,16 @@ impl Ring {
     }
 }
 
+/// The resolution of tokio's timer: a sleep ends on the first tick at or after its
+/// deadline, up to this much late.
+const TIMER_TICK: Duration = Duration::from_millis(1);
+
 /// What a ring holds back from its readers.
 enum Held {
     /// Nothing: every entry is visible.
     Nothing,
-    /// Tags, until the window ends.
-    Tags,
+    /// Tags, since this instant (the window ends `window` after it).
+    Tags(Instant),
     /// The stream ended (its end is visible at once).
     Ended,
 }
@@ -220,9 +229,12 @@ async fn ticker(ring: Weak<Ring>, arm: Arc<Notify>, window: Duration) {
         match ring.upgrade().map(|ring| ring.held_back()) {
             None | Some(Held::Ended) => return,
             Some(Held::Nothing) => continue,
-            Some(Held::Tags) => {}
+            // From the push that opened the window, not from when this task ran;
+            // the timer fires up to a tick late, so no tag waits longer than W.
+            Some(Held::Tags(since)) => {
+                tokio::time::sleep_until(since + window - window.min(TIMER_TICK)).await;
+            }
         }
-        tokio::time::sleep(window).await;
         let Some(ring) = ring.upgrade() else { return };
         if ring.flush() {
             return;
@@ -347,6 +359,16 @@ mod tests {
         Entry::Tag(WireTag::encode(&tag, ts))
     }
 
+    /// A window of the test rings (20 ms) passed: no more, and at most the timer's
+    /// tick less.
+    fn assert_window(waited: Duration) {
+        let window = Duration::from_millis(20);
+        assert!(
+            waited <= window && waited >= window - TIMER_TICK,
+            "waited {waited:?} for a {window:?} window"
+        );
+    }
+
     fn ring(window_ms: u64) -> Arc<Ring> {
         Arc::new(Ring::new(
             64,
@@ -389,7 +411,7 @@ mod tests {
         assert_eq!(reader.try_recv().unwrap_err(), TryRecvError::Empty);
         // The reader wakes once, when the window that the first push opened ends.
         let first = reader.recv().await;
-        assert_eq!(start.elapsed(), Duration::from_millis(20));
+        assert_window(start.elapsed());
         assert!(matches!(first, Ok(Entry::Tag(t)) if t.tag.timestamp == 1));
         assert_eq!(timestamps(&mut reader), [2]);
         // The next push opens the next window, however soon after a flush it comes
@@ -398,13 +420,13 @@ mod tests {
         let opened = tokio::time::Instant::now();
         ring.push(tag(22));
         assert!(matches!(reader.recv().await, Ok(Entry::Tag(t)) if t.tag.timestamp == 22));
-        assert_eq!(opened.elapsed(), Duration::from_millis(20));
+        assert_window(opened.elapsed());
         // A quiet ring arms no timer; the next push opens the next window.
         tokio::time::sleep(Duration::from_millis(100)).await;
         let again = tokio::time::Instant::now();
         ring.push(tag(3));
         assert!(matches!(reader.recv().await, Ok(Entry::Tag(t)) if t.tag.timestamp == 3));
-        assert_eq!(again.elapsed(), Duration::from_millis(20));
+        assert_window(again.elapsed());
         // A reader joining mid-window starts after the newest entry, held back or not.
         ring.push(tag(4));
         let mut late = ring.subscribe();
@@ -424,6 +446,21 @@ mod tests {
             .await
             .expect("the ticker ends with the stream")
             .unwrap();
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_window_ends_its_length_after_the_push_that_opened_it_when_the_ticker_runs_late() {
+        let ring = ring(20);
+        let mut reader = ring.subscribe();
+        assert!(ring.needs_ticker());
+        tokio::spawn(ring.run_ticker());
+        tokio::task::yield_now().await; // the ticker waits for a push
+        let pushed = tokio::time::Instant::now();
+        ring.push(tag(1));
+        // The clock moves on before the ticker gets to run (a busy worker).
+        tokio::time::advance(Duration::from_millis(5)).await;
+        assert!(matches!(reader.recv().await, Ok(Entry::Tag(t)) if t.tag.timestamp == 1));
+        assert_window(pushed.elapsed());
     }
 
     #[test]
