@@ -264,21 +264,22 @@ pub struct LiveConfig {
     pub player_write_batch_bytes: usize,
     /// The latency budget for writes: a stream shows its new tags to its players
     /// once per window, and each player writes the window's tags with one vectored
-    /// write (WebSocket-FLV) or one HTTP chunk (HTTP-FLV). One timer per stream,
-    /// armed by the first tag of a window; a joining player's preamble (header,
+    /// write (WebSocket-FLV) or one HTTP chunk (HTTP-FLV). One timer per stream: a
+    /// window opens with the first tag pushed after the last flush and ends this
+    /// long after it, so no tag waits longer; a joining player's preamble (header,
     /// metadata, sequence headers, cached GOP) is written at once, never delayed.
     /// 0 = every tag is written as it comes; at most 1,000.
     ///
     /// Default 50 ms. On loopback a write costs about 9 µs of CPU whatever its size
     /// (syscall, socket wakeup, task wakeup) and the bytes only ~0.3 ms per MB, so
     /// the number of writes sets the cost of fan-out. Measured with 500 WebSocket
-    /// players of a 2.5 Mbit/s stream (73 tags/s; benches/README.md, writer shards):
-    /// 0 ms = 71 writes per player per second, 0.27 CPU s per delivered Gbit,
-    /// latency p50/p99 4/13 ms; 20 ms = 45 writes, 0.20 CPU s/Gbit, 15/29 ms;
-    /// 50 ms = 19 writes, 0.10 CPU s/Gbit, 31/58 ms. 50 ms adds 25 ms on average,
-    /// small beside a browser player's playback buffer, and takes fan-out CPU to
-    /// 37 % of writing each tag; under CPU contention it also keeps players nearer
-    /// the live edge (fewer, larger writes).
+    /// players of a 2.5 Mbit/s stream (73 tags/s; README's benchmark table, medians
+    /// of three rounds): 0 ms = 71 writes per player per second, 0.22 CPU s per
+    /// delivered Gbit, latency p50/p99 3/8 ms; 20 ms = 42 writes, 0.15 CPU s/Gbit,
+    /// 22/28 ms; 50 ms = 15 writes, 0.064 CPU s/Gbit, 30/56 ms. 50 ms adds about
+    /// 27 ms on average, small beside a browser player's playback buffer, and takes
+    /// fan-out CPU to 29 % of writing each tag; under CPU contention it also keeps
+    /// players nearer the live edge (fewer, larger writes).
     pub write_coalesce_ms: u64,
     /// `TCP_NOTSENT_LOWAT` on every accepted connection: the most bytes the kernel
     /// keeps queued but unsent on a socket before it reports the socket as not
