@@ -9,7 +9,7 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::*;
-use flv::{Demuxer, DemuxerConfig};
+use flv::{Demuxer, DemuxerConfig, TagType};
 use futures_util::StreamExt;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio_tungstenite::tungstenite::Message;
@@ -230,47 +230,18 @@ async fn the_window_batches_live_tags_and_never_delays_a_join() {
     server.shutdown().await;
 }
 
-/// The FLV tags of `flv` (header included), checked strictly: each tag's previous
-/// tag size matches, nothing is left over. Returns (type, timestamp, keyframe).
-fn flv_tags(flv: &[u8]) -> Vec<(u8, u32, bool)> {
-    assert!(flv.len() >= 13 && &flv[..3] == b"FLV", "an FLV header");
-    let mut at = 13;
+/// The FLV tags of `flv` (header included), parsed by our demuxer, which checks
+/// every PreviousTagSize, and `finish`: nothing is left over. Returns (type,
+/// timestamp, keyframe).
+fn flv_tags(flv: &[u8]) -> Vec<(TagType, u32, bool)> {
+    let mut demux = Demuxer::new(DemuxerConfig::default());
+    demux.push(flv);
     let mut tags = Vec::new();
-    while at < flv.len() {
-        assert!(at + 11 <= flv.len(), "a tag header cut at {at}");
-        let size = u32::from_be_bytes([0, flv[at + 1], flv[at + 2], flv[at + 3]]) as usize;
-        let ts = u32::from_be_bytes([flv[at + 7], flv[at + 4], flv[at + 5], flv[at + 6]]);
-        let end = at + 11 + size;
-        assert!(end + 4 <= flv.len(), "a tag cut at {at} ({size} bytes)");
-        let prev = u32::from_be_bytes(flv[end..end + 4].try_into().unwrap()) as usize;
-        assert_eq!(prev, 11 + size, "previous tag size after the tag at {at}");
-        let key = flv[at] == 9 && size > 0 && flv[at + 11] >> 4 == 1;
-        tags.push((flv[at], ts, key));
-        at = end + 4;
+    while let Some(tag) = demux.next_tag().expect("a well-formed FLV") {
+        tags.push((tag.tag_type, tag.timestamp, tag.is_keyframe()));
     }
+    demux.finish().expect("whole tags, nothing left over");
     tags
-}
-
-/// A chunked body (after the head), decoded strictly: every size line, every CRLF
-/// after a chunk's data, the last chunk. Returns the data and what followed.
-fn dechunk(mut body: &[u8]) -> (Vec<u8>, Vec<u8>) {
-    let mut data = Vec::new();
-    loop {
-        let eol = body
-            .windows(2)
-            .position(|w| w == b"\r\n")
-            .expect("a chunk size line");
-        let size = usize::from_str_radix(std::str::from_utf8(&body[..eol]).unwrap(), 16)
-            .expect("a hex chunk size");
-        body = &body[eol + 2..];
-        if size == 0 {
-            assert_eq!(&body[..2], b"\r\n", "the last chunk has no trailers");
-            return (data, body[2..].to_vec());
-        }
-        data.extend_from_slice(&body[..size]);
-        assert_eq!(&body[size..size + 2], b"\r\n", "CRLF after a chunk's data");
-        body = &body[size + 2..];
-    }
 }
 
 /// Reads from `s` until `done(read so far)`, within 15 s.
@@ -335,7 +306,7 @@ async fn an_http_flv_body_is_whole_chunks_and_ends_with_the_last_chunk() {
         after.len()
     );
     let tags = flv_tags(&flv);
-    let video: Vec<_> = tags.iter().filter(|t| t.0 == 9).collect();
+    let video: Vec<_> = tags.iter().filter(|t| t.0 == TagType::Video).collect();
     println!(
         "HTTP/1.1: {} bytes, {} tags, {} video",
         flv.len(),

@@ -90,23 +90,9 @@ async fn get(addr: SocketAddr, path: &str, accept: Option<&str>) -> (u16, String
     let status = head[9..12].parse().expect("a status code");
     let mut body = out[split + 4..].to_vec();
     if head.contains("transfer-encoding: chunked") {
-        body = dechunk(&body);
+        body = common::dechunk(&body).0;
     }
     (status, head, body)
-}
-
-fn dechunk(mut data: &[u8]) -> Vec<u8> {
-    let mut out = Vec::new();
-    loop {
-        let line_end = data.windows(2).position(|w| w == b"\r\n").unwrap();
-        let size_text = std::str::from_utf8(&data[..line_end]).unwrap();
-        let size = usize::from_str_radix(size_text.split(';').next().unwrap().trim(), 16).unwrap();
-        if size == 0 {
-            return out;
-        }
-        out.extend_from_slice(&data[line_end + 2..line_end + 2 + size]);
-        data = &data[line_end + 2 + size + 2..];
-    }
 }
 
 fn content_type(head: &str) -> &str {

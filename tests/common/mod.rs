@@ -481,3 +481,26 @@ pub fn rss_kib() -> u64 {
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
         .unwrap()
 }
+
+/// A chunked HTTP/1.1 body (after the head), decoded strictly: every size line,
+/// every CRLF after a chunk's data, the last chunk without trailers. Returns the
+/// data and what followed the last chunk.
+pub fn dechunk(mut body: &[u8]) -> (Vec<u8>, Vec<u8>) {
+    let mut data = Vec::new();
+    loop {
+        let eol = body
+            .windows(2)
+            .position(|w| w == b"\r\n")
+            .expect("a chunk size line");
+        let size = usize::from_str_radix(std::str::from_utf8(&body[..eol]).unwrap(), 16)
+            .expect("a hex chunk size");
+        body = &body[eol + 2..];
+        if size == 0 {
+            assert_eq!(&body[..2], b"\r\n", "the last chunk has no trailers");
+            return (data, body[2..].to_vec());
+        }
+        data.extend_from_slice(&body[..size]);
+        assert_eq!(&body[size..size + 2], b"\r\n", "CRLF after a chunk's data");
+        body = &body[size + 2..];
+    }
+}
