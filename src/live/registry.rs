@@ -389,6 +389,9 @@ impl Streams {
             }
             None => None,
         };
+        // Counted before the end is pushed: a player that sees it leaves at once,
+        // and the report is of the players this kick ended.
+        let players = stream.players.load(Ordering::Relaxed);
         stream.ring.push(Entry::End(EndReason::Kicked));
         drop(streams);
         let banned = ban.and_then(|(scope, duration)| {
@@ -404,7 +407,7 @@ impl Streams {
         Some(KickReport {
             stream: name.to_owned(),
             kicked: publisher.is_some(),
-            players: stream.players.load(Ordering::Relaxed),
+            players,
             banned_s: banned,
         })
     }
